@@ -1,0 +1,116 @@
+"""Load any supported checkpoint (hub id, local folder, or shipped toy) through from_pretrained."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+from ..adapters import Adapter, adapter_for
+
+log = logging.getLogger("anchorlab")
+
+TOY_PREFIX = "toy:"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+def resolve_model_path(model_id: str) -> str:
+    """`toy:NAME` names a model shipped inside the package; anything else goes to from_pretrained."""
+    if model_id.startswith(TOY_PREFIX):
+        from ..toy import shipped_path
+
+        return str(shipped_path(model_id[len(TOY_PREFIX):]))
+    return model_id
+
+
+@dataclass
+class ModelBundle:
+    model: nn.Module
+    tokenizer: Any
+    processor: Any | None
+    image_processor: Any | None
+    adapter: Adapter
+    model_id: str
+    path: str
+    revision: str | None = None
+
+    def module(self, dotted: str) -> nn.Module:
+        return self.model.get_submodule(dotted)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.module(self.adapter.layers)
+
+    @property
+    def lm_config(self):
+        return self.adapter.lm_config(self.model.config)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.lm_config.num_attention_heads)
+
+    @property
+    def head_dim(self) -> int:
+        cfg = self.lm_config
+        return int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def pad_token_id(self) -> int:
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        return int(pad if pad is not None else 0)
+
+
+def load_model(
+    model_id: str,
+    dtype: str = "float32",
+    device: str = "cpu",
+    attn_implementation: str = "sdpa",
+    revision: str | None = None,
+) -> ModelBundle:
+    path = resolve_model_path(model_id)
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model.id {model_id!r}: cannot read a model config there ({exc})") from None
+    adapter = adapter_for(config)
+    cls = getattr(transformers, adapter.model_class)
+    log.info("loading %s (%s family, %s, %s, attention=%s)", model_id, adapter.family, dtype, device, attn_implementation)
+    model = cls.from_pretrained(
+        path, dtype=DTYPES[dtype], attn_implementation=attn_implementation, **kwargs
+    ).to(device)
+    model.eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, **kwargs)
+    processor = _optional(transformers.AutoProcessor, path, kwargs) if adapter.is_multimodal else None
+    image_processor = (
+        getattr(processor, "image_processor", None) or _optional(transformers.AutoImageProcessor, path, kwargs)
+        if adapter.is_multimodal
+        else None
+    )
+    return ModelBundle(model, tokenizer, processor, image_processor, adapter, model_id, path, revision)
+
+
+def _optional(auto_cls, path: str, kwargs: dict):
+    """Some processors cannot be built here (Qwen2.5-VL's needs torchvision); adapters fall back."""
+    try:
+        return auto_cls.from_pretrained(path, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure means 'not available', logged
+        log.debug("%s unavailable for %s: %s", auto_cls.__name__, path, exc)
+        return None
