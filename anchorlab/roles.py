@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import torch
 
+from .errors import UserError
 from .prompts import Prompt, Span
 
 TEXT_ROLES = ("context", "instruction", "query")
 ROLES = ("vision", "context", "instruction", "query", "text", "last")
 
 
-class RoleError(ValueError):
+class RoleError(UserError):
     pass
 
 

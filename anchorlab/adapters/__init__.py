@@ -1,6 +1,7 @@
 """Adapter registry: the family is detected from the model config, never from a name."""
 from __future__ import annotations
 
+from ..errors import UserError
 from .base import Adapter, Encoded
 
 _FAMILIES: dict[str, Adapter] = {}
@@ -16,7 +17,7 @@ def known_families() -> dict[str, tuple[str, ...]]:
     return {name: a.model_types for name, a in _FAMILIES.items()}
 
 
-class UnknownFamilyError(ValueError):
+class UnknownFamilyError(UserError):
     pass
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
 from . import register
 from .base import Adapter
 
@@ -21,7 +22,7 @@ def render(bundle, prompt) -> str:
 
 def tokenize(bundle, rendered: str, image):
     if bundle.processor is None:
-        raise ValueError(f"{bundle.model_id}: LLaVA needs its processor (AutoProcessor could not be built)")
+        raise UserError(f"{bundle.model_id}: LLaVA needs its processor (AutoProcessor could not be built)")
     out = bundle.processor(text=rendered, images=image, return_tensors="pt")
     extras = {"pixel_values": out["pixel_values"]} if image is not None else {}
     return out["input_ids"][0], extras

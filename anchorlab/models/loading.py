@@ -11,6 +11,7 @@ import transformers
 from torch import nn
 
 from ..adapters import Adapter, adapter_for
+from ..errors import UserError
 
 log = logging.getLogger("anchorlab")
 
@@ -18,7 +19,7 @@ TOY_PREFIX = "toy:"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     pass
 
 

@@ -1,0 +1,10 @@
+"""Analysis registry: one module per paper section, looked up by the recipe's `kind`."""
+from __future__ import annotations
+
+from .base import Analysis, AnalysisSpec, Context
+from .signal import SignalAnalysis
+
+REGISTRY: dict[str, type[Analysis]] = {a.kind: a for a in (SignalAnalysis,)}
+ANALYSES: dict[str, type[AnalysisSpec]] = {k: a.spec_cls for k, a in REGISTRY.items()}
+
+__all__ = ["ANALYSES", "REGISTRY", "Analysis", "AnalysisSpec", "Context"]

@@ -1,0 +1,54 @@
+"""What every analysis provides: a recipe spec, per-batch work on a backend, a reduction to xarray."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray as xr
+
+    from ..batching import Batch
+    from ..compiler import Row
+    from ..models.loading import ModelBundle
+
+
+class AnalysisSpec(BaseModel):
+    """Options shared by every analysis; subclasses add their own with SPEC defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    n_bootstrap: int = 1000
+    ci_level: float = 0.95
+
+
+@dataclass
+class Context:
+    """What an analysis may use while it runs."""
+
+    bundle: "ModelBundle"
+    backend: Any  # anchorlab.backends.LocalBackend or compatible
+    seed: int
+
+
+class Analysis:
+    """One paper section: subclasses set `kind` and `spec_cls` and implement the three steps."""
+
+    kind: ClassVar[str]
+    spec_cls: ClassVar[type[AnalysisSpec]]
+
+    def __init__(self, spec: AnalysisSpec, ctx: Context):
+        self.spec, self.ctx = spec, ctx
+
+    def run_batch(self, batch: "Batch", rows: list["Row"]) -> dict[str, np.ndarray]:
+        """Per-row arrays (leading dim = len(rows)) for one batch of prompts."""
+        raise NotImplementedError
+
+    def reduce(self, rows: list["Row"], results: dict[str, np.ndarray]) -> "xr.Dataset":
+        raise NotImplementedError
+
+    @staticmethod
+    def plot(ds: "xr.Dataset", fig_dir) -> list:
+        raise NotImplementedError

@@ -1,0 +1,143 @@
+"""SPEC §3.2: signal Φ by the restricted logit lens, LDAR and decision synchrony (paper Fig. 5a, 6a)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import xarray as xr
+from pydantic import Field
+
+from ..backends import envoy_at
+from ..errors import UserError
+from ..lens import pool_forms, restricted_logits, rms_norm, top_k_mean
+from ..metrics import bootstrap_ci, ldar, synchrony
+from .base import Analysis, AnalysisSpec
+from .layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
+
+Role = Literal["vision", "context", "instruction", "query", "text", "last"]
+
+
+class SignalSpec(AnalysisSpec):
+    kind: Literal["signal"] = "signal"
+    positions: Role = "instruction"
+    k: int = Field(1, ge=1, description="top-K positions averaged (SPEC: 1)")
+    pool: Literal["max", "mean"] = "max"
+    final_norm: bool = Field(True, description="apply the model's final norm before unembedding")
+    layers: list[int] | None = Field(None, description="layers to read (default: all)")
+
+
+def lens_capture(envoy, layers_path, read_layers, sites, rows_w, member, dec_w, norm_w, eps, use_norm, pool):
+    """Runs inside the trace: pooled dictionary logits per (layer, modality, site), and the final
+    layer's logits of the two decision tokens at `last` (the model's own prediction)."""
+    layers = envoy_at(envoy, layers_path)
+    b = torch.arange(sites.shape[0], device=sites.device)[:, None]
+    pooled, decision = [], None
+    final = len(layers) - 1
+    for layer in read_layers:
+        h = layers[layer].output[b, sites]
+        normed = rms_norm(h, norm_w, eps)
+        x = normed if use_norm else h
+        logits = restricted_logits(x, rows_w)
+        pooled.append(torch.stack([pool_forms(logits, member[:, m], pool) for m in range(2)], 1))
+        if layer == final:
+            decision = restricted_logits(normed[:, -1:], dec_w)[:, 0]
+    return torch.stack(pooled, 1), decision
+
+
+class SignalAnalysis(Analysis):
+    kind = "signal"
+    spec_cls = SignalSpec
+
+    def layer_ids(self) -> list[int]:
+        n = self.ctx.bundle.n_layers
+        layers = self.spec.layers if self.spec.layers is not None else list(range(n))
+        bad = [layer for layer in layers if not 0 <= layer < n]
+        if bad:
+            raise UserError(f"analyses[signal].layers: {bad} out of range for a model with {n} layers (0..{n - 1})")
+        return sorted(set(layers))
+
+    def run_batch(self, batch, rows):
+        bundle, spec = self.ctx.bundle, self.spec
+        layers = self.layer_ids()
+        read = sorted(set(layers) | {bundle.n_layers - 1})
+        sites, valid = site_positions(batch, rows, spec.positions)
+        ids, member = entity_rows(rows)
+        unembed = bundle.module(bundle.adapter.unembed).weight.detach()
+        norm = bundle.module(bundle.adapter.final_norm)
+        eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
+        dec = decision_rows(rows)  # [B, 2] = (followed, competitor) answer tokens
+        dev = bundle.device
+        pooled, decision = self.ctx.backend.trace(
+            batch.inputs, lens_capture, bundle.adapter.layers, read, sites.to(dev), unembed[ids.to(dev)],
+            member.to(dev), unembed[dec.to(dev)], norm.weight.detach(), eps, spec.final_norm, spec.pool,
+        )
+        keep = [read.index(layer) for layer in layers]
+        pooled = pooled[:, keep].float().cpu()  # [B, L, 2, P+1]
+        n_pos = valid.shape[1]
+        phi = top_k_mean(pooled[..., :n_pos], valid[:, None, None, :], spec.k)  # [B, L, 2]
+        return {
+            "signal": phi.transpose(1, 2).numpy(),  # [B, 2, L]
+            "signal_last": pooled[..., n_pos].transpose(1, 2).numpy(),
+            "decision_margin": (decision[:, 0] - decision[:, 1]).float().cpu().numpy(),
+        }
+
+    def reduce(self, rows, results, selected):
+        spec = self.spec
+        layers = self.layer_ids()
+        tasks, samples, grid = by_task_sample(rows)
+        coords = {"task": tasks, "modality": list(MODALITIES), "layer": layers, "sample": samples}
+        signal = grid(results["signal"])  # [T, S, 2, L]
+        signal_last = grid(results["signal_last"])
+        sel = grid(selected)  # [T, S]
+        ds = xr.Dataset(coords=coords)
+        ds["signal"] = (("task", "modality", "layer", "sample"), signal.transpose(0, 2, 3, 1))
+        ds["signal_last"] = (("task", "modality", "layer", "sample"), signal_last.transpose(0, 2, 3, 1))
+        ds["selected"] = (("task", "sample"), sel)
+        ds["followed_first_token"] = (("task", "sample"), grid(results["decision_margin"]) > 0)
+        ds["sync"] = (
+            ("task", "layer", "sample"),
+            synchrony(signal[:, :, 0], signal[:, :, 1], signal_last[:, :, 0], signal_last[:, :, 1]).transpose(0, 2, 1),
+        )
+        ds = ds.assign_coords(side=list(SIDES), bound=["lo", "hi"])
+        ldar_v, ldar_ci, sync_v, sync_ci, mean_v, mean_ci = [], [], [], [], [], []
+        for t, task in enumerate(tasks):
+            chosen = sel[t]
+            if not chosen.any():
+                raise UserError(f"task {task}: no sample passes the data filter; nothing to aggregate")
+            f, c = (0, 1) if task == "vf" else (1, 0)
+            phi_f, phi_c = signal[t, chosen, f].T, signal[t, chosen, c].T  # [L, n]
+            wins = (phi_f > phi_c).astype(float)
+            ldar_v.append(ldar(phi_f, phi_c))
+            ldar_ci.append(self._ci(wins))
+            in_sync = ds["sync"].values[t][:, chosen].astype(float)
+            sync_v.append(in_sync.mean(-1))
+            sync_ci.append(self._ci(in_sync))
+            sides = np.stack([phi_f, phi_c])  # [2, L, n]
+            mean_v.append(sides.mean(-1))
+            mean_ci.append(self._ci(sides))
+        ds["ldar"] = (("task", "layer"), np.array(ldar_v))
+        ds["ldar_ci"] = (("task", "layer", "bound"), np.array(ldar_ci))
+        ds["sync_rate"] = (("task", "layer"), np.array(sync_v))
+        ds["sync_rate_ci"] = (("task", "layer", "bound"), np.array(sync_ci))
+        ds["signal_mean"] = (("task", "side", "layer"), np.array(mean_v))
+        ds["signal_mean_ci"] = (("task", "side", "layer", "bound"), np.array(mean_ci))
+        ds["signal"].attrs.update(description="Φ_m at the chosen positions (SPEC §3.2)", positions=spec.positions)
+        ds["ldar"].attrs["description"] = "share of selected samples with Φ_f > Φ_c"
+        ds["sync"].attrs["description"] = "sign(Φ_v-Φ_t) at positions equals the sign at last"
+        ds["signal_mean"].attrs["description"] = "mean Φ of the followed (f) and competing (c) modality"
+        ds.attrs.update(analysis="signal", **{f"param_{k}": _attr(v) for k, v in spec.model_dump().items()})
+        return ds
+
+    def _ci(self, values: np.ndarray) -> np.ndarray:
+        return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
+
+    @staticmethod
+    def plot(ds, fig_dir):
+        from ..plots.signal import plot_signal
+
+        return plot_signal(ds, fig_dir)
+
+
+def _attr(value):
+    return "all" if value is None else (str(value) if isinstance(value, (list, dict, bool)) else value)

@@ -1,0 +1,35 @@
+"""Run nnsight traces on the in-process model."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import nnsight
+import torch
+from nnsight import NNsight
+
+from ..models.loading import ModelBundle
+
+
+def envoy_at(envoy, dotted: str):
+    """Follow an adapter's dotted module path on the nnsight envoy tree."""
+    node = envoy
+    for part in dotted.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, bundle: ModelBundle):
+        self.bundle = bundle
+        self.envoy = NNsight(bundle.model)
+
+    def trace(self, inputs: dict[str, torch.Tensor], fn: Callable[..., Any], *args: Any) -> Any:
+        """One forward with `fn(envoy, *args)` run inside the trace; returns what fn returned."""
+        device = self.bundle.device
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        with torch.inference_mode():
+            with self.envoy.trace(**inputs):
+                result = nnsight.save(fn(self.envoy, *args))
+        return result

@@ -1,0 +1,176 @@
+"""Recipe schema: YAML -> validated, defaults from SPEC.md, errors that name the field path."""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .analyses import ANALYSES, AnalysisSpec
+from .errors import UserError
+
+Role = Literal["vision", "context", "instruction", "query", "text", "last"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Strict):
+    id: str = Field(description="hub id, local folder, or a shipped toy as toy:NAME")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    device: str = "cpu"
+    attn_implementation: Literal["eager", "sdpa"] = "sdpa"
+    revision: str | None = None
+
+
+class PromptSpec(Strict):
+    instruction_position: Literal["before_context", "after_context", "after_question"] = "after_context"
+    instructions: dict[Literal["vf", "tf"], str] | None = None  # None: the MC² authors' strings
+    context_prefix: str = "Text context: "
+
+
+class DataSpec(Strict):
+    source: Literal["toy"] = "toy"
+    n_samples: int = Field(64, ge=1)
+    tasks: list[Literal["vf", "tf"]] = Field(default_factory=lambda: ["vf", "tf"], min_length=1)
+    filter: Literal["all", "follows", "fails"] = "all"
+    seed: int | None = None  # None: the recipe's seed
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
+
+
+class Recipe(Strict):
+    name: str = "run"
+    model: ModelSpec
+    data: DataSpec = Field(default_factory=DataSpec)
+    analyses: list[AnalysisSpec] = Field(min_length=1)
+    backend: Literal["local"] = "local"
+    batch_size: int = Field(8, ge=1)
+    seed: int = 0
+    output: str | None = None  # None: outputs/<name>
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output or f"outputs/{self.name}")
+
+
+class RecipeError(UserError):
+    """A recipe problem, already phrased for the user (field path + what is wrong)."""
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> tuple[Recipe, str]:
+    """Read, apply `--set a.b=value` overrides, validate. Returns the recipe and its source text."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping with keys model, data, analyses, ...")
+    return parse_recipe(apply_overrides(data, overrides)), text
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"--set {item!r}: expected FIELD.PATH=VALUE, e.g. --set data.n_samples=16")
+        node: Any = data
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError(f"--set {key}: {'.'.join(parts[:i]) or 'recipe'} has no item {part}")
+                if last:
+                    node[int(part)] = yaml.safe_load(raw)
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = yaml.safe_load(raw)
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise RecipeError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping or list")
+    return data
+
+
+def parse_recipe(data: dict) -> Recipe:
+    errors: list[str] = []
+    raw_analyses = data.get("analyses")
+    analyses: list[AnalysisSpec] = []
+    if isinstance(raw_analyses, list):
+        for i, item in enumerate(raw_analyses):
+            analyses.extend(_parse_analysis(item, f"analyses.{i}", errors))
+    top = {k: v for k, v in data.items() if k != "analyses"}
+    if isinstance(raw_analyses, list):
+        top["analyses"] = [] if errors else analyses
+    elif "analyses" in data:
+        top["analyses"] = raw_analyses
+    try:
+        recipe = Recipe.model_validate(top)
+    except ValidationError as exc:
+        errors = _describe(exc, Recipe, "") + errors
+        recipe = None
+    if errors:
+        raise RecipeError("invalid recipe:\n" + "\n".join(f"  - {e}" for e in errors))
+    return recipe
+
+
+def _parse_analysis(item: Any, where: str, errors: list[str]) -> list[AnalysisSpec]:
+    if not isinstance(item, dict) or "kind" not in item:
+        errors.append(f"{where}: each analysis is a mapping with a 'kind' ({', '.join(ANALYSES)})")
+        return []
+    kind = item["kind"]
+    spec_cls = ANALYSES.get(kind)
+    if spec_cls is None:
+        errors.append(f"{where}.kind: unknown analysis {kind!r}{_suggest(kind, ANALYSES)}; known: {', '.join(ANALYSES)}")
+        return []
+    try:
+        return [spec_cls.model_validate(item)]
+    except ValidationError as exc:
+        errors.extend(_describe(exc, spec_cls, where))
+        return []
+
+
+def _describe(exc: ValidationError, model: type[BaseModel], prefix: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        path = ".".join(([prefix] if prefix else []) + loc)
+        if err["type"] == "extra_forbidden":
+            siblings = _fields_at(model, err["loc"][:-1])
+            out.append(f"{path}: unknown field{_suggest(loc[-1], siblings)}; allowed here: {', '.join(siblings)}")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+            out.append(f"{path}: {err['msg']}{shown}")
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+    return list(model.model_fields)
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
