@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
 from .analyses import ANALYSES, AnalysisSpec
 from .errors import UserError
@@ -47,7 +47,7 @@ class Recipe(Strict):
     name: str = "run"
     model: ModelSpec
     data: DataSpec = Field(default_factory=DataSpec)
-    analyses: list[AnalysisSpec] = Field(min_length=1)
+    analyses: list[SerializeAsAny[AnalysisSpec]] = Field(min_length=1)
     backend: Literal["local"] = "local"
     batch_size: int = Field(8, ge=1)
     seed: int = 0
