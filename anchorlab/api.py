@@ -8,8 +8,11 @@ import xarray as xr
 from .recipe import load_recipe
 
 
-def run(recipe: str | Path, out: str | Path | None = None, overrides: list[str] = ()) -> dict[str, xr.Dataset]:
+def run(
+    recipe: str | Path, out: str | Path | None = None, overrides: list[str] = (), resume: bool = False,
+    force: bool = False,
+) -> dict[str, xr.Dataset]:
     from .executor import run_recipe
 
     parsed, text = load_recipe(recipe, list(overrides))
-    return run_recipe(parsed, text, out, list(overrides))
+    return run_recipe(parsed, text, out, list(overrides), resume=resume, force=force)

@@ -49,12 +49,14 @@ def main(debug: bool, verbose: bool) -> None:
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="output folder (default: recipe's output)")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="override a recipe field, e.g. data.n_samples=8")
+@click.option("--resume", is_flag=True, help="continue an interrupted run in the same output folder")
+@click.option("--force", is_flag=True, help="overwrite an existing run in the output folder")
 @user_errors
-def run(recipe: Path, out: Path | None, overrides: tuple[str, ...]) -> None:
+def run(recipe: Path, out: Path | None, overrides: tuple[str, ...], resume: bool, force: bool) -> None:
     """Run RECIPE and write its results and figures."""
     from .api import run as run_api
 
-    results = run_api(recipe, out, list(overrides))
+    results = run_api(recipe, out, list(overrides), resume=resume, force=force)
     for name, ds in results.items():
         click.echo(f"{name}: " + ", ".join(f"{v}{tuple(ds[v].dims)}" for v in ds.data_vars))
 

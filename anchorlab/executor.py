@@ -18,27 +18,39 @@ from .filters import first_token_follows, select_rows
 from .models.loading import load_model
 from .recipe import Recipe
 from .results import now, provenance, write_dataset
+from .store import RunStore
 
 log = logging.getLogger("anchorlab")
 
 
-def run_batches(analysis, rows, batch_size: int, desc: str) -> dict[str, np.ndarray]:
-    """Rows are batched by prompt length (less padding) and results put back in row order."""
-    bundle = analysis.ctx.bundle
+def run_batches(
+    work, bundle, rows, batch_size: int, desc: str, store: RunStore | None = None, name: str = ""
+) -> dict[str, np.ndarray]:
+    """`work(batch, rows) -> per-row arrays`, batched by prompt length (less padding); each finished
+    batch is stored as a chunk, so a resumed run recomputes nothing. Results come back in row order."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].encoded.input_ids))
+    starts = range(0, len(order), batch_size)
     parts: dict[str, list] = defaultdict(list)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        idx = order[start : start + batch_size]
-        chunk = [rows[i] for i in idx]
-        batch = collate([r.encoded for r in chunk], bundle.adapter, bundle.pad_token_id)
-        for key, value in analysis.run_batch(batch, chunk).items():
+    for index, start in enumerate(tqdm(starts, desc=desc, unit="batch")):
+        chunk_rows = [rows[i] for i in order[start : start + batch_size]]
+        arrays = store.load_chunk(name, index) if store else None
+        if arrays is None:
+            batch = collate([r.encoded for r in chunk_rows], bundle.adapter, bundle.pad_token_id)
+            arrays = work(batch, chunk_rows)
+            if store:
+                store.save_chunk(name, index, arrays)
+        for key, value in arrays.items():
             parts[key].append(value)
     inverse = np.argsort(np.array(order))
     return {key: np.concatenate(values)[inverse] for key, values in parts.items()}
 
 
-def run_recipe(recipe: Recipe, recipe_text: str, out_dir: str | Path | None = None, overrides=()) -> dict[str, xr.Dataset]:
+def run_recipe(
+    recipe: Recipe, recipe_text: str, out_dir: str | Path | None = None, overrides=(), resume: bool = False,
+    force: bool = False,
+) -> dict[str, xr.Dataset]:
     out = Path(out_dir) if out_dir else recipe.output_dir
+    store = RunStore(out, recipe.model_dump(mode="json"), resume=resume, force=force)
     m = recipe.model
     bundle = load_model(m.id, m.dtype, m.device, m.attn_implementation, m.revision)
     backend = LocalBackend(bundle)
@@ -48,7 +60,10 @@ def run_recipe(recipe: Recipe, recipe_text: str, out_dir: str | Path | None = No
     rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt))
     log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
              ",".join(recipe.data.tasks), len(rows))
-    follows = first_token_follows(bundle, backend, rows, recipe.batch_size) if recipe.data.filter != "all" else None
+    follows = None
+    if recipe.data.filter != "all":
+        follows = run_batches(lambda batch, chunk: {"follows": first_token_follows(bundle, backend, batch, chunk)},
+                              bundle, rows, recipe.batch_size, "follow check (first token)", store, "follows")["follows"]
     selected = select_rows(recipe.data.filter, follows, len(rows))
     if recipe.data.filter != "all":
         log.info("filter %s (first-token rule): %d of %d prompts kept", recipe.data.filter, selected.sum(), len(rows))
@@ -56,10 +71,14 @@ def run_recipe(recipe: Recipe, recipe_text: str, out_dir: str | Path | None = No
     results: dict[str, xr.Dataset] = {}
     for i, spec in enumerate(recipe.analyses):
         name = spec.kind if [s.kind for s in recipe.analyses].count(spec.kind) == 1 else f"{spec.kind}_{i}"
-        started = now()
         analysis = REGISTRY[spec.kind](spec, ctx)
+        if store.is_finished(name):
+            log.info("analysis %s already finished in %s (resumed)", name, out)
+            results[name] = xr.load_dataset(out / f"{name}.nc")
+            continue
+        started = now()
         log.info("analysis %s on %s -> %s", name, m.id, out / f"{name}.nc")
-        per_row = run_batches(analysis, rows, recipe.batch_size, desc=f"{name} [{m.id}]")
+        per_row = run_batches(analysis.run_batch, bundle, rows, recipe.batch_size, f"{name} [{m.id}]", store, name)
         ds = analysis.reduce(rows, per_row, selected)
         ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
         ds.attrs.update(data_source=recipe.data.source, data_filter=recipe.data.filter,
@@ -67,5 +86,7 @@ def run_recipe(recipe: Recipe, recipe_text: str, out_dir: str | Path | None = No
         write_dataset(ds, out / f"{name}.nc")
         figures = analysis.plot(ds, out / "figures")
         log.info("wrote %s and %d figure(s) under %s", out / f"{name}.nc", len(figures), out / "figures")
+        store.mark_finished(name)
         results[name] = ds
+    store.complete()
     return results

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .analyses.layout import decision_rows
 from .backends import envoy_at
-from .batching import collate
 from .lens import restricted_logits, rms_norm
 
 
@@ -20,20 +18,15 @@ def decision_capture(envoy, layers_path, final, last, dec_w, norm_w, eps):
     return restricted_logits(rms_norm(h, norm_w, eps)[:, None], dec_w)[:, 0]
 
 
-def first_token_follows(bundle, backend, rows, batch_size: int) -> np.ndarray:
+def first_token_follows(bundle, backend, batch, rows) -> np.ndarray:
     """Per row: does the model's next-token distribution prefer the followed answer's token?"""
     unembed = bundle.module(bundle.adapter.unembed).weight.detach()
     norm = bundle.module(bundle.adapter.final_norm)
     eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
-    out = []
-    for start in tqdm(range(0, len(rows), batch_size), desc="follow check (first token)", leave=False):
-        chunk = rows[start : start + batch_size]
-        batch = collate([r.encoded for r in chunk], bundle.adapter, bundle.pad_token_id)
-        last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
-        logits = backend.trace(batch.inputs, decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
-                               unembed[decision_rows(chunk).to(bundle.device)], norm.weight.detach(), eps)
-        out.append((logits[:, 0] > logits[:, 1]).cpu().numpy())
-    return np.concatenate(out)
+    last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
+    logits = backend.trace(batch.inputs, decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
+                           unembed[decision_rows(rows).to(bundle.device)], norm.weight.detach(), eps)
+    return (logits[:, 0] > logits[:, 1]).cpu().numpy()
 
 
 def select_rows(mode: str, follows: np.ndarray | None, n: int) -> np.ndarray:
