@@ -1,0 +1,95 @@
+"""Shared by the tiny-model tests (a pytest plugin they name): checkpoints of every family, samples.
+
+PYTEST_DONT_REWRITE: the test modules import helpers from here before pytest loads it as a plugin.
+"""
+from __future__ import annotations
+
+import functools
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import InternVLProcessor, ProcessorMixin, Qwen2_5_VLProcessor
+
+from anchorlab.data.sample import ConflictSample
+from anchorlab.models.loading import load_model
+from anchorlab.models.tiny import tiny_model_path
+
+FAMILIES = ("llava", "qwen2_5_vl", "internvl", "qwen2", "llama")
+MULTIMODAL = ("llava", "qwen2_5_vl", "internvl")
+
+
+@functools.cache
+def _load(path: str, attn: str):
+    return load_model(path, attn_implementation=attn)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """tiny(family, attn="eager") -> ModelBundle; every checkpoint is built once into the cache."""
+    paths = {family: str(tiny_model_path(family)) for family in FAMILIES}
+    return lambda family, attn="eager": _load(paths[family], attn)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one thread is fastest, and several are 100x slower when another job holds a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def image(width: int, height: int, seed: int = 0) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def sample(long: bool = True, position=None, size=(40, 30)) -> ConflictSample:
+    """Two shapes of sample: prompts of clearly different lengths, images of different sizes."""
+    if long:
+        return ConflictSample(
+            id="sheep", question="What are the sheep doing?",
+            context="Several sheep are playfully bounding around in a field beside a road, their movements "
+            "light and carefree. One sheep cautiously steps onto the pavement.",
+            answer_vision="eating", answer_text="playing", image=image(*size, seed=1), instruction_position=position,
+        )
+    return ConflictSample(
+        id="dogs", question="How many dogs are there?", context="Two dogs sleep.", answer_vision="three",
+        answer_text="two", image=image(*size, seed=2), instruction_position=position,
+    )
+
+
+def image_token_id(bundle) -> int:
+    config = bundle.model.config
+    return int(getattr(config, "image_token_id", None) or config.image_token_index)
+
+
+def image_feature_rows(bundle, extras: dict) -> int:
+    """How many embeddings the vision tower hands the LM: what the vision role must index."""
+    kwargs = {k: extras[k] for k in ("pixel_values", "image_grid_thw") if k in extras}
+    with torch.no_grad():
+        features = bundle.model.get_image_features(**kwargs).pooler_output
+    parts = features if isinstance(features, (list, tuple)) else [features]
+    return sum(p.reshape(-1, p.shape[-1]).shape[0] for p in parts)
+
+
+def real_processor(bundle):
+    """The family's real processor, built with no video processor (which needs torchvision).
+
+    ProcessorMixin insists on a video processor class it cannot import here; skipping only that
+    check lets the tests compare the adapters' fallback with the real expansion code.
+    """
+    original = ProcessorMixin.check_argument_for_proper_class
+
+    def check(self, name, arg):
+        return None if name == "video_processor" and arg is None else original(self, name, arg)
+
+    kwargs = {"image_processor": bundle.image_processor, "tokenizer": bundle.tokenizer, "video_processor": None,
+              "chat_template": bundle.tokenizer.chat_template}
+    with mock.patch.object(ProcessorMixin, "check_argument_for_proper_class", check):
+        if bundle.adapter.family == "qwen2_5_vl":
+            return Qwen2_5_VLProcessor(**kwargs)
+        return InternVLProcessor(image_seq_length=bundle.model.config.image_seq_length, **kwargs)
