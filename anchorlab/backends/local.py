@@ -28,7 +28,7 @@ class LocalBackend:
     def trace(self, inputs: dict[str, torch.Tensor], fn: Callable[..., Any], *args: Any) -> Any:
         """One forward with `fn(envoy, *args)` run inside the trace; returns what fn returned."""
         device = self.bundle.device
-        inputs = {k: v.to(device) for k, v in inputs.items()}
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         with torch.inference_mode():
             with self.envoy.trace(**inputs):
                 result = nnsight.save(fn(self.envoy, *args))

@@ -1,0 +1,161 @@
+"""Knockout sweeps: the two decision-token logits at `last` for every (pathway, centre layer).
+
+`naive`: one full forward per variant (the reference). `fast`: a knockout cannot change positions
+before the first knocked query nor any layer below its window, so one clean pass keeps the KV cache
+of that prefix and the clean hidden states, and each pass over a group of variants recomputes only
+the suffix positions, from the group's lowest window layer up (lower layers are skipped with their
+clean outputs). Variants are batched as extra rows, each row with its own mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from ..analyses.layout import decision_rows
+from ..backends import envoy_at
+from ..errors import UserError
+from ..interventions.knockout import apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges
+from ..lens import restricted_logits
+
+
+@dataclass
+class Sweep:
+    logits: torch.Tensor  # [B, n_pathways, n_centres, 2] (followed, competitor) logits after knockout
+    clean: torch.Tensor  # [B, 2] without intervention
+    cells: int  # decoder (layer × position) cells computed, padding included
+
+
+def role_mask(batch, rows, role: str, pathway: str) -> torch.Tensor:
+    s = batch.inputs["input_ids"].shape[1]
+    mask = torch.zeros((len(rows), s), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        pos = batch.roles[i].get(role)
+        if pos is None:
+            raise UserError(f"pathway {pathway!r}: unknown role {role!r} (roles: {', '.join(batch.roles[i])})")
+        if len(pos) == 0:
+            raise UserError(f"pathway {pathway!r}: role {role!r} is empty in sample {row.sample.id!r} ({row.task})")
+        mask[i, pos] = True
+    return mask
+
+
+def final_logits(envoy, norm_path, unembed_path, dec_w, skip_unembed):
+    """The model's own logits of the decision tokens at the last position (final norm applied);
+    the full-vocabulary unembedding is skipped where its output is not needed."""
+    normed = envoy_at(envoy, norm_path).output[:, -1:]
+    if skip_unembed:
+        envoy_at(envoy, unembed_path).skip(torch.zeros((normed.shape[0], 1, 1), dtype=normed.dtype, device=normed.device))
+    return restricted_logits(normed, dec_w)[:, 0]
+
+
+def naive_capture(envoy, paths, window, allowed, knocked, dec_w):
+    layers = envoy_at(envoy, paths["layers"])
+    active = torch.ones(allowed.shape[0], dtype=torch.bool, device=allowed.device)
+    for layer in window:
+        apply_knockout(envoy_at(layers[layer], paths["attention"]), allowed, knocked, active)
+    return final_logits(envoy, paths["norm"], paths["unembed"], dec_w, True)
+
+
+def clean_capture(envoy, paths, multimodal, start, n_layers, dec_w):
+    """One clean pass: decoder inputs (embeddings after image merge, position ids), every layer's
+    output from `start` on, the decision logits, and the KV cache."""
+    decoder = envoy_at(envoy, paths["decoder"])
+    _, kwargs = decoder.inputs
+    positions = kwargs.get("position_ids")
+    embeds = kwargs["inputs_embeds"] if multimodal else envoy_at(decoder, "embed_tokens").output
+    layers = envoy_at(envoy, paths["layers"])
+    hidden = [layers[j].output[:, start:] for j in range(n_layers)]
+    logits = final_logits(envoy, paths["norm"], paths["unembed"], dec_w, False)
+    return embeds, positions, hidden, logits, envoy.output.past_key_values
+
+
+def suffix_capture(envoy, paths, skip_below, skip_hidden, windows, allowed, knocked, dec_w):
+    layers = envoy_at(envoy, paths["layers"])
+    for layer in range(skip_below):
+        layers[layer].skip(skip_hidden[layer])
+    for layer in sorted(windows):
+        apply_knockout(envoy_at(layers[layer], paths["attention"]), allowed, knocked, windows[layer])
+    return final_logits(envoy, paths["norm"], paths["unembed"], dec_w, True)
+
+
+class KnockoutEngine:
+    def __init__(self, bundle, backend, mode: str = "fast", variants_per_pass: int = 8):
+        self.bundle, self.backend, self.mode, self.per_pass = bundle, backend, mode, variants_per_pass
+        a = bundle.adapter
+        self.paths = {"layers": a.layers, "attention": a.attention, "norm": a.final_norm, "unembed": a.unembed,
+                      "decoder": a.layers.rsplit(".", 1)[0]}
+
+    def sweep(self, batch, rows, pathways: list[tuple[str, str, str]], centres: list[int], width: int) -> Sweep:
+        n_layers, dev = self.bundle.n_layers, self.bundle.device
+        unembed = self.bundle.module(self.bundle.adapter.unembed).weight.detach()
+        dec_w = unembed[decision_rows(rows).to(dev)]
+        edges = [knocked_edges(role_mask(batch, rows, s, name), role_mask(batch, rows, d, name)).to(dev)
+                 for name, s, d in pathways]
+        windows = [self._window(c, width) for c in centres]
+        key_mask = batch.inputs["attention_mask"].to(dev)
+        for (name, _, _), knocked in zip(pathways, edges):
+            labels = [f"{name!r} in sample {r.sample.id!r} ({r.task})" for r in rows]
+            check_no_empty_rows(base_allowed(key_mask, 0), knocked, labels)
+        run = self._naive if self.mode == "naive" else self._fast
+        return run(batch, edges, windows, key_mask, dec_w, n_layers)
+
+    def _window(self, centre, width):
+        from ..interventions.knockout import window_layers
+
+        return window_layers(centre, width, self.bundle.n_layers)
+
+    def _naive(self, batch, edges, windows, key_mask, dec_w, n_layers):
+        b, s = key_mask.shape
+        allowed = base_allowed(key_mask, 0)
+        clean = self.backend.trace(batch.inputs, naive_capture, self.paths, [], allowed, edges[0], dec_w)
+        out = torch.empty((b, len(edges), len(windows), 2))
+        for p, knocked in enumerate(edges):
+            for c, window in enumerate(windows):
+                out[:, p, c] = self.backend.trace(batch.inputs, naive_capture, self.paths, window, allowed, knocked, dec_w).cpu()
+        cells = (1 + len(edges) * len(windows)) * n_layers * s * b
+        return Sweep(out, clean.cpu(), cells)
+
+    def _fast(self, batch, edges, windows, key_mask, dec_w, n_layers):
+        b, s = key_mask.shape
+        starts = [int(first_affected(k).min()) for k in edges]
+        start = min(starts)
+        inputs = dict(batch.inputs, use_cache=True)
+        embeds, positions, hidden, clean, cache = self.backend.trace(
+            inputs, clean_capture, self.paths, self.bundle.adapter.is_multimodal, start, n_layers, dec_w)
+        out = torch.empty((b, len(edges), len(windows), 2))
+        cells = n_layers * s * b
+        order = sorted(range(len(windows)), key=lambda c: min(windows[c], default=n_layers))
+        for p, knocked in enumerate(edges):
+            p0 = starts[p]
+            for group in (order[i : i + self.per_pass] for i in range(0, len(order), self.per_pass)):
+                g = len(group)
+                skip_below = min(min(windows[c], default=n_layers) for c in group)
+                active = {}
+                for k, c in enumerate(group):
+                    for layer in windows[c]:
+                        active.setdefault(layer, torch.zeros(g * b, dtype=torch.bool, device=key_mask.device))
+                        active[layer][k * b : (k + 1) * b] = True
+                pass_inputs = {
+                    "inputs_embeds": embeds[:, p0:].repeat(g, 1, 1),
+                    "attention_mask": key_mask.repeat(g, 1),
+                    "past_key_values": self._prefix_cache(cache, p0, g),
+                    "use_cache": True,
+                }
+                if positions is not None:
+                    pass_inputs["position_ids"] = positions[..., p0:].repeat(*([1] * (positions.dim() - 2)), g, 1)
+                skip = [hidden[j][:, p0 - start :].repeat(g, 1, 1) for j in range(skip_below)]
+                allowed = base_allowed(key_mask, p0).repeat(g, 1, 1)
+                res = self.backend.trace(pass_inputs, suffix_capture, self.paths, skip_below, skip, active, allowed,
+                                         knocked[:, p0:].repeat(g, 1, 1), dec_w.repeat(g, 1, 1))
+                out[:, p, group] = res.view(g, b, 2).transpose(0, 1).cpu()
+                cells += (n_layers - skip_below) * (s - p0) * g * b
+        return Sweep(out, clean.cpu(), cells)
+
+    def _prefix_cache(self, cache, p0: int, g: int):
+        if p0 == 0:
+            return None
+        prefix = DynamicCache(config=self.bundle.lm_config)
+        for j, layer in enumerate(cache.layers):
+            prefix.update(layer.keys[:, :, :p0].repeat(g, 1, 1, 1), layer.values[:, :, :p0].repeat(g, 1, 1, 1), j)
+        return prefix
