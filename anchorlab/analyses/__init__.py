@@ -1,10 +1,15 @@
 """Analysis registry: one module per paper section, looked up by the recipe's `kind`."""
 from __future__ import annotations
 
+from .attribution import AttributionAnalysis
 from .base import Analysis, AnalysisSpec, Context
+from .knockout import KnockoutAnalysis
+from .path_blocking import PathBlockingAnalysis
 from .signal import SignalAnalysis
 
-REGISTRY: dict[str, type[Analysis]] = {a.kind: a for a in (SignalAnalysis,)}
+REGISTRY: dict[str, type[Analysis]] = {
+    a.kind: a for a in (SignalAnalysis, KnockoutAnalysis, PathBlockingAnalysis, AttributionAnalysis)
+}
 ANALYSES: dict[str, type[AnalysisSpec]] = {k: a.spec_cls for k, a in REGISTRY.items()}
 
 __all__ = ["ANALYSES", "REGISTRY", "Analysis", "AnalysisSpec", "Context"]

@@ -16,7 +16,9 @@ from transformers import DynamicCache
 from ..analyses.layout import decision_rows
 from ..backends import envoy_at
 from ..errors import UserError
-from ..interventions.knockout import apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges
+from ..interventions.knockout import (
+    apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges, window_layers,
+)
 from ..lens import restricted_logits
 
 
@@ -27,15 +29,17 @@ class Sweep:
     cells: int  # decoder (layer × position) cells computed, padding included
 
 
-def role_mask(batch, rows, role: str, pathway: str) -> torch.Tensor:
+def role_mask(batch, rows, role: str | list[str], pathway: str) -> torch.Tensor:
+    """[B, S] bool of a role's positions (one role for all rows, or one per row)."""
     s = batch.inputs["input_ids"].shape[1]
+    roles = [role] * len(rows) if isinstance(role, str) else role
     mask = torch.zeros((len(rows), s), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        pos = batch.roles[i].get(role)
+    for i, (row, name) in enumerate(zip(rows, roles)):
+        pos = batch.roles[i].get(name)
         if pos is None:
-            raise UserError(f"pathway {pathway!r}: unknown role {role!r} (roles: {', '.join(batch.roles[i])})")
+            raise UserError(f"pathway {pathway!r}: unknown role {name!r} (roles: {', '.join(batch.roles[i])})")
         if len(pos) == 0:
-            raise UserError(f"pathway {pathway!r}: role {role!r} is empty in sample {row.sample.id!r} ({row.task})")
+            raise UserError(f"pathway {pathway!r}: role {name!r} is empty in sample {row.sample.id!r} ({row.task})")
         mask[i, pos] = True
     return mask
 
@@ -86,24 +90,22 @@ class KnockoutEngine:
         self.paths = {"layers": a.layers, "attention": a.attention, "norm": a.final_norm, "unembed": a.unembed,
                       "decoder": a.layers.rsplit(".", 1)[0]}
 
-    def sweep(self, batch, rows, pathways: list[tuple[str, str, str]], centres: list[int], width: int) -> Sweep:
+    def sweep(self, batch, rows, pathways: list[tuple[str, str, str]], centres: list[int], width: int,
+              decision: torch.Tensor | None = None) -> Sweep:
+        """`decision` [B, 2]: token ids (y_p, y_c) per row; default: the answers' first tokens."""
         n_layers, dev = self.bundle.n_layers, self.bundle.device
         unembed = self.bundle.module(self.bundle.adapter.unembed).weight.detach()
-        dec_w = unembed[decision_rows(rows).to(dev)]
+        decision = decision_rows(rows) if decision is None else decision
+        dec_w = unembed[decision.to(dev)]
         edges = [knocked_edges(role_mask(batch, rows, s, name), role_mask(batch, rows, d, name)).to(dev)
                  for name, s, d in pathways]
-        windows = [self._window(c, width) for c in centres]
+        windows = [window_layers(c, width, n_layers) for c in centres]
         key_mask = batch.inputs["attention_mask"].to(dev)
         for (name, _, _), knocked in zip(pathways, edges):
             labels = [f"{name!r} in sample {r.sample.id!r} ({r.task})" for r in rows]
             check_no_empty_rows(base_allowed(key_mask, 0), knocked, labels)
         run = self._naive if self.mode == "naive" else self._fast
         return run(batch, edges, windows, key_mask, dec_w, n_layers)
-
-    def _window(self, centre, width):
-        from ..interventions.knockout import window_layers
-
-        return window_layers(centre, width, self.bundle.n_layers)
 
     def _naive(self, batch, edges, windows, key_mask, dec_w, n_layers):
         b, s = key_mask.shape

@@ -72,3 +72,30 @@ def apply_knockout(attn_envoy, allowed, knocked, active):
     kwargs = dict(kwargs)
     kwargs["attention_mask"] = as_mask_like(kwargs.get("attention_mask"), mask)
     attn_envoy.inputs = (args, kwargs)
+
+
+def generation_blocker(layers_path: str, attention: str, layers: list[int], src: torch.Tensor, prompt_mask: torch.Tensor):
+    """An intervention for `engines.generation.greedy_generate`: at every step, the position being
+    generated from (the prompt's last position, then each new token) cannot read `src` keys in
+    `layers`. src / prompt_mask: [B, S] over the prompt."""
+    from ..backends import envoy_at
+
+    def intervene(envoy, step, n_keys):
+        b, s = prompt_mask.shape
+        extra = n_keys - s
+        dev = prompt_mask.device
+        src_keys = torch.cat([src, torch.zeros((b, extra), dtype=torch.bool, device=dev)], 1)
+        key_mask = torch.cat([prompt_mask.bool(), torch.ones((b, extra), dtype=torch.bool, device=dev)], 1)
+        if step == 0:
+            allowed = base_allowed(prompt_mask, 0)
+            knocked = torch.zeros_like(allowed)
+            knocked[:, -1] = src_keys
+        else:
+            allowed = key_mask[:, None, :]
+            knocked = src_keys[:, None, :]
+        active = torch.ones(b, dtype=torch.bool, device=dev)
+        blocks = envoy_at(envoy, layers_path)
+        for layer in layers:
+            apply_knockout(envoy_at(blocks[layer], attention), allowed, knocked, active)
+
+    return intervene

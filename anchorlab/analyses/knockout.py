@@ -1,0 +1,124 @@
+"""SPEC §3.1: attention knockout of role pathways, scored by NSSD (paper Fig. 3, 4, 10, 11)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import xarray as xr
+from pydantic import Field, field_validator
+
+from ..engines.knockout import KnockoutEngine
+from ..errors import UserError
+from ..interventions.knockout import parse_pathway, window_layers
+from ..metrics import bootstrap_ci, nssd
+from .base import Analysis, AnalysisSpec
+from .layout import by_task_sample, decision_rows, dictionary_best
+
+DEFAULT_PATHWAYS = [
+    "vision->last", "text->last", "vision->text", "context->instruction",
+    "vision->instruction", "context->last", "instruction->last", "vision->context",
+]
+ROLES = {"vision", "context", "instruction", "query", "text", "last"}
+
+
+class KnockoutSpec(AnalysisSpec):
+    kind: Literal["knockout"] = "knockout"
+    pathways: list[str] = Field(default_factory=lambda: list(DEFAULT_PATHWAYS), min_length=1)
+    layers: list[int] | None = Field(None, description="centre layers (default: all)")
+    window: int = Field(3, ge=1, description="total window width, centred, clipped at the model's ends")
+    decision: Literal["answer", "dictionary_best"] = "answer"
+    engine: Literal["fast", "naive"] = "fast"
+    variants_per_pass: int = Field(8, ge=1, description="fast engine: variants batched into one pass")
+
+    @field_validator("pathways")
+    @classmethod
+    def _roles_known(cls, pathways):
+        for p in pathways:
+            for role in parse_pathway(p):
+                if role not in ROLES:
+                    raise ValueError(f"pathway {p!r}: unknown role {role!r}; roles: {', '.join(sorted(ROLES))}")
+        return pathways
+
+
+def subspace_p(logits: np.ndarray) -> np.ndarray:
+    """P̂(y_p) on the decision subspace from the two logits [..., 2] (the rest of the vocabulary cancels)."""
+    d = logits[..., 0].astype(np.float64) - logits[..., 1].astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-d))
+
+
+class KnockoutAnalysis(Analysis):
+    kind = "knockout"
+    spec_cls = KnockoutSpec
+
+    def centres(self) -> list[int]:
+        n = self.ctx.bundle.n_layers
+        centres = self.spec.layers if self.spec.layers is not None else list(range(n))
+        bad = [c for c in centres if not 0 <= c < n]
+        if bad:
+            raise UserError(f"analyses[knockout].layers: {bad} out of range for a model with {n} layers (0..{n - 1})")
+        return sorted(set(centres))
+
+    def run_batch(self, batch, rows):
+        spec = self.spec
+        pathways = [(p, *parse_pathway(p)) for p in spec.pathways]
+        engine = KnockoutEngine(self.ctx.bundle, self.ctx.backend, spec.engine, spec.variants_per_pass)
+        decision = decision_rows(rows) if spec.decision == "answer" else dictionary_best(self.ctx, batch, rows)
+        sweep = engine.sweep(batch, rows, pathways, self.centres(), spec.window, decision)
+        return {
+            "logits": sweep.logits.numpy(),
+            "clean": sweep.clean.numpy(),
+            "decision_ids": decision.numpy(),
+            "cells": np.full(len(rows), sweep.cells / len(rows)),
+        }
+
+    def reduce(self, rows, results, selected):
+        spec, n_layers = self.spec, self.ctx.bundle.n_layers
+        tasks, samples, grid = by_task_sample(rows)
+        p_clean = subspace_p(grid(results["clean"]))  # [T, S]
+        p_after = subspace_p(grid(results["logits"]))  # [T, S, P, C]
+        score = nssd(p_clean[..., None, None], 1 - p_clean[..., None, None], p_after, 1 - p_after)
+        sel = grid(selected)
+        centres = self.centres()
+        ds = xr.Dataset(coords={"task": tasks, "pathway": list(spec.pathways), "layer": centres,
+                                "sample": samples, "bound": ["lo", "hi"]})
+        ds["nssd"] = (("task", "pathway", "layer", "sample"), score.transpose(0, 2, 3, 1))
+        ds["p_followed"] = (("task", "pathway", "layer", "sample"), p_after.transpose(0, 2, 3, 1))
+        ds["p_followed_clean"] = (("task", "sample"), p_clean)
+        ds["selected"] = (("task", "sample"), sel)
+        ds["decision_token"] = (("task", "sample", "side"), grid(results["decision_ids"]))
+        ds = ds.assign_coords(side=["followed", "competitor"])
+        ds["window_start"] = ("layer", [min(window_layers(c, spec.window, n_layers)) for c in centres])
+        ds["window_end"] = ("layer", [max(window_layers(c, spec.window, n_layers)) for c in centres])
+        means, cis, bars, bar_cis = [], [], [], []
+        for t, task in enumerate(tasks):
+            if not sel[t].any():
+                raise UserError(f"task {task}: no sample passes the data filter; nothing to aggregate")
+            x = score[t, sel[t]].transpose(1, 2, 0)  # [P, C, n]
+            means.append(x.mean(-1))
+            cis.append(self._ci(x))
+            per_sample = x.mean(1)  # [P, n]: each sample's NSSD averaged over centre layers
+            bars.append(per_sample.mean(-1))
+            bar_cis.append(self._ci(per_sample))
+        ds["nssd_mean"] = (("task", "pathway", "layer"), np.array(means))
+        ds["nssd_mean_ci"] = (("task", "pathway", "layer", "bound"), np.array(cis))
+        ds["nssd_pathway"] = (("task", "pathway"), np.array(bars))
+        ds["nssd_pathway_ci"] = (("task", "pathway", "bound"), np.array(bar_cis))
+        ds["nssd"].attrs["description"] = "sign(P̂(y_p)-P̃̂(y_p))·KL(P̂||P̃̂) on {y_p, y_c} (SPEC §3.1); >0: path helped following"
+        ds["nssd_pathway"].attrs["description"] = "per-sample NSSD averaged over centre layers, then over selected samples"
+        ds.attrs.update(analysis="knockout", decoder_cells=float(results["cells"].sum()),
+                        **{f"param_{k}": _attr(v) for k, v in spec.model_dump().items()})
+        return ds
+
+    def _ci(self, values):
+        return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
+
+    @staticmethod
+    def plot(ds, fig_dir):
+        from ..plots.knockout import plot_knockout
+
+        return plot_knockout(ds, fig_dir)
+
+
+def _attr(value):
+    return "all" if value is None else (", ".join(map(str, value)) if isinstance(value, list) else value)

@@ -1,0 +1,107 @@
+"""SPEC §3.3: MFR after blocking instruction->last versus followed-context->last over a layer range
+(paper §3.2.3 (1), Fig. 5b), decided by greedy generation at every generated position."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+from pydantic import Field
+
+from ..engines.generation import greedy_generate
+from ..engines.knockout import role_mask
+from ..errors import UserError
+from ..interventions.knockout import generation_blocker
+from ..metrics import bootstrap_ci
+from .base import Analysis, AnalysisSpec
+from .layout import by_task_sample
+
+SETTINGS = ("original", "instruction->last", "followed_context->last")
+LABELS = ("follows", "fails", "neither")
+# the paper blocks layers 20-25 of Qwen2.5-VL-7B's 28; by default the same share of depth
+PAPER_RANGE = (20 / 28, 25 / 28)
+
+
+class PathBlockingSpec(AnalysisSpec):
+    kind: Literal["path_blocking"] = "path_blocking"
+    layers: list[int] | None = Field(None, description="layers blocked (default: the paper's 20-25 of 28, scaled)")
+    max_new_tokens: int = Field(8, ge=1)
+
+
+def default_layers(n_layers: int) -> list[int]:
+    lo = min(int(round(PAPER_RANGE[0] * n_layers)), n_layers - 1)
+    hi = min(int(round(PAPER_RANGE[1] * n_layers)), n_layers - 1)
+    return list(range(lo, hi + 1))
+
+
+class PathBlockingAnalysis(Analysis):
+    kind = "path_blocking"
+    spec_cls = PathBlockingSpec
+
+    def block_layers(self) -> list[int]:
+        n = self.ctx.bundle.n_layers
+        layers = self.spec.layers if self.spec.layers is not None else default_layers(n)
+        bad = [layer for layer in layers if not 0 <= layer < n]
+        if bad or not layers:
+            raise UserError(f"analyses[path_blocking].layers: {bad or 'empty'} not within 0..{n - 1}")
+        return sorted(set(layers))
+
+    def run_batch(self, batch, rows):
+        from ..following import classify_answer
+
+        bundle, backend = self.ctx.bundle, self.ctx.backend
+        a, dev = bundle.adapter, bundle.device
+        prompt_mask = batch.inputs["attention_mask"].to(dev)
+        labels = np.zeros((len(rows), len(SETTINGS)), dtype=np.int8)
+        answers = []
+        for k, setting in enumerate(SETTINGS):
+            intervene = None
+            if setting != "original":
+                src = self._source(batch, rows, setting).to(dev)
+                intervene = generation_blocker(a.layers, a.attention, self.block_layers(), src, prompt_mask)
+            ids = greedy_generate(bundle, backend, batch, self.spec.max_new_tokens, intervene)
+            texts = bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)
+            answers.append(texts)
+            for i, (row, text) in enumerate(zip(rows, texts)):
+                label = classify_answer(text, row.sample.forms(row.followed), row.sample.forms(row.competitor))
+                labels[i, k] = LABELS.index(label)
+        return {"label": labels, "answer": np.array(list(zip(*answers)), dtype=str)}
+
+    @staticmethod
+    def _source(batch, rows, setting):
+        """Source role per row: the instruction, or the context the instruction says to follow."""
+        if setting == "instruction->last":
+            return role_mask(batch, rows, "instruction", setting)
+        return role_mask(batch, rows, ["vision" if r.task == "vf" else "context" for r in rows], setting)
+
+    def reduce(self, rows, results, selected):
+        tasks, samples, grid = by_task_sample(rows)
+        labels = grid(results["label"])  # [T, S, settings]
+        sel = grid(selected)
+        ds = xr.Dataset(coords={"task": tasks, "setting": list(SETTINGS), "sample": samples, "bound": ["lo", "hi"]})
+        ds["label"] = (("task", "setting", "sample"), labels.transpose(0, 2, 1))
+        ds["label"].attrs.update(description="0 follows, 1 fails, 2 neither", flag_values=[0, 1, 2],
+                                 flag_meanings="follows fails neither")
+        ds["answer"] = (("task", "setting", "sample"), grid(results["answer"]).transpose(0, 2, 1))
+        ds["selected"] = (("task", "sample"), sel)
+        mfr, ci = [], []
+        for t, task in enumerate(tasks):
+            if not sel[t].any():
+                raise UserError(f"task {task}: no sample passes the data filter; nothing to aggregate")
+            follows = (labels[t, sel[t]] == 0).astype(float).T  # [settings, n]
+            mfr.append(follows.mean(-1))
+            ci.append(bootstrap_ci(follows, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed))
+        ds["mfr"] = (("task", "setting"), np.array(mfr))
+        ds["mfr_ci"] = (("task", "setting", "bound"), np.array(ci))
+        ds["mfr"].attrs["description"] = "share of selected prompts whose generated answer follows the instruction"
+        ds.attrs.update(analysis="path_blocking", rule="generation", blocked_layers=", ".join(map(str, self.block_layers())),
+                        followed_context="vision for vf, context for tf",
+                        **{f"param_{k}": ("default" if v is None else (", ".join(map(str, v)) if isinstance(v, list) else v))
+                           for k, v in self.spec.model_dump().items()})
+        return ds
+
+    @staticmethod
+    def plot(ds, fig_dir):
+        from ..plots.knockout import plot_path_blocking
+
+        return plot_path_blocking(ds, fig_dir)
