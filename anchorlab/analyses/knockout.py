@@ -29,7 +29,7 @@ class KnockoutSpec(AnalysisSpec):
     window: int = Field(3, ge=1, description="total window width, centred, clipped at the model's ends")
     decision: Literal["answer", "dictionary_best"] = "answer"
     engine: Literal["fast", "naive"] = "fast"
-    variants_per_pass: int = Field(8, ge=1, description="fast engine: variants batched into one pass")
+    variants_per_pass: int = Field(16, ge=1, description="fast engine: most variants batched into one pass")
 
     @field_validator("pathways")
     @classmethod

@@ -84,7 +84,7 @@ def suffix_capture(envoy, paths, skip_below, skip_hidden, windows, allowed, knoc
 
 
 class KnockoutEngine:
-    def __init__(self, bundle, backend, mode: str = "fast", variants_per_pass: int = 8):
+    def __init__(self, bundle, backend, mode: str = "fast", variants_per_pass: int = 16):
         self.bundle, self.backend, self.mode, self.per_pass = bundle, backend, mode, variants_per_pass
         a = bundle.adapter
         self.paths = {"layers": a.layers, "attention": a.attention, "norm": a.final_norm, "unembed": a.unembed,
@@ -127,14 +127,17 @@ class KnockoutEngine:
             inputs, clean_capture, self.paths, self.bundle.adapter.is_multimodal, start, n_layers, dec_w)
         out = torch.empty((b, len(edges), len(windows), 2))
         cells = n_layers * s * b
-        order = sorted(range(len(windows)), key=lambda c: min(windows[c], default=n_layers))
-        for p, knocked in enumerate(edges):
-            p0 = starts[p]
-            for group in (order[i : i + self.per_pass] for i in range(0, len(order), self.per_pass)):
-                g = len(group)
-                skip_below = min(min(windows[c], default=n_layers) for c in group)
+        # variants sharing (first changed position, lowest window layer) recompute exactly the same
+        # cells, so they share a pass: no layer is recomputed for a variant that did not need it
+        groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for p in range(len(edges)):
+            for c, window in enumerate(windows):
+                groups.setdefault((starts[p], min(window, default=n_layers)), []).append((p, c))
+        for (p0, skip_below), variants in sorted(groups.items()):
+            for chunk in (variants[i : i + self.per_pass] for i in range(0, len(variants), self.per_pass)):
+                g = len(chunk)
                 active = {}
-                for k, c in enumerate(group):
+                for k, (_, c) in enumerate(chunk):
                     for layer in windows[c]:
                         active.setdefault(layer, torch.zeros(g * b, dtype=torch.bool, device=key_mask.device))
                         active[layer][k * b : (k + 1) * b] = True
@@ -147,10 +150,12 @@ class KnockoutEngine:
                 if positions is not None:
                     pass_inputs["position_ids"] = positions[..., p0:].repeat(*([1] * (positions.dim() - 2)), g, 1)
                 skip = [hidden[j][:, p0 - start :].repeat(g, 1, 1) for j in range(skip_below)]
+                knocked = torch.cat([edges[p][:, p0:] for p, _ in chunk])
                 allowed = base_allowed(key_mask, p0).repeat(g, 1, 1)
                 res = self.backend.trace(pass_inputs, suffix_capture, self.paths, skip_below, skip, active, allowed,
-                                         knocked[:, p0:].repeat(g, 1, 1), dec_w.repeat(g, 1, 1))
-                out[:, p, group] = res.view(g, b, 2).transpose(0, 1).cpu()
+                                         knocked, dec_w.repeat(g, 1, 1)).view(g, b, 2).cpu()
+                for k, (p, c) in enumerate(chunk):
+                    out[:, p, c] = res[k]
                 cells += (n_layers - skip_below) * (s - p0) * g * b
         return Sweep(out, clean.cpu(), cells)
 

@@ -1,0 +1,71 @@
+"""Shared benchmark set-up: the toy model and a Qwen2.5-VL-shaped model with real proportions."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from anchorlab.backends import LocalBackend
+from anchorlab.batching import collate
+from anchorlab.compiler import compile_rows
+from anchorlab.data.sample import ConflictSample
+from anchorlab.models.loading import load_model
+from anchorlab.models.tiny import tiny_model_path
+from anchorlab.prompts import PromptStyle
+
+MC2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "mc2" / "evaluate_final.json"
+# ≥ 12 LM layers × 16 heads, vocabulary ≥ 32k, a 448×448 image = 256 image tokens
+QWEN_SHAPE = dict(num_layers=12, num_heads=16, hidden_size=256, vocab_size=32768, image_size=448, patch_size=14)
+
+
+def mc2_samples(n: int) -> list[ConflictSample]:
+    """MC²-length text (context, question, answers) around a 448×448 stand-in image."""
+    records = json.loads(MC2.read_text()) if MC2.exists() else []
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        r = records[i * 250 % len(records)] if records else {
+            "question": "What are the sheep doing?", "answer_vision": "eating", "answer_text": "playing",
+            "context": "Several sheep are playfully bounding around in a field beside a road. " * 4}
+        pixels = rng.integers(0, 256, (448, 448, 3), dtype=np.uint8)
+        out.append(ConflictSample(id=f"mc2-{i}", question=r["question"], context=r["context"],
+                                  answer_vision=r["answer_vision"], answer_text=r["answer_text"],
+                                  image=Image.fromarray(pixels)))
+    return out
+
+
+def setup(model: str, n_samples: int, attn: str = "sdpa"):
+    """(bundle, backend, rows, batch) for `toy` or `qwen_shaped`."""
+    if model == "toy":
+        from anchorlab.toy.data import generate_samples
+
+        bundle = load_model("toy:arbiter", attn_implementation=attn)
+        samples = generate_samples(n_samples, seed=123)
+    else:
+        bundle = load_model(str(tiny_model_path("qwen2_5_vl", **QWEN_SHAPE)), attn_implementation=attn)
+        samples = mc2_samples(n_samples)
+    rows = compile_rows(bundle, samples, ["vf", "tf"], PromptStyle())
+    batch = collate([r.encoded for r in rows], bundle.adapter, bundle.pad_token_id)
+    return bundle, LocalBackend(bundle), rows, batch
+
+
+def timed(fn, repeat: int = 1):
+    """(median seconds, last result)."""
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            result = fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), result
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
