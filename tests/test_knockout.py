@@ -133,3 +133,31 @@ def test_destination_without_keys_is_a_named_error(tiny, one_thread):
         engine.sweep(batch, rows, [("text->last", "text", "last")], [0], 3)
     with pytest.raises(UserError, match=r"role 'vision' is empty in sample 'sheep' \(vf\)"):
         engine.sweep(batch, rows, [("vision->last", "vision", "last")], [0], 3)
+
+
+def test_knockout_recipe_end_to_end(tmp_path, random_toy_path):
+    import numpy as np
+    import xarray as xr
+    from click.testing import CliRunner
+
+    from anchorlab.cli import main
+
+    recipe = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "recipes" / "knockout.yaml")
+    common = ["--set", f"model.id={random_toy_path}", "--set", "data.n_samples=3", "--set", "data.filter=all",
+              "--set", "analyses.0.n_bootstrap=200"]
+    fast = CliRunner().invoke(main, ["run", recipe, "--out", str(tmp_path / "fast"), *common])
+    assert fast.exit_code == 0, fast.output
+    naive = CliRunner().invoke(main, ["run", recipe, "--out", str(tmp_path / "naive"), *common,
+                                      "--set", "analyses.0.engine=naive"])
+    assert naive.exit_code == 0, naive.output
+    a, b = xr.open_dataset(tmp_path / "fast" / "knockout.nc"), xr.open_dataset(tmp_path / "naive" / "knockout.nc")
+    assert a["nssd"].dims == ("task", "pathway", "layer", "sample")
+    assert list(a["pathway"].values)[0] == "vision->last" and a.sizes["pathway"] == 8
+    assert a["nssd_mean_ci"].dims == ("task", "pathway", "layer", "bound")
+    np.testing.assert_allclose(a["p_followed"].values, b["p_followed"].values, atol=1e-5)
+    np.testing.assert_allclose(a["nssd"].values, b["nssd"].values, atol=1e-5)
+    assert np.isfinite(a["nssd"].values).all() and (a["window_end"] - a["window_start"] <= 2).all()
+    assert a.attrs["param_engine"] == "fast" and b.attrs["param_engine"] == "naive"
+    assert a.attrs["decoder_cells"] < b.attrs["decoder_cells"]
+    for fig in ("knockout_pathways.png", "knockout_layers.png"):
+        assert (tmp_path / "fast" / "figures" / fig).stat().st_size > 10_000
