@@ -22,6 +22,7 @@ def plot_knockout(ds, fig_dir) -> list[Path]:
         ax.barh(y, mean, xerr=[mean - ci[:, 0], ci[:, 1] - mean], color=colors, capsize=3)
         ax.set_yticks(y, [p.replace("->", " ↛ ") for p in pathways], fontsize=8)
         ax.axvline(0, color="black", lw=0.8)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
         ax.set(xlabel="NSSD (mean over layers, 95% CI)", title=TASK_LABEL.get(task, task))
     out.append(save(fig, fig_dir / "knockout_pathways.png"))
 
