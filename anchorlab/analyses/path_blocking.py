@@ -47,7 +47,7 @@ class PathBlockingAnalysis(Analysis):
         return sorted(set(layers))
 
     def run_batch(self, batch, rows):
-        from ..following import classify_answer
+        from ..following import answer_forms, classify_answer
 
         bundle, backend = self.ctx.bundle, self.ctx.backend
         a, dev = bundle.adapter, bundle.device
@@ -63,7 +63,7 @@ class PathBlockingAnalysis(Analysis):
             texts = bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)
             answers.append(texts)
             for i, (row, text) in enumerate(zip(rows, texts)):
-                label = classify_answer(text, row.sample.forms(row.followed), row.sample.forms(row.competitor))
+                label = classify_answer(text, *answer_forms(row))
                 labels[i, k] = LABELS.index(label)
         return {"label": labels, "answer": np.array(list(zip(*answers)), dtype=str)}
 
