@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
 from .analyses import ANALYSES, AnalysisSpec
 from .errors import UserError
@@ -29,18 +30,39 @@ class ModelSpec(Strict):
 
 
 class PromptSpec(Strict):
+    format: Literal["open", "two_option"] = "open"  # two_option: MC²'s "A. .. B. .." with letter answers
+    option_order: Literal["both", "vision_first", "text_first"] = "both"  # ids <id>#vA / <id>#tA
     instruction_position: Literal["before_context", "after_context", "after_question"] = "after_context"
     instructions: dict[Literal["vf", "tf"], str] | None = None  # None: the MC² authors' strings
     context_prefix: str = "Text context: "
+    option_prompt: str = "Answer the question by selecting the correct answer A or B."
 
 
 class DataSpec(Strict):
-    source: Literal["toy"] = "toy"
-    n_samples: int = Field(64, ge=1)
+    source: Literal["toy", "jsonl", "mc2"] = "toy"
+    path: str | None = None  # jsonl file / MC²'s evaluate_final.json
+    image_root: str | None = None  # mc2: your COCO 2014 folder; jsonl: default the file's folder
+    missing_images: Literal["error", "skip"] = "error"
+    categories: list[str] | None = None  # keep these categories (MC² task / JSONL "task") only
+    n_samples: int | None = Field(None, ge=1)  # None: all (toy: 64); else a seeded draw, in file order
     tasks: list[Literal["vf", "tf"]] = Field(default_factory=lambda: ["vf", "tf"], min_length=1)
+    dictionary: str | None = None  # None: <dataset>.dictionary.json beside the dataset, if present
     filter: Literal["all", "follows", "fails"] = "all"
+    filter_rule: Literal["generation", "first_token"] = "generation"
+    max_new_tokens: int = Field(16, ge=1)  # generation rule: greedy tokens per answer
+    labels: str | None = None  # labels.nc (or its run folder) of an earlier run: reused, not recomputed
     seed: int | None = None  # None: the recipe's seed
     prompt: PromptSpec = Field(default_factory=PromptSpec)
+
+    @model_validator(mode="after")
+    def _source_needs(self):
+        if self.source != "toy" and not self.path:
+            raise ValueError(f"data.path: required when data.source is {self.source!r}")
+        if self.source == "mc2" and not self.image_root:
+            raise ValueError("data.image_root: required when data.source is 'mc2' (your COCO 2014 image folder)")
+        if self.source == "toy" and (self.path or self.image_root or self.categories):
+            raise ValueError("data.path: the toy source is generated; path, image_root and categories are for jsonl/mc2")
+        return self
 
 
 class Recipe(Strict):
@@ -96,17 +118,25 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 if not part.isdigit() or int(part) >= len(node):
                     raise RecipeError(f"--set {key}: {'.'.join(parts[:i]) or 'recipe'} has no item {part}")
                 if last:
-                    node[int(part)] = yaml.safe_load(raw)
+                    node[int(part)] = _value(raw)
                 else:
                     node = node[int(part)]
             elif isinstance(node, dict):
                 if last:
-                    node[part] = yaml.safe_load(raw)
+                    node[part] = _value(raw)
                 else:
                     node = node.setdefault(part, {})
             else:
                 raise RecipeError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping or list")
     return data
+
+
+def _value(raw: str):
+    """`--set` values are YAML (numbers, lists, booleans); anything YAML cannot read stays a string."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def parse_recipe(data: dict) -> Recipe:
@@ -136,7 +166,7 @@ def _parse_analysis(item: Any, where: str, errors: list[str]) -> list[AnalysisSp
         errors.append(f"{where}: each analysis is a mapping with a 'kind' ({', '.join(ANALYSES)})")
         return []
     kind = item["kind"]
-    spec_cls = ANALYSES.get(kind)
+    spec_cls = ANALYSES.get(kind) if isinstance(kind, str) else None
     if spec_cls is None:
         errors.append(f"{where}.kind: unknown analysis {kind!r}{_suggest(kind, ANALYSES)}; known: {', '.join(ANALYSES)}")
         return []
@@ -150,11 +180,13 @@ def _parse_analysis(item: Any, where: str, errors: list[str]) -> list[AnalysisSp
 def _describe(exc: ValidationError, model: type[BaseModel], prefix: str) -> list[str]:
     out = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
+        loc = [str(p) if re.fullmatch(r"[\w-]+", str(p)) else repr(str(p)) for p in err["loc"]]
         path = ".".join(([prefix] if prefix else []) + loc)
         if err["type"] == "extra_forbidden":
             siblings = _fields_at(model, err["loc"][:-1])
             out.append(f"{path}: unknown field{_suggest(loc[-1], siblings)}; allowed here: {', '.join(siblings)}")
+        elif err["type"] == "value_error" and err["msg"].removeprefix("Value error, ").startswith(path + "."):
+            out.append(err["msg"].removeprefix("Value error, "))  # a cross-field check naming its own field
         else:
             got = err.get("input")
             shown = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"

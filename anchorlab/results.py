@@ -6,8 +6,11 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 import yaml
+
+from .errors import UserError
 
 from .recipe import Recipe, sha256
 
@@ -51,8 +54,17 @@ def provenance(recipe: Recipe, recipe_text: str, overrides, bundle, backend: str
     return attrs
 
 
+def check_finite(ds: xr.Dataset, name: str) -> None:
+    """A NaN or inf in a result is a failed computation, never a value to save silently."""
+    for var, arr in ds.data_vars.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr.values).all():
+            bad = int((~np.isfinite(arr.values)).sum())
+            raise UserError(f"result {name}: variable {var!r} has {bad} NaN/inf value(s); nothing was written")
+
+
 def write_dataset(ds: xr.Dataset, path: Path) -> Path:
     """Write via a temporary file and rename, so a reader never sees half a result."""
+    check_finite(ds, path.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     ds.to_netcdf(tmp, engine="h5netcdf")
