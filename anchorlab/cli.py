@@ -97,6 +97,54 @@ def plot(result_dir: Path) -> None:
                 click.echo(str(fig))
 
 
+@main.group("dict")
+def dict_group() -> None:
+    """Answer entity dictionaries (SPEC §1)."""
+
+
+@dict_group.command("build")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", type=click.Choice(["mc2", "jsonl"]), help="default: from the extension (.json mc2, .jsonl jsonl)")
+@click.option("--model", "models", multiple=True, metavar="MODEL_ID", help="report coverage for this tokenizer (repeatable)")
+@click.option("--max-forms", type=int, default=10, show_default=True, help="forms per answer, the answer included")
+@click.option("--manual", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML/JSON additions that always win")
+@click.option("--verifier", metavar="MODULE:FUNCTION", help="keep only the candidates this callable returns")
+@click.option("--verifier-url", metavar="URL", help="OpenAI-compatible endpoint that filters candidates")
+@click.option("--verifier-model", metavar="NAME", help="model name sent to --verifier-url")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="default: DATASET's <name>.dictionary.json beside it")
+@user_errors
+def dict_build(dataset: Path, source, models, max_forms, manual, verifier, verifier_url, verifier_model, out) -> None:
+    """Build the entity dictionary of DATASET from WordNet (offline) and print its coverage."""
+    from .dictionary import build_from_dataset
+
+    _, lines = build_from_dataset(dataset, source, models, max_forms, manual, verifier, verifier_url,
+                                  verifier_model, out)
+    click.echo("\n".join(lines))
+
+
+@main.group("data")
+def data_group() -> None:
+    """Datasets: stand-in images for trying MC² without COCO."""
+
+
+@data_group.command("standins")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder for the images")
+@click.option("--layout", type=click.Choice(["coco_val", "coco_train", "plain"]), default="coco_val", show_default=True)
+@click.option("--categories", help="comma-separated MC² tasks (default: all)")
+@user_errors
+def data_standins(dataset: Path, out: Path, layout: str, categories: str | None) -> None:
+    """Write stand-in images (meaningless pictures) for MC² DATASET, named as COCO's."""
+    from .data.records import select
+    from .data.sources import read_records
+    from .data.standins import write_standins
+
+    records, _ = read_records("mc2", dataset)
+    records = select(records, categories.split(",") if categories else None, None, 0)
+    written = write_standins(records, out, layout)
+    click.echo(f"wrote {len(written)} stand-in images under {out} (use it as data.image_root)")
+
+
 @main.group()
 def toy() -> None:
     """The shipped toy MLLM."""

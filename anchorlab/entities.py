@@ -9,6 +9,10 @@ from .errors import UserError
 log = logging.getLogger("anchorlab")
 
 
+class UnusableSample(UserError):
+    """This tokenizer cannot score the sample (no usable token, or both answers share one)."""
+
+
 def first_token_ids(tokenizer, form: str) -> list[int]:
     """First token of the form, written bare and with a leading space, deduplicated in that order."""
     out: list[int] = []
@@ -29,13 +33,24 @@ class EntityIds:
         return self.vision if modality == "vision" else self.text
 
 
-def entity_ids(tokenizer, forms_vision, forms_text, sample_id: str = "?") -> EntityIds:
-    """Map both answers' forms to first-token ids; a form whose first token the other answer also
-    reaches is dropped (with a warning), since it cannot tell the modalities apart."""
-    per_form = {m: {f: first_token_ids(tokenizer, f) for f in forms} for m, forms in
-                (("vision", forms_vision), ("text", forms_text))}
+@dataclass(frozen=True)
+class FormSplit:
+    """Which forms of each answer are usable in one tokenizer, and the ids they reach."""
+
+    forms: dict[str, list[str]]  # modality -> usable forms, in dictionary order
+    ids: dict[str, list[int]]  # modality -> their first-token ids, deduplicated
+    dropped: list[str]  # forms whose first token the other answer also reaches
+
+
+def split_forms(tokenizer, forms_vision, forms_text, first_ids=None) -> FormSplit:
+    """The rule of SPEC §1 without raising: a form whose first token the other answer also reaches
+    cannot tell the modalities apart and is dropped; a form with no known token is unusable.
+    `first_ids(form)` may be a memoised `first_token_ids` (dict build maps thousands of forms)."""
+    first_ids = first_ids or (lambda form: first_token_ids(tokenizer, form))
+    per_form = {m: {f: first_ids(f) for f in forms} for m, forms in (("vision", forms_vision), ("text", forms_text))}
     reach = {m: {i for ids in per_form[m].values() for i in ids} for m in per_form}
     shared = reach["vision"] & reach["text"]
+    kept_forms: dict[str, list[str]] = {"vision": [], "text": []}
     kept: dict[str, list[int]] = {"vision": [], "text": []}
     dropped: list[str] = []
     for m in ("vision", "text"):
@@ -43,12 +58,23 @@ def entity_ids(tokenizer, forms_vision, forms_text, sample_id: str = "?") -> Ent
             if any(i in shared for i in ids):
                 dropped.append(form)
                 continue
+            if ids:
+                kept_forms[m].append(form)
             kept[m].extend(i for i in ids if i not in kept[m])
-    if dropped:
+    return FormSplit(kept_forms, kept, dropped)
+
+
+def entity_ids(tokenizer, forms_vision, forms_text, sample_id: str = "?", warn: bool = True) -> EntityIds:
+    """Map both answers' forms to first-token ids; a form whose first token the other answer also
+    reaches is dropped (with a warning), since it cannot tell the modalities apart."""
+    split = split_forms(tokenizer, forms_vision, forms_text)
+    per_form = {"vision": list(forms_vision), "text": list(forms_text)}
+    kept, dropped = split.ids, split.dropped
+    if dropped and warn:
         log.warning("sample %s: dropped forms sharing a first token with the other answer: %s", sample_id, dropped)
     for m in ("vision", "text"):
         if not kept[m]:
-            raise UserError(
+            raise UnusableSample(
                 f"sample {sample_id!r}: the {m} answer has no usable token in this tokenizer's vocabulary "
                 f"(forms {list(per_form[m])}, dropped {dropped})"
             )

@@ -13,8 +13,9 @@ from .analyses import REGISTRY, Context
 from .backends import LocalBackend
 from .batching import collate
 from .compiler import compile_rows, prompt_style
-from .data.sources import load_samples
-from .filters import first_token_follows, select_rows
+from .data.sources import load_dataset
+from .filters import select_rows
+from .labels import follow_labels
 from .models.loading import load_model
 from .recipe import Recipe
 from .results import now, provenance, write_dataset
@@ -52,21 +53,18 @@ def run_recipe(
     out = Path(out_dir) if out_dir else recipe.output_dir
     store = RunStore(out, recipe.model_dump(mode="json"), resume=resume, force=force)
     m = recipe.model
+    samples, data_attrs = load_dataset(recipe.data, recipe.seed)  # data errors before a long model load
     bundle = load_model(m.id, m.dtype, m.device, m.attn_implementation, m.revision)
     backend = LocalBackend(bundle)
     log.info("model %s (%s family, %d layers × %d heads) on %s, backend %s; results -> %s",
              m.id, bundle.adapter.family, bundle.n_layers, bundle.n_heads, bundle.device, backend.name, out)
-    samples = load_samples(recipe.data, recipe.seed)
-    rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt))
+    rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
+    data_attrs["data_samples_unusable"] = len(samples) - len({r.sample.id for r in rows})
     log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
              ",".join(recipe.data.tasks), len(rows))
-    follows = None
-    if recipe.data.filter != "all":
-        follows = run_batches(lambda batch, chunk: {"follows": first_token_follows(bundle, backend, batch, chunk)},
-                              bundle, rows, recipe.batch_size, "follow check (first token)", store, "follows")["follows"]
-    selected = select_rows(recipe.data.filter, follows, len(rows))
-    if recipe.data.filter != "all":
-        log.info("filter %s (first-token rule): %d of %d prompts kept", recipe.data.filter, selected.sum(), len(rows))
+    labels, filter_attrs = follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out, run_batches)
+    data_attrs.update(filter_attrs)
+    selected = select_rows(recipe.data.filter, labels, len(rows))
     ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed)
     results: dict[str, xr.Dataset] = {}
     for i, spec in enumerate(recipe.analyses):
@@ -81,8 +79,7 @@ def run_recipe(
         per_row = run_batches(analysis.run_batch, bundle, rows, recipe.batch_size, f"{name} [{m.id}]", store, name)
         ds = analysis.reduce(rows, per_row, selected)
         ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
-        ds.attrs.update(data_source=recipe.data.source, data_filter=recipe.data.filter,
-                        data_filter_rule="first_token" if recipe.data.filter != "all" else "none")
+        ds.attrs.update(data_attrs)
         write_dataset(ds, out / f"{name}.nc")
         figures = analysis.plot(ds, out / "figures")
         log.info("wrote %s and %d figure(s) under %s", out / f"{name}.nc", len(figures), out / "figures")

@@ -1,6 +1,7 @@
 """Which (sample, task) rows an analysis aggregates over: all, the ones the model follows, or fails.
 
-Decided here by the first-token rule (P(y_f) > P(y_c) at `last`); the label is recorded.
+The first-token rule (P(y_f) > P(y_c) at `last`) lives here; the generation rule (the default) in
+following.py; labels.py stores either and reuses stored labels.
 """
 from __future__ import annotations
 
@@ -18,18 +19,28 @@ def decision_capture(envoy, layers_path, final, last, dec_w, norm_w, eps):
     return restricted_logits(rms_norm(h, norm_w, eps)[:, None], dec_w)[:, 0]
 
 
-def first_token_follows(bundle, backend, batch, rows) -> np.ndarray:
-    """Per row: does the model's next-token distribution prefer the followed answer's token?"""
+def first_token_margin(bundle, backend, batch, rows) -> np.ndarray:
+    """Per row: logit(y_f) - logit(y_c) of the model's next token at `last`."""
     unembed = bundle.module(bundle.adapter.unembed).weight.detach()
     norm = bundle.module(bundle.adapter.final_norm)
     eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
     last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
     logits = backend.trace(batch.inputs, decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
                            unembed[decision_rows(rows).to(bundle.device)], norm.weight.detach(), eps)
-    return (logits[:, 0] > logits[:, 1]).cpu().numpy()
+    return (logits[:, 0] - logits[:, 1]).float().cpu().numpy()
 
 
-def select_rows(mode: str, follows: np.ndarray | None, n: int) -> np.ndarray:
+def first_token_follows(bundle, backend, batch, rows) -> np.ndarray:
+    """Per row: does the model's next-token distribution prefer the followed answer's token?"""
+    return first_token_margin(bundle, backend, batch, rows) > 0
+
+
+def select_rows(mode: str, labels: np.ndarray | None, n: int) -> np.ndarray:
+    """Rows kept by `data.filter`; `labels` per row: follows/fails/neither (following.py), or
+    booleans (True = follows) from the first-token rule."""
     if mode == "all":
         return np.ones(n, dtype=bool)
-    return follows if mode == "follows" else ~follows
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        return labels if mode == "follows" else ~labels
+    return labels == ("follows" if mode == "follows" else "fails")

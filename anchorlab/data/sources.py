@@ -1,14 +1,69 @@
-"""Data sources named by `data.source` in a recipe."""
+"""Data sources named by `data.source` in a recipe: toy (synthetic), jsonl (your own), mc2."""
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from ..errors import UserError
+from .records import load_images, select, to_samples
 from .sample import ConflictSample
 
+log = logging.getLogger("anchorlab")
+TOY_DEFAULT_N = 64
+FILE_SOURCES = ("jsonl", "mc2")
 
-def load_samples(data_spec, seed: int) -> list[ConflictSample]:
+
+def read_records(source: str, path, image_root=None):
+    """Text records of a file-backed source (no image is opened): also what `dict build` reads."""
+    if source == "jsonl":
+        from . import jsonl
+
+        return jsonl.read(Path(path), Path(image_root) if image_root else None), jsonl.LAYOUT
+    if source == "mc2":
+        from . import mc2
+
+        return mc2.read(Path(path), Path(image_root) if image_root else None), mc2.LAYOUT
+    raise UserError(f"data.source: unknown source {source!r}; known: toy, {', '.join(FILE_SOURCES)}")
+
+
+def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
+    """Samples for a recipe's `data` section, and what to record about them in result attrs."""
     seed = data_spec.seed if data_spec.seed is not None else seed
+    info: dict = {"data_source": data_spec.source}
     if data_spec.source == "toy":
         from ..toy.data import generate_samples
 
-        return generate_samples(data_spec.n_samples, seed=seed)
-    raise UserError(f"data.source: unknown source {data_spec.source!r}")
+        samples = generate_samples(data_spec.n_samples or TOY_DEFAULT_N, seed=seed)
+    elif data_spec.source in FILE_SOURCES:
+        from ..dictionary import dictionary_for
+
+        records, layout = read_records(data_spec.source, data_spec.path, data_spec.image_root)
+        records = select(records, data_spec.categories, None, seed)
+        root = Path(data_spec.image_root) if data_spec.image_root else None
+        pairs, skipped = load_images(records, data_spec.missing_images, seed, data_spec.n_samples, root, layout)
+        dict_path, forms = dictionary_for(data_spec.path, data_spec.dictionary)
+        samples = to_samples(pairs, forms)
+        info.update(data_path=str(data_spec.path), data_image_root=str(root or Path(data_spec.path).parent),
+                    data_missing_images=data_spec.missing_images, data_images_skipped=skipped,
+                    data_dictionary=str(dict_path) if dict_path else "none (answers alone)",
+                    data_categories=",".join(data_spec.categories or []) or "all")
+        if dict_path is None:
+            log.warning("no entity dictionary for %s: each answer is its only surface form "
+                        "(build one with: anchorlab dict build %s)", data_spec.path, data_spec.path)
+    else:
+        raise UserError(f"data.source: unknown source {data_spec.source!r}; known: toy, {', '.join(FILE_SOURCES)}")
+    prompt = data_spec.prompt
+    info.update(data_prompt_format=prompt.format, data_n_base_samples=len(samples))
+    if prompt.format == "two_option":
+        from ..prompts import two_option_samples
+
+        samples = two_option_samples(samples, prompt.option_order)
+        info.update(data_option_order=prompt.option_order,
+                    data_answer_tokens="option letters: y_p/y_c and E_f/E_c are the first tokens of 'A'/'B'")
+    else:
+        info["data_answer_tokens"] = "first token of each answer; E from the entity dictionary"
+    return samples, info
+
+
+def load_samples(data_spec, seed: int) -> list[ConflictSample]:
+    return load_dataset(data_spec, seed)[0]

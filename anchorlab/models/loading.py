@@ -108,6 +108,15 @@ def load_model(
     return ModelBundle(model, tokenizer, processor, image_processor, adapter, model_id, path, revision)
 
 
+def load_tokenizer(model_id: str, revision: str | None = None):
+    """Just the tokenizer of a model (dictionary coverage needs no weights)."""
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        return transformers.AutoTokenizer.from_pretrained(resolve_model_path(model_id), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"--model {model_id!r}: cannot load a tokenizer there ({exc})") from None
+
+
 def _optional(auto_cls, path: str, kwargs: dict):
     """Some processors cannot be built here (Qwen2.5-VL's needs torchvision); adapters fall back."""
     try:
