@@ -145,6 +145,21 @@ def data_standins(dataset: Path, out: Path, layout: str, categories: str | None)
     click.echo(f"wrote {len(written)} stand-in images under {out} (use it as data.image_root)")
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def bench(args: tuple[str, ...]) -> None:
+    """Run every benchmark in benchmarks/ and print one table (same as `python -m benchmarks`)."""
+    import runpy
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "__main__.py").exists():
+        raise UserError("benchmarks/ comes with the source checkout; run `anchorlab bench` from a clone of the repo")
+    sys.argv = ["python -m benchmarks", *args]
+    sys.path.insert(0, str(root))
+    runpy.run_module("benchmarks", run_name="__main__", alter_sys=True)
+
+
 @main.group()
 def toy() -> None:
     """The shipped toy MLLM."""

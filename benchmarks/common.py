@@ -53,6 +53,36 @@ def setup(model: str, n_samples: int, attn: str = "sdpa"):
     return bundle, LocalBackend(bundle), rows, batch
 
 
+class PeakMemory:
+    """Peak resident memory above the starting point while the block runs (sampled every 2 ms):
+    on CPU, torch allocations are invisible to tracemalloc, RSS is what a user pays."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self._proc = psutil.Process()
+        self.start = self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
 def timed(fn, repeat: int = 1):
     """(median seconds, last result)."""
     times, result = [], None
@@ -64,8 +94,13 @@ def timed(fn, repeat: int = 1):
     return float(np.median(times)), result
 
 
-def table(rows: list[dict], columns: list[str]) -> str:
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+# the columns of the one benchmark table (`python -m benchmarks`, `anchorlab bench`)
+COLUMNS = ["analysis", "model", "fast_s", "baseline", "baseline_s", "ratio", "target", "cells_fast",
+           "cells_baseline", "peak_fast_mib", "peak_baseline_mib"]
+
+
+def table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
+    widths = {c: max(len(c), *(len(str(r.get(c, "-"))) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    lines += ["  ".join(str(r.get(c, "-")).ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(lines)
