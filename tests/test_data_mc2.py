@@ -110,3 +110,18 @@ def test_the_shipped_mc2_file_reads_completely():
         tasks[r.category] = tasks.get(r.category, 0) + 1
     assert len(tasks) == 8 and set(tasks.values()) == {250}
     assert all(r.answer_vision == r.answer_vision.strip() and r.answer_vision for r in records)
+
+
+def test_cli_standins_then_run_finds_them(tmp_path):
+    from click.testing import CliRunner
+
+    from anchorlab.cli import main
+
+    path = write_mc2(tmp_path / "mc2")
+    result = CliRunner().invoke(main, ["data", "standins", str(path), "--out", str(tmp_path / "coco"),
+                                       "--layout", "plain", "--categories", "color"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 stand-in images" in result.output
+    assert sorted(p.name for p in (tmp_path / "coco").iterdir()) == ["000000372428.jpg", "000000581929.jpg"]
+    samples, _ = load_dataset(spec(path, tmp_path / "coco", categories=["color"]), seed=0)
+    assert [s.id for s in samples] == ["mc2-0002", "mc2-0004"]

@@ -164,3 +164,25 @@ def test_first_token_rule_agrees_with_the_signal_decision(tmp_path, tiny, datase
     # labels.py's first-token margin and the signal analysis' own decision margin: same rule, same answer
     np.testing.assert_array_equal(labels["label"].values == "follows", result["followed_first_token"].values)
     assert set(np.unique(labels["label"].values)) <= {"follows", "fails"}
+
+
+def test_resumed_run_keeps_its_labels(tmp_path, tiny, dataset, one_thread, monkeypatch):
+    from anchorlab.analyses.signal import SignalAnalysis
+
+    calls = []
+    monkeypatch.setattr(following, "generate_answers",
+                        lambda bundle, batch, max_new_tokens=16, **kw: calls.append(len(batch)) or ["red"] * len(batch))
+    original = SignalAnalysis.run_batch
+
+    def interrupted(self, batch, rows):
+        raise KeyboardInterrupt("simulated")
+
+    monkeypatch.setattr(SignalAnalysis, "run_batch", interrupted)
+    overrides = recipe_overrides(str(tiny("qwen2_5_vl").path))
+    with pytest.raises(KeyboardInterrupt):
+        anchorlab.run(dataset, out=tmp_path / "run", overrides=overrides)
+    assert sum(calls) == 6 and (tmp_path / "run" / "labels.nc").is_file()
+    monkeypatch.setattr(SignalAnalysis, "run_batch", original)
+    calls.clear()
+    ds = anchorlab.run(dataset, out=tmp_path / "run", overrides=overrides, resume=True)["signal"]
+    assert calls == [] and ds.attrs["data_filter_counts"].startswith("vf: 1 follows, 1 fails, 1 neither")
