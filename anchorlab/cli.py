@@ -51,12 +51,17 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="override a recipe field, e.g. data.n_samples=8")
 @click.option("--resume", is_flag=True, help="continue an interrupted run in the same output folder")
 @click.option("--force", is_flag=True, help="overwrite an existing run in the output folder")
+@click.option("--remote", is_flag=True, help="run on NDIF (NDIF_HOST, NDIF_API_KEY); same as backend: ndif")
+@click.option("--simulate-remote", is_flag=True,
+              help="serialize every request as for NDIF but run it here (nnsight's remote='local'): no server needed")
 @user_errors
-def run(recipe: Path, out: Path | None, overrides: tuple[str, ...], resume: bool, force: bool) -> None:
+def run(recipe: Path, out: Path | None, overrides: tuple[str, ...], resume: bool, force: bool, remote: bool,
+        simulate_remote: bool) -> None:
     """Run RECIPE and write its results and figures."""
     from .api import run as run_api
 
-    results = run_api(recipe, out, list(overrides), resume=resume, force=force)
+    mode = "local" if simulate_remote else remote
+    results = run_api(recipe, out, list(overrides), resume=resume, force=force, remote=mode)
     for name, ds in results.items():
         click.echo(f"{name}: " + ", ".join(f"{v}{tuple(ds[v].dims)}" for v in ds.data_vars))
 

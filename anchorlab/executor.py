@@ -10,7 +10,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .analyses import REGISTRY, Context
-from .backends import LocalBackend
+from .backends import make_backend
 from .batching import collate
 from .compiler import compile_rows, prompt_style
 from .data.sources import load_dataset
@@ -48,14 +48,19 @@ def run_batches(
 
 def run_recipe(
     recipe: Recipe, recipe_text: str, out_dir: str | Path | None = None, overrides=(), resume: bool = False,
-    force: bool = False,
+    force: bool = False, simulate_remote: bool = False,
 ) -> dict[str, xr.Dataset]:
+    """`simulate_remote`: a `backend: ndif` recipe runs through nnsight's remote="local" (no server)."""
     out = Path(out_dir) if out_dir else recipe.output_dir
     store = RunStore(out, recipe.model_dump(mode="json"), resume=resume, force=force)
     m = recipe.model
     samples, data_attrs = load_dataset(recipe.data, recipe.seed)  # data errors before a long model load
+    if recipe.backend == "ndif" and not simulate_remote:
+        from .backends.ndif import preflight
+
+        preflight(m.id, m.revision)  # fail before loading anything when NDIF does not serve the model
     bundle = load_model(m.id, m.dtype, m.device, m.attn_implementation, m.revision)
-    backend = LocalBackend(bundle)
+    backend = make_backend(recipe.backend, bundle, simulate=simulate_remote, check=False)  # checked above
     log.info("model %s (%s family, %d layers × %d heads) on %s, backend %s; results -> %s",
              m.id, bundle.adapter.family, bundle.n_layers, bundle.n_heads, bundle.device, backend.name, out)
     rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
@@ -76,9 +81,11 @@ def run_recipe(
             continue
         started = now()
         log.info("analysis %s on %s -> %s", name, m.id, out / f"{name}.nc")
+        mark = len(backend.requests)
         per_row = run_batches(analysis.run_batch, bundle, rows, recipe.batch_size, f"{name} [{m.id}]", store, name)
         ds = analysis.reduce(rows, per_row, selected)
         ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
+        ds.attrs.update(backend.summary(mark))
         ds.attrs.update(data_attrs)
         write_dataset(ds, out / f"{name}.nc")
         figures = analysis.plot(ds, out / "figures")

@@ -70,7 +70,7 @@ class Recipe(Strict):
     model: ModelSpec
     data: DataSpec = Field(default_factory=DataSpec)
     analyses: list[SerializeAsAny[AnalysisSpec]] = Field(min_length=1)
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "ndif"] = "local"  # ndif: NDIF_HOST / NDIF_API_KEY (README "Running on NDIF")
     batch_size: int = Field(8, ge=1)
     seed: int = 0
     output: str | None = None  # None: outputs/<name>

@@ -1,4 +1,22 @@
-"""Where traces run. `local` wraps the loaded HF model in nnsight; NDIF comes as a second backend."""
+"""Where traces run: `local` wraps the loaded model in nnsight; `ndif` sends the same traces to NDIF.
+
+Both offer `trace(inputs, fn, *args)` (one forward, `fn(envoy, *args)` inside) and `run(fn, *args)`
+(`fn(session, *args)` calling `session.trace(...)` several times: one request on NDIF)."""
+from __future__ import annotations
+
 from .local import LocalBackend, envoy_at
 
-__all__ = ["LocalBackend", "envoy_at"]
+
+def make_backend(kind: str, bundle, simulate: bool = False, **ndif_options):
+    """`local` or `ndif` (host from NDIF_HOST, key from NDIF_API_KEY); `simulate` runs NDIF requests
+    through nnsight's remote="local" (no server)."""
+    if kind == "local":
+        return LocalBackend(bundle)
+    if kind == "ndif":
+        from .ndif import NdifBackend
+
+        return NdifBackend(bundle, simulate=simulate, **ndif_options)
+    raise ValueError(f"unknown backend {kind!r} (local, ndif)")
+
+
+__all__ = ["LocalBackend", "envoy_at", "make_backend"]

@@ -24,6 +24,14 @@ class LocalBackend:
     def __init__(self, bundle: ModelBundle):
         self.bundle = bundle
         self.envoy = NNsight(bundle.model)
+        self.requests: list = []  # NdifBackend counts requests; nothing travels here
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(self, *args)`, where fn calls `.trace`: what NdifBackend sends as one request."""
+        return fn(self, *args)
+
+    def summary(self, since: int = 0) -> dict:
+        return {}
 
     def trace(self, inputs: dict[str, torch.Tensor], fn: Callable[..., Any], *args: Any) -> Any:
         """One forward with `fn(envoy, *args)` run inside the trace; returns what fn returned."""

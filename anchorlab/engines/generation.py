@@ -21,14 +21,16 @@ def step_capture(envoy, decoder_path, intervene, step, n_keys, want_positions):
     return logits.argmax(-1), positions, envoy.output.past_key_values
 
 
-def greedy_generate(bundle, backend, batch, max_new_tokens: int, intervene: Intervene | None = None) -> list[list[int]]:
-    """Token ids generated per row (stopping at EOS). Positions continue from the prompt's last
+def greedy_generate(bundle, backend, inputs: dict, max_new_tokens: int, intervene: Intervene | None = None
+                    ) -> list[list[int]]:
+    """Token ids generated per row (stopping at EOS), from model `inputs` for the first pass (a
+    collated batch, or a suffix on a prefix KV cache). Positions continue from the first pass's last
     position in every rope dimension (Qwen2.5-VL's 3-D positions included)."""
     decoder = bundle.adapter.layers.rsplit(".", 1)[0]
-    mask = batch.inputs["attention_mask"]
+    mask = inputs["attention_mask"].cpu()
     eos = _eos_ids(bundle)
-    inputs = dict(batch.inputs, use_cache=True, logits_to_keep=1)
-    b, s = mask.shape
+    inputs = dict(inputs, use_cache=True, logits_to_keep=1)
+    b = mask.shape[0]
     done = torch.zeros(b, dtype=torch.bool)
     out: list[list[int]] = [[] for _ in range(b)]
     positions = None

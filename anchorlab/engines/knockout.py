@@ -107,62 +107,79 @@ class KnockoutEngine:
         run = self._naive if self.mode == "naive" else self._fast
         return run(batch, edges, windows, key_mask, dec_w, n_layers)
 
+    # each sweep is one backend.run: on NDIF one request, so the KV cache and hidden states of the
+    # clean pass stay on the server and only the [B, P, C, 2] logits come back
     def _naive(self, batch, edges, windows, key_mask, dec_w, n_layers):
-        b, s = key_mask.shape
-        allowed = base_allowed(key_mask, 0)
-        clean = self.backend.trace(batch.inputs, naive_capture, self.paths, [], allowed, edges[0], dec_w)
-        out = torch.empty((b, len(edges), len(windows), 2))
-        for p, knocked in enumerate(edges):
-            for c, window in enumerate(windows):
-                out[:, p, c] = self.backend.trace(batch.inputs, naive_capture, self.paths, window, allowed, knocked, dec_w).cpu()
-        cells = (1 + len(edges) * len(windows)) * n_layers * s * b
-        return Sweep(out, clean.cpu(), cells)
+        out, clean, cells = self.backend.run(naive_sweep, dict(batch.inputs), self.paths, edges, windows, key_mask,
+                                             dec_w, n_layers)
+        return Sweep(out, clean, cells)
 
     def _fast(self, batch, edges, windows, key_mask, dec_w, n_layers):
-        b, s = key_mask.shape
-        starts = [int(first_affected(k).min()) for k in edges]
-        start = min(starts)
-        inputs = dict(batch.inputs, use_cache=True)
-        embeds, positions, hidden, clean, cache = self.backend.trace(
-            inputs, clean_capture, self.paths, self.bundle.adapter.is_multimodal, start, n_layers, dec_w)
-        out = torch.empty((b, len(edges), len(windows), 2))
-        cells = n_layers * s * b
-        # variants sharing (first changed position, lowest window layer) recompute exactly the same
-        # cells, so they share a pass: no layer is recomputed for a variant that did not need it
-        groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for p in range(len(edges)):
-            for c, window in enumerate(windows):
-                groups.setdefault((starts[p], min(window, default=n_layers)), []).append((p, c))
-        for (p0, skip_below), variants in sorted(groups.items()):
-            for chunk in (variants[i : i + self.per_pass] for i in range(0, len(variants), self.per_pass)):
-                g = len(chunk)
-                active = {}
-                for k, (_, c) in enumerate(chunk):
-                    for layer in windows[c]:
-                        active.setdefault(layer, torch.zeros(g * b, dtype=torch.bool, device=key_mask.device))
-                        active[layer][k * b : (k + 1) * b] = True
-                pass_inputs = {
-                    "inputs_embeds": embeds[:, p0:].repeat(g, 1, 1),
-                    "attention_mask": key_mask.repeat(g, 1),
-                    "past_key_values": self._prefix_cache(cache, p0, g),
-                    "use_cache": True,
-                }
-                if positions is not None:
-                    pass_inputs["position_ids"] = positions[..., p0:].repeat(*([1] * (positions.dim() - 2)), g, 1)
-                skip = [hidden[j][:, p0 - start :].repeat(g, 1, 1) for j in range(skip_below)]
-                knocked = torch.cat([edges[p][:, p0:] for p, _ in chunk])
-                allowed = base_allowed(key_mask, p0).repeat(g, 1, 1)
-                res = self.backend.trace(pass_inputs, suffix_capture, self.paths, skip_below, skip, active, allowed,
-                                         knocked, dec_w.repeat(g, 1, 1)).view(g, b, 2).cpu()
-                for k, (p, c) in enumerate(chunk):
-                    out[:, p, c] = res[k]
-                cells += (n_layers - skip_below) * (s - p0) * g * b
-        return Sweep(out, clean.cpu(), cells)
+        out, clean, cells = self.backend.run(
+            fast_sweep, dict(batch.inputs), self.paths, self.bundle.adapter.is_multimodal, self.bundle.lm_config,
+            self.per_pass, edges, windows, key_mask, dec_w, n_layers)
+        return Sweep(out, clean, cells)
 
-    def _prefix_cache(self, cache, p0: int, g: int):
-        if p0 == 0:
-            return None
-        prefix = DynamicCache(config=self.bundle.lm_config)
-        for j, layer in enumerate(cache.layers):
-            prefix.update(layer.keys[:, :, :p0].repeat(g, 1, 1, 1), layer.values[:, :, :p0].repeat(g, 1, 1, 1), j)
-        return prefix
+
+def naive_sweep(t, inputs, paths, edges, windows, key_mask, dec_w, n_layers):
+    """`t`: a backend (or an NDIF session) with `.trace`. Returns (logits [B, P, C, 2], clean [B, 2], cells)."""
+    b, s = key_mask.shape
+    allowed = base_allowed(key_mask, 0)
+    clean = t.trace(inputs, naive_capture, paths, [], allowed, edges[0], dec_w)
+    out = torch.empty((b, len(edges), len(windows), 2))
+    for p, knocked in enumerate(edges):
+        for c, window in enumerate(windows):
+            out[:, p, c] = t.trace(inputs, naive_capture, paths, window, allowed, knocked, dec_w).cpu()
+    cells = (1 + len(edges) * len(windows)) * n_layers * s * b
+    return out, clean.cpu(), cells
+
+
+def fast_sweep(t, inputs, paths, multimodal, lm_config, per_pass, edges, windows, key_mask, dec_w, n_layers):
+    """As naive_sweep, from one clean pass (KV cache + hidden states) and suffix passes (module docstring)."""
+    b, s = key_mask.shape
+    starts = [int(first_affected(k).min()) for k in edges]
+    start = min(starts)
+    embeds, positions, hidden, clean, cache = t.trace(
+        dict(inputs, use_cache=True), clean_capture, paths, multimodal, start, n_layers, dec_w)
+    out = torch.empty((b, len(edges), len(windows), 2))
+    cells = n_layers * s * b
+    # variants sharing (first changed position, lowest window layer) recompute exactly the same
+    # cells, so they share a pass: no layer is recomputed for a variant that did not need it
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for p in range(len(edges)):
+        for c, window in enumerate(windows):
+            groups.setdefault((starts[p], min(window, default=n_layers)), []).append((p, c))
+    for (p0, skip_below), variants in sorted(groups.items()):
+        for chunk in (variants[i : i + per_pass] for i in range(0, len(variants), per_pass)):
+            g = len(chunk)
+            active = {}
+            for k, (_, c) in enumerate(chunk):
+                for layer in windows[c]:
+                    active.setdefault(layer, torch.zeros(g * b, dtype=torch.bool, device=key_mask.device))
+                    active[layer][k * b : (k + 1) * b] = True
+            pass_inputs = {
+                "inputs_embeds": embeds[:, p0:].repeat(g, 1, 1),
+                "attention_mask": key_mask.repeat(g, 1),
+                "past_key_values": prefix_cache(cache, p0, g, lm_config),
+                "use_cache": True,
+            }
+            if positions is not None:
+                pass_inputs["position_ids"] = positions[..., p0:].repeat(*([1] * (positions.dim() - 2)), g, 1)
+            skip = [hidden[j][:, p0 - start :].repeat(g, 1, 1) for j in range(skip_below)]
+            knocked = torch.cat([edges[p][:, p0:] for p, _ in chunk])
+            allowed = base_allowed(key_mask, p0).repeat(g, 1, 1)
+            res = t.trace(pass_inputs, suffix_capture, paths, skip_below, skip, active, allowed,
+                          knocked, dec_w.repeat(g, 1, 1)).view(g, b, 2).cpu()
+            for k, (p, c) in enumerate(chunk):
+                out[:, p, c] = res[k]
+            cells += (n_layers - skip_below) * (s - p0) * g * b
+    return out, clean.cpu(), cells
+
+
+def prefix_cache(cache, p0: int, g: int, lm_config):
+    if p0 == 0:
+        return None
+    prefix = DynamicCache(config=lm_config)
+    for j, layer in enumerate(cache.layers):
+        prefix.update(layer.keys[:, :, :p0].repeat(g, 1, 1, 1), layer.values[:, :, :p0].repeat(g, 1, 1, 1), j)
+    return prefix

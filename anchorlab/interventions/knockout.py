@@ -83,11 +83,11 @@ def generation_blocker(layers_path: str, attention: str, layers: list[int], src:
     def intervene(envoy, step, n_keys):
         b, s = prompt_mask.shape
         extra = n_keys - s
-        dev = prompt_mask.device
-        src_keys = torch.cat([src, torch.zeros((b, extra), dtype=torch.bool, device=dev)], 1)
-        key_mask = torch.cat([prompt_mask.bool(), torch.ones((b, extra), dtype=torch.bool, device=dev)], 1)
+        dev = next(envoy._module.parameters()).device  # the model's (an NDIF server's GPU), not the client's
+        src_keys = torch.cat([src.to(dev), torch.zeros((b, extra), dtype=torch.bool, device=dev)], 1)
+        key_mask = torch.cat([prompt_mask.to(dev).bool(), torch.ones((b, extra), dtype=torch.bool, device=dev)], 1)
         if step == 0:
-            allowed = base_allowed(prompt_mask, 0)
+            allowed = base_allowed(prompt_mask.to(dev), 0)
             knocked = torch.zeros_like(allowed)
             knocked[:, -1] = src_keys
         else:

@@ -1,0 +1,81 @@
+"""What runs inside an nnsight session, locally or on an NDIF server.
+
+An NDIF server cannot import anchorlab: this module (like every anchorlab function a trace calls) is
+shipped by value with each request (`nnsight.register`), so it may only use torch and nnsight. A
+`Session` is what a backend's `run(fn, *args)` hands to `fn`: its `trace(inputs, capture, *args)`
+runs one forward with `capture(envoy, *args)` inside, and values returned by one trace (a KV cache,
+hidden states) feed the next without leaving the machine that holds the model.
+"""
+from __future__ import annotations
+
+import nnsight
+import torch
+
+
+class ParamRef:
+    """A model parameter named instead of sent: resolved to the server's own tensor (W_O of every
+    layer is gigabytes at 7B; its name is a few bytes)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ParamRef({self.name!r})"
+
+
+def map_tensors(obj, fn):
+    """Apply fn to every tensor in nested lists / tuples / dicts (other objects pass through)."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    if isinstance(obj, dict):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    return obj
+
+
+def resolve_params(obj, module):
+    """Replace every ParamRef in nested args by the named parameter of `module` (detached)."""
+    if isinstance(obj, ParamRef):
+        return module.get_parameter(obj.name).detach()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(resolve_params(v, module) for v in obj)
+    if isinstance(obj, dict):
+        return {k: resolve_params(v, module) for k, v in obj.items()}
+    return obj
+
+
+def to_cpu(obj):
+    return map_tensors(obj, lambda t: t.detach().cpu())
+
+
+class Session:
+    """Traces against one model inside one request (see the module docstring)."""
+
+    def __init__(self, envoy):
+        self.envoy = envoy
+        self.device = next(envoy._module.parameters()).device
+
+    def prepare(self, args):
+        """Client-side args as this machine needs them: parameters resolved, tensors on the model's device."""
+        args = resolve_params(args, self.envoy._module)
+        return map_tensors(args, lambda t: t.to(self.device))
+
+    def trace(self, inputs, capture, *args):
+        envoy = self.envoy
+        inputs = self.prepare(dict(inputs))
+        args = self.prepare(args)
+        with envoy.trace(**inputs):
+            result = nnsight.save(capture(envoy, *args))
+        return result
+
+
+def run_in_session(envoy, fn, args):
+    """The body of one request: fn(Session, *args), its result detached and moved to CPU."""
+    session = Session(envoy)
+    return to_cpu(fn(session, *session.prepare(args)))
+
+
+def one_trace(session, inputs, capture, *args):
+    """`run` a single trace: the request body of `backend.trace`."""
+    return session.trace(inputs, capture, *args)
