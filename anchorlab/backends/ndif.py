@@ -102,6 +102,34 @@ def check_served(host: str, key: str, model_id: str) -> None:
                     f"Pick a hosted model, or deploy this one under the model key {key}")
 
 
+def _client_model_class():
+    from nnsight.intervention.envoy import Envoy
+    from nnsight.modeling.transformers import TransformersModel
+
+    class ClientModel(TransformersModel):
+        """The remotable wrapper around the already-loaded checkpoint, keyed exactly as the server's
+        TransformersModel, and running a trace exactly as LocalBackend's plain NNsight does. It
+        builds no transformers pipeline (a pipeline would want a processor some families cannot
+        build here, Qwen2.5-VL without torchvision, and look a local path up on the hub), and it
+        passes anchorlab's collated inputs through untouched (TransformersModel would re-collate
+        them and misread Qwen2.5-VL's 3-D position ids). This object travels with each request
+        (the server wraps its own modules in it), so the server runs the same semantics."""
+
+        def _wrap(self, module, *args, **kwargs):
+            return module
+
+        def _remoteable_class(self):
+            return TransformersModel
+
+        def _batch_size(self, *inputs, **kwargs):
+            return Envoy._batch_size(self, *inputs, **kwargs)
+
+        def _batch(self, invokes, fn):
+            return Envoy._batch(self, invokes, fn)
+
+    return ClientModel
+
+
 @dataclass
 class RequestStats:
     label: str
@@ -119,18 +147,15 @@ class NdifBackend:
 
     def __init__(self, bundle, host: str | None = None, simulate: bool = False, retries: int = 4,
                  backoff: float = 2.0, check: bool = True):
-        from nnsight.modeling.transformers import TransformersModel
-
         import anchorlab
 
+        ClientModel = _client_model_class()
         self.bundle, self.simulate, self.retries, self.backoff = bundle, simulate, retries, backoff
         self.host = host or ndif_host()
         self.task = task_for(bundle.adapter)
         self.model_key = model_key(str(bundle.path), bundle.revision, self.task)
-        # the remotable wrapper around the already-loaded checkpoint; tokenizer/processor passed so
-        # nnsight never looks the (possibly local) path up on the hub
-        self.model = TransformersModel(bundle.model, task=self.task, revision=bundle.revision,
-                                       tokenizer=bundle.tokenizer, processor=bundle.processor)
+        self.model = ClientModel(bundle.model, task=self.task, revision=bundle.revision, tokenizer=bundle.tokenizer,
+                                 processor=bundle.processor)
         self.model.repo_id = str(bundle.path)
         if self.model.to_model_key() != self.model_key:  # pragma: no cover - guards an nnsight change
             raise UserError(f"NDIF model key mismatch: {self.model.to_model_key()} vs {self.model_key}")

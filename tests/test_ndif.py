@@ -1,0 +1,191 @@
+"""NDIF backend, offline: every request serialized exactly as for a server, with anchorlab hidden
+(nnsight's remote="local"), must give the local numbers. The real server: scripts/ndif/integration.py."""
+import http.server
+import json
+import logging
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import anchorlab
+from anchorlab.backends import LocalBackend
+from anchorlab.backends.ndif import NdifBackend, model_key, preflight, task_for
+from anchorlab.backends.transport import TransientError, is_transient
+from anchorlab.batching import collate
+from anchorlab.compiler import compile_rows
+from anchorlab.engines.knockout import KnockoutEngine
+from anchorlab.errors import UserError
+from anchorlab.interventions.knockout import parse_pathway
+from anchorlab.prompts import PromptStyle
+from test_knockout import MULTIMODAL_PATHWAYS, TEXT_PATHWAYS
+from tiny_support import sample
+
+pytest_plugins = ("tiny_support",)
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SMALL = ["data.n_samples=4", "data.filter=all", "batch_size=4"]
+# every analysis kind, from its shipped recipe (attribution: its own recipe once it ships one)
+CASES = {
+    "signal": ("quickstart.yaml", []),
+    "knockout": ("knockout.yaml", ["analyses.0.layers=[0,2]"]),
+    "knockout_naive": ("knockout.yaml", ["analyses.0.layers=[1]", "analyses.0.engine=naive",
+                                         "analyses.0.pathways=[vision->last,context->instruction]"]),
+    "path_blocking": ("path_blocking.yaml", ["analyses.0.max_new_tokens=3"]),
+    "attribution": ("attribution.yaml", []) if (RECIPES / "attribution.yaml").is_file()
+    else ("quickstart.yaml", ["analyses.0.kind=attribution"]),
+}
+
+
+def assert_same(local, remote, atol=1e-6):
+    assert set(local) == set(remote)
+    for name, ds in local.items():
+        other = remote[name]
+        assert set(ds.data_vars) == set(other.data_vars), name
+        for var in ds.data_vars:
+            a, b = ds[var].values, other[var].values
+            if a.dtype.kind == "f":
+                np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=f"{name}.{var}")
+            else:
+                assert (a == b).all(), f"{name}.{var}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_simulated_remote_equals_local(case, random_toy_path, tmp_path, one_thread):
+    recipe, extra = CASES[case]
+    sets = [f"model.id={random_toy_path}", *SMALL, *extra]
+    local = anchorlab.run(RECIPES / recipe, out=tmp_path / "local", overrides=sets)
+    remote = anchorlab.run(RECIPES / recipe, out=tmp_path / "remote", overrides=sets, remote="local")
+    assert_same(local, remote)
+    for ds in remote.values():
+        assert ds.attrs["backend"] == "ndif" and ds.attrs["ndif_host"] == "simulated"
+        assert ds.attrs["ndif_requests"] >= 1 and ds.attrs["ndif_bytes_received"] > 0
+    for ds in local.values():
+        assert ds.attrs["backend"] == "local"
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "qwen2"])
+def test_knockout_sweep_one_request_small_result(tiny, family, one_thread):
+    """Fast sweep through the simulated server == local; one request per sweep; ≤ 16 B per variant."""
+    bundle = tiny(family, "eager")
+    samples = [replace(sample(i % 2 == 0), id=f"s{i}") for i in range(6)]
+    rows = compile_rows(bundle, samples, ["vf", "tf"], PromptStyle())
+    batch = collate([r.encoded for r in rows], bundle.adapter, bundle.pad_token_id)
+    names = MULTIMODAL_PATHWAYS if bundle.adapter.is_multimodal else TEXT_PATHWAYS
+    pathways = [(p, *parse_pathway(p)) for p in names]
+    centres = list(range(bundle.n_layers))
+    local = KnockoutEngine(bundle, LocalBackend(bundle)).sweep(batch, rows, pathways, centres, 3)
+    backend = NdifBackend(bundle, simulate=True)
+    remote = KnockoutEngine(bundle, backend).sweep(batch, rows, pathways, centres, 3)
+    torch.testing.assert_close(remote.logits, local.logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(remote.clean, local.clean, rtol=0, atol=1e-6)
+    assert len(backend.requests) == 1
+    variants = len(rows) * len(pathways) * len(centres)
+    assert remote.logits.element_size() * 2 == 8  # two fp32 decision logits per variant
+    assert backend.requests[0].received / variants <= 16, backend.requests[0]
+
+
+def test_api_key_never_written_or_logged(random_toy_path, tmp_path, monkeypatch, caplog):
+    secret = "ndif-secret-0f9e8d7c"
+    monkeypatch.setenv("NDIF_API_KEY", secret)
+    with caplog.at_level(logging.DEBUG):
+        results = anchorlab.run(RECIPES / "quickstart.yaml", out=tmp_path / "run", remote="local",
+                                overrides=[f"model.id={random_toy_path}", *SMALL])
+    assert secret not in caplog.text
+    assert all(secret not in str(v) for ds in results.values() for v in ds.attrs.values())
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+class _Status(http.server.BaseHTTPRequestHandler):
+    body = b"{}"
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_ndif():
+    """A loopback HTTP server answering /status with `_Status.body`."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Status)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_preflight_names_the_missing_model(random_toy_path, fake_ndif, monkeypatch):
+    other = 'nnsight.modeling.transformers.TransformersModel:{"repo_id": "org/other"}'
+    _Status.body = json.dumps({"deployments": {
+        "a1:ModelActor:" + other: {"application_state": "RUNNING"},
+    }}).encode()
+    with pytest.raises(UserError, match=r"does not serve model .*not deployed.*org/other.*model key"):
+        preflight(str(random_toy_path), host=fake_ndif)
+    from anchorlab.models.loading import load_model
+
+    key = model_key(str(random_toy_path), None, task_for(load_model(str(random_toy_path)).adapter))
+    _Status.body = json.dumps({"deployments": {"b2:ModelActor:" + key: {"application_state": "RUNNING"}}}).encode()
+    assert preflight(str(random_toy_path), host=fake_ndif) == key
+    # the run itself fails before loading the model when the host does not serve it
+    monkeypatch.setenv("NDIF_HOST", fake_ndif)
+    _Status.body = b'{"deployments": {}}'
+    with pytest.raises(UserError, match="does not serve model"):
+        anchorlab.run(RECIPES / "quickstart.yaml", overrides=[f"model.id={random_toy_path}"], remote=True,
+                      out=str(Path(random_toy_path).parent / "never"))
+
+
+def test_preflight_unreachable_host(random_toy_path):
+    with pytest.raises(UserError, match="cannot reach NDIF at http://127.0.0.1:9"):
+        preflight(str(random_toy_path), host="http://127.0.0.1:9")
+
+
+def test_transient_failures_retried_then_reported(random_toy_path, monkeypatch):
+    from anchorlab.models.loading import load_model
+
+    backend = NdifBackend(load_model(str(random_toy_path)), simulate=True, retries=2, backoff=0.0)
+    real = backend._request
+    calls = []
+
+    def flaky(fn, args):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise ConnectionResetError("connection dropped")
+        return real(fn, args)
+
+    monkeypatch.setattr(backend, "_request", flaky)
+    ids = torch.tensor([[1, 5, 6, 7]])
+    out = backend.trace({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, _last_hidden)
+    assert out.shape[0] == 1 and backend.requests[-1].attempts == 3
+    calls.clear()
+    monkeypatch.setattr(backend, "_request", lambda fn, args: (_ for _ in ()).throw(TransientError("503")))
+    with pytest.raises(UserError, match="failed 3 times.*--resume"):
+        backend.trace({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, _last_hidden)
+    monkeypatch.setattr(backend, "_request", lambda fn, args: (_ for _ in ()).throw(ValueError("user code")))
+    with pytest.raises(ValueError, match="user code"):  # a job that ran and raised is not retried
+        backend.trace({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, _last_hidden)
+
+
+def _last_hidden(envoy):
+    return envoy.output.logits[:, -1, :4]
+
+
+def test_error_classification_and_import_blocking():
+    import httpx
+
+    assert is_transient(ConnectionRefusedError()) and is_transient(httpx.ConnectError("x"))
+    assert is_transient(TransientError("503")) and not is_transient(ValueError("bad"))
+    from anchorlab.backends.transport import _BlockClientOnly
+
+    with pytest.raises(ModuleNotFoundError, match="not importable on an NDIF server"):
+        _BlockClientOnly().find_spec("anchorlab.lens")
+    assert _BlockClientOnly().find_spec("torch.nn") is None
