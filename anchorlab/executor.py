@@ -70,8 +70,9 @@ def run_recipe(
     labels, filter_attrs = follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out, run_batches)
     data_attrs.update(filter_attrs)
     selected = select_rows(recipe.data.filter, labels, len(rows))
-    ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed)
     results: dict[str, xr.Dataset] = {}
+    ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed, style=prompt_style(recipe.data.prompt),
+                  results=results)
     for i, spec in enumerate(recipe.analyses):
         name = spec.kind if [s.kind for s in recipe.analyses].count(spec.kind) == 1 else f"{spec.kind}_{i}"
         analysis = REGISTRY[spec.kind](spec, ctx)

@@ -77,9 +77,9 @@ def test_blocked_generation_equals_hook_reference(tiny, one_thread):
     blocker = generation_blocker(bundle.adapter.layers, bundle.adapter.attention, layers, src,
                                  batch.inputs["attention_mask"])
     backend = LocalBackend(bundle)
-    ours = greedy_generate(bundle, backend, batch, 5, blocker)
+    ours = greedy_generate(bundle, backend, batch.inputs, 5, blocker)
     assert ours == reference_blocked_generation(bundle, batch, src, layers, 5)
-    assert ours != greedy_generate(bundle, backend, batch, 5)  # the block changes what is generated
+    assert ours != greedy_generate(bundle, backend, batch.inputs, 5)  # the block changes what is generated
 
 
 def test_path_blocking_recipe_end_to_end(tmp_path, random_toy_path):

@@ -1,7 +1,7 @@
 """What every analysis provides: a recipe spec, per-batch work on a backend, a reduction to xarray."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -24,6 +24,21 @@ class AnalysisSpec(BaseModel):
     ci_level: float = 0.95
 
 
+def param_attrs(spec: AnalysisSpec) -> dict:
+    """Every analysis parameter as a netCDF-safe attr `param_<name>` (None: "default")."""
+
+    def value(v):
+        if v is None:
+            return "default"
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, (list, tuple)):
+            return ", ".join(map(str, v))
+        return str(v) if isinstance(v, dict) else v
+
+    return {f"param_{k}": value(v) for k, v in spec.model_dump().items()}
+
+
 @dataclass
 class Context:
     """What an analysis may use while it runs."""
@@ -31,6 +46,8 @@ class Context:
     bundle: "ModelBundle"
     backend: Any  # anchorlab.backends.LocalBackend or compatible
     seed: int
+    style: Any = None  # the recipe's PromptStyle (analyses that build extra prompts use it)
+    results: dict = field(default_factory=dict)  # earlier analyses of the same run, by name
 
 
 class Analysis:

@@ -12,7 +12,7 @@ from ..engines.knockout import KnockoutEngine
 from ..errors import UserError
 from ..interventions.knockout import parse_pathway, window_layers
 from ..metrics import bootstrap_ci, nssd
-from .base import Analysis, AnalysisSpec
+from .base import Analysis, AnalysisSpec, param_attrs
 from .layout import by_task_sample, decision_rows, dictionary_best
 
 DEFAULT_PATHWAYS = [
@@ -107,7 +107,7 @@ class KnockoutAnalysis(Analysis):
         ds["nssd"].attrs["description"] = "sign(P̂(y_p)-P̃̂(y_p))·KL(P̂||P̃̂) on {y_p, y_c} (SPEC §3.1); >0: path helped following"
         ds["nssd_pathway"].attrs["description"] = "per-sample NSSD averaged over centre layers, then over selected samples"
         ds.attrs.update(analysis="knockout", decoder_cells=float(results["cells"].sum()),
-                        **{f"param_{k}": _attr(v) for k, v in spec.model_dump().items()})
+                        **param_attrs(spec))
         return ds
 
     def _ci(self, values):
@@ -119,6 +119,3 @@ class KnockoutAnalysis(Analysis):
 
         return plot_knockout(ds, fig_dir)
 
-
-def _attr(value):
-    return "all" if value is None else (", ".join(map(str, value)) if isinstance(value, list) else value)

@@ -13,7 +13,7 @@ from ..engines.knockout import role_mask
 from ..errors import UserError
 from ..interventions.knockout import generation_blocker
 from ..metrics import bootstrap_ci
-from .base import Analysis, AnalysisSpec
+from .base import Analysis, AnalysisSpec, param_attrs
 from .layout import by_task_sample
 
 SETTINGS = ("original", "instruction->last", "followed_context->last")
@@ -59,7 +59,7 @@ class PathBlockingAnalysis(Analysis):
             if setting != "original":
                 src = self._source(batch, rows, setting).to(dev)
                 intervene = generation_blocker(a.layers, a.attention, self.block_layers(), src, prompt_mask)
-            ids = greedy_generate(bundle, backend, batch, self.spec.max_new_tokens, intervene)
+            ids = greedy_generate(bundle, backend, batch.inputs, self.spec.max_new_tokens, intervene)
             texts = bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)
             answers.append(texts)
             for i, (row, text) in enumerate(zip(rows, texts)):
@@ -96,8 +96,7 @@ class PathBlockingAnalysis(Analysis):
         ds["mfr"].attrs["description"] = "share of selected prompts whose generated answer follows the instruction"
         ds.attrs.update(analysis="path_blocking", rule="generation", blocked_layers=", ".join(map(str, self.block_layers())),
                         followed_context="vision for vf, context for tf",
-                        **{f"param_{k}": ("default" if v is None else (", ".join(map(str, v)) if isinstance(v, list) else v))
-                           for k, v in self.spec.model_dump().items()})
+                        **param_attrs(self.spec))
         return ds
 
     @staticmethod

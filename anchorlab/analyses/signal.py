@@ -12,7 +12,7 @@ from ..backends import envoy_at
 from ..errors import UserError
 from ..lens import pool_forms, restricted_logits, rms_norm, top_k_mean
 from ..metrics import bootstrap_ci, ldar, synchrony
-from .base import Analysis, AnalysisSpec
+from .base import Analysis, AnalysisSpec, param_attrs
 from .layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
 
 Role = Literal["vision", "context", "instruction", "query", "text", "last"]
@@ -126,7 +126,7 @@ class SignalAnalysis(Analysis):
         ds["ldar"].attrs["description"] = "share of selected samples with Φ_f > Φ_c"
         ds["sync"].attrs["description"] = "sign(Φ_v-Φ_t) at positions equals the sign at last"
         ds["signal_mean"].attrs["description"] = "mean Φ of the followed (f) and competing (c) modality"
-        ds.attrs.update(analysis="signal", **{f"param_{k}": _attr(v) for k, v in spec.model_dump().items()})
+        ds.attrs.update(analysis="signal", **param_attrs(spec))
         return ds
 
     def _ci(self, values: np.ndarray) -> np.ndarray:
@@ -138,6 +138,3 @@ class SignalAnalysis(Analysis):
 
         return plot_signal(ds, fig_dir)
 
-
-def _attr(value):
-    return "all" if value is None else (str(value) if isinstance(value, (list, dict, bool)) else value)

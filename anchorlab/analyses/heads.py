@@ -1,0 +1,192 @@
+"""SPEC §3.6 / §4: head blocking and amplification at instruction positions, MFR sweeps over the
+number of heads G or the factor α, against random, layer-matched and shared head sets, with a
+general-capability check on no-conflict prompts (paper §4.2.2, Fig. 9)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Literal
+
+import numpy as np
+import torch
+import xarray as xr
+from pydantic import Field
+
+from ..batching import collate
+from ..encoding import encode
+from ..errors import UserError
+from ..following import answer_forms, classify_answer
+from ..interventions.heads import layer_matched_heads, random_heads, scale_table
+from ..metrics import bootstrap_ci
+from ..prompts import build_prompt
+from .base import Analysis, AnalysisSpec, param_attrs
+from .head_sets import HeadSource, neutral_sample
+from .layout import by_task_sample
+
+log = logging.getLogger("anchorlab")
+SETTINGS = ("original", "targeted", "random", "random_layer_matched", "shared")
+Role = Literal["vision", "context", "instruction", "query", "text", "last"]
+
+
+class HeadsSpec(AnalysisSpec):
+    kind: Literal["heads_block", "heads_amplify"]
+    heads_from: str | None = Field(None, description="attribution result (.nc); default: this run's attribution")
+    settings: list[Literal["original", "targeted", "random", "random_layer_matched", "shared"]] = Field(
+        default_factory=lambda: list(SETTINGS), min_length=1)
+    n_heads: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1,
+                               description="G: heads per set (block: swept; amplify: the first value)")
+    alphas: list[float] = Field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0], min_length=1,
+                                description="amplification factors (amplify only)")
+    seeds: int = Field(10, ge=1, description="random head sets drawn per G")
+    exclude_targeted: bool = True
+    positions: Role = "instruction"
+    rule: Literal["generation", "first_token"] = "generation"
+    max_new_tokens: int = Field(8, ge=1)
+    engine: Literal["fast", "naive"] = "fast"
+    settings_per_pass: int = Field(8, ge=1)
+    general_check: bool = Field(True, description="also score no-conflict prompts (accuracy)")
+
+
+class HeadsAnalysis(Analysis):
+    kind = "heads_block"
+    spec_cls = HeadsSpec
+
+    @property
+    def sweep_dim(self) -> str:
+        return "n_heads" if self.spec.kind == "heads_block" else "alpha"
+
+    def sweep_values(self) -> list:
+        return list(self.spec.n_heads) if self.spec.kind == "heads_block" else list(self.spec.alphas)
+
+    def tables(self, task: str) -> tuple[torch.Tensor, dict]:
+        """Every distinct [L, H] table of this task's sweep, and (setting, value, seed) -> index."""
+        spec, bundle = self.spec, self.ctx.bundle
+        n_layers, n_heads = bundle.n_layers, bundle.n_heads
+        source = HeadSource(spec.heads_from, self.ctx.results, n_layers, n_heads)
+        unique: dict[bytes, int] = {}
+        tables, index = [], {}
+        for v, value in enumerate(self.sweep_values()):
+            g = value if spec.kind == "heads_block" else spec.n_heads[0]
+            factor = 0.0 if spec.kind == "heads_block" else float(value)
+            targeted = source.targeted(task, g)
+            for setting in spec.settings:
+                for seed in range(spec.seeds):
+                    if setting == "original":
+                        heads = []
+                    elif setting == "targeted":
+                        heads = targeted
+                    elif setting == "shared":
+                        heads = source.shared(g)
+                    else:
+                        draw = self.ctx.seed * 100_003 + seed * 1009 + g
+                        exclude = set(targeted) if spec.exclude_targeted else set()
+                        heads = (random_heads(g, n_layers, n_heads, draw, exclude) if setting == "random"
+                                 else layer_matched_heads(targeted, n_heads, draw, exclude))
+                    table = scale_table(heads, factor, n_layers, n_heads)
+                    key = table.numpy().tobytes()
+                    if key not in unique:
+                        unique[key] = len(tables)
+                        tables.append(table)
+                    index[(setting, v, seed)] = unique[key]
+        return torch.stack(tables), index
+
+    def run_batch(self, batch, rows):
+        from ..engines.heads import HeadEngine
+
+        spec, bundle = self.spec, self.ctx.bundle
+        engine = HeadEngine(bundle, self.ctx.backend, spec.engine, spec.settings_per_pass)
+        shape = (len(rows), len(spec.settings), len(self.sweep_values()), spec.seeds)
+        follows, neutral_ok = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+        applicable = np.zeros(len(rows), dtype=bool)
+        for task in dict.fromkeys(r.task for r in rows):
+            idx = [i for i, r in enumerate(rows) if r.task == task]
+            tables, index = self.tables(task)
+            part = [rows[i] for i in idx]
+            follows[idx] = self._score(engine, part, tables, index, [answer_forms(r) for r in part])
+            if spec.general_check:
+                twins = [(i, self._neutral_row(rows[i])) for i in idx]
+                twins = [(i, r) for i, r in twins if r is not None]
+                if twins:
+                    # correct = the image's answer (both contexts now support it), not the old text answer
+                    forms = [(r.sample.forms("vision"), r.sample.forms("text")) for _, r in twins]
+                    applicable[[i for i, _ in twins]] = True
+                    neutral_ok[[i for i, _ in twins]] = self._score(engine, [r for _, r in twins], tables, index, forms)
+        return {"follows": follows, "neutral_correct": neutral_ok, "neutral_applicable": applicable}
+
+    def _score(self, engine, rows, tables, index, forms) -> np.ndarray:
+        bundle, spec = self.ctx.bundle, self.spec
+        batch = collate([r.encoded for r in rows], bundle.adapter, bundle.pad_token_id)
+        run = engine.run(batch, rows, tables, spec.positions, spec.rule, spec.max_new_tokens)
+        if spec.rule == "first_token":
+            ok = (run.margins > 0).numpy()  # [B, N]
+        else:
+            texts = [bundle.tokenizer.batch_decode(ids, skip_special_tokens=True) for ids in run.tokens]
+            ok = np.array([[classify_answer(texts[n][i], *forms[i]) == "follows" for n in range(len(tables))]
+                           for i in range(len(rows))])
+        out = np.zeros((len(rows), len(spec.settings), len(self.sweep_values()), spec.seeds), dtype=bool)
+        for (setting, v, seed), n in index.items():
+            out[:, spec.settings.index(setting), v, seed] = ok[:, n]
+        return out
+
+    def _neutral_row(self, row):
+        """The row's prompt with the text context made to agree with the image (None if the text
+        answer does not occur in the context): the followed answer is then the only answer."""
+        from ..compiler import Row
+
+        sample = neutral_sample(row.sample)
+        if sample is None:
+            return None
+        prompt = build_prompt(sample, row.task, self.ctx.style)
+        enc = encode(self.ctx.bundle, prompt)
+        v, t = row.answer_ids["vision"], row.answer_ids["text"]
+        answers = {"vision": v, "text": t} if row.task == "vf" else {"text": v, "vision": t}  # y_p = the image's answer
+        return replace(row, sample=sample, prompt=prompt, encoded=enc, answer_ids=answers)
+
+    def reduce(self, rows, results, selected):
+        spec = self.spec
+        tasks, samples, grid = by_task_sample(rows)
+        follows = grid(results["follows"])  # [T, S, settings, V, seeds]
+        neutral, applicable = grid(results["neutral_correct"]), grid(results["neutral_applicable"])
+        sel = grid(selected)
+        dims = ("task", "setting", self.sweep_dim, "seed")
+        ds = xr.Dataset(coords={"task": tasks, "setting": list(spec.settings), self.sweep_dim: self.sweep_values(),
+                                "seed": list(range(spec.seeds)), "sample": samples, "bound": ["lo", "hi"]})
+        ds["follows"] = (dims + ("sample",), follows.transpose(0, 2, 3, 4, 1))
+        ds["selected"] = (("task", "sample"), sel)
+        mfr, mfr_ci, acc, acc_ci, n_neutral = [], [], [], [], []
+        for t, task in enumerate(tasks):
+            if not sel[t].any():
+                raise UserError(f"task {task}: no sample passes the data filter; nothing to aggregate")
+            f = follows[t, sel[t]].astype(float)  # [n, settings, V, seeds]
+            mfr.append(f.mean(0))
+            mfr_ci.append(self._ci(f.mean(-1).transpose(1, 2, 0)))  # CI of the seed-averaged MFR
+            chosen = sel[t] & applicable[t]
+            n_neutral.append(int(chosen.sum()))
+            a = neutral[t, chosen].astype(float) if chosen.any() else np.zeros((1, *f.shape[1:]))
+            acc.append(a.mean(0))
+            acc_ci.append(self._ci(a.mean(-1).transpose(1, 2, 0)))
+        ds["mfr"] = (dims, np.array(mfr))
+        ds["mfr_ci"] = (("task", "setting", self.sweep_dim, "bound"), np.array(mfr_ci))
+        ds["mfr_seed_mean"] = ds["mfr"].mean("seed")
+        ds["accuracy"] = (dims, np.array(acc))
+        ds["accuracy_ci"] = (("task", "setting", self.sweep_dim, "bound"), np.array(acc_ci))
+        ds["n_neutral"] = ("task", np.array(n_neutral))
+        ds["mfr"].attrs["description"] = f"modality following ratio ({spec.rule}) over the task's selected prompts"
+        ds["accuracy"].attrs["description"] = "accuracy on no-conflict twins (text context made to agree with the image)"
+        ds.attrs.update(analysis=spec.kind, rule=spec.rule, sweep=self.sweep_dim,
+                        **param_attrs(spec))
+        return ds
+
+    def _ci(self, values):
+        return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
+
+    @staticmethod
+    def plot(ds, fig_dir):
+        from ..plots.heads import plot_heads
+
+        return plot_heads(ds, fig_dir)
+
+
+class HeadsAmplifyAnalysis(HeadsAnalysis):
+    kind = "heads_amplify"
+
