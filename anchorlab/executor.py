@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from .ablation import expand, stack
 from .analyses import REGISTRY, Context
 from .backends import make_backend
 from .batching import collate
@@ -18,6 +19,7 @@ from .filters import select_rows
 from .labels import follow_labels
 from .models.loading import load_model
 from .recipe import Recipe
+from .plots.ablation import plot_ablation
 from .results import now, provenance, write_dataset
 from .store import RunStore
 
@@ -67,15 +69,15 @@ def run_recipe(
     data_attrs["data_samples_unusable"] = len(samples) - len({r.sample.id for r in rows})
     log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
              ",".join(recipe.data.tasks), len(rows))
-    labels, filter_attrs = follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out, run_batches)
+    own = {spec.selection() for spec in recipe.analyses} - {"data", "all"}
+    labels, filter_attrs = follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out, run_batches,
+                                         needed=bool(own))
     data_attrs.update(filter_attrs)
-    selected = select_rows(recipe.data.filter, labels, len(rows))
     results: dict[str, xr.Dataset] = {}
     ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed, style=prompt_style(recipe.data.prompt),
                   results=results)
     for i, spec in enumerate(recipe.analyses):
         name = spec.kind if [s.kind for s in recipe.analyses].count(spec.kind) == 1 else f"{spec.kind}_{i}"
-        analysis = REGISTRY[spec.kind](spec, ctx)
         if store.is_finished(name):
             log.info("analysis %s already finished in %s (resumed)", name, out)
             results[name] = xr.load_dataset(out / f"{name}.nc")
@@ -83,13 +85,22 @@ def run_recipe(
         started = now()
         log.info("analysis %s on %s -> %s", name, m.id, out / f"{name}.nc")
         mark = len(backend.requests)
-        per_row = run_batches(analysis.run_batch, bundle, rows, recipe.batch_size, f"{name} [{m.id}]", store, name)
-        ds = analysis.reduce(rows, per_row, selected)
+        mode = spec.selection()
+        selected = select_rows(recipe.data.filter if mode == "data" else mode, labels, len(rows))
+        parts = []
+        for j, (combo, sub) in enumerate(expand(spec, f"analyses.{i}")):
+            analysis = REGISTRY[spec.kind](sub, ctx)
+            tag = f"{name}@{j}" if combo else name
+            desc = f"{name} {combo} [{m.id}]" if combo else f"{name} [{m.id}]"
+            per_row = run_batches(analysis.run_batch, bundle, rows, recipe.batch_size, desc, store, tag)
+            parts.append((combo, analysis.reduce(rows, per_row, selected)))
+        ds = stack(parts)
+        ds.attrs["rows"] = recipe.data.filter if mode == "data" else mode
         ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
         ds.attrs.update(backend.summary(mark))
         ds.attrs.update(data_attrs)
         write_dataset(ds, out / f"{name}.nc")
-        figures = analysis.plot(ds, out / "figures")
+        figures = plot_ablation(ds, out / "figures", name) if spec.sweep else analysis.plot(ds, out / "figures")
         log.info("wrote %s and %d figure(s) under %s", out / f"{name}.nc", len(figures), out / "figures")
         store.mark_finished(name)
         results[name] = ds

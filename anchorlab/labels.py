@@ -89,12 +89,14 @@ def reuse(path: str | Path, recipe, rows) -> np.ndarray:
     return np.array([table[(r.task, r.sample.id)] for r in rows], dtype=str)
 
 
-def follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out: Path, run_batches):
-    """Labels per row for `data.filter` (None when it is `all`) and the attrs every result records."""
+def follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out: Path, run_batches,
+                  needed: bool = False):
+    """Labels per row for `data.filter` or for analyses choosing their own rows (`needed`); None when
+    nothing asks for them. Also the attrs every result records."""
     from .results import now, provenance, write_dataset
 
     d = recipe.data
-    if d.filter == "all":
+    if d.filter == "all" and not needed:
         return None, {"data_filter": "all", "data_filter_rule": "none"}
     attrs = {"data_filter": d.filter, "data_filter_rule": d.filter_rule}
     if d.labels:
@@ -119,7 +121,8 @@ def follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, 
         log.info("wrote %s", out / FILE)
     table = counts(rows, labels)
     attrs["data_filter_counts"] = counts_text(table)
-    kept = sum(c["follows" if d.filter == "follows" else "fails"] for c in table.values())
-    log.info("filter %s (%s rule): %d of %d prompts kept [%s]", d.filter, d.filter_rule, kept, len(rows),
-             attrs["data_filter_counts"])
+    if d.filter != "all":
+        kept = sum(c["follows" if d.filter == "follows" else "fails"] for c in table.values())
+        log.info("filter %s (%s rule): %d of %d prompts kept [%s]", d.filter, d.filter_rule, kept, len(rows),
+                 attrs["data_filter_counts"])
     return labels, attrs

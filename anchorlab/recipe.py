@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
+from .ablation import expand
 from .analyses import ANALYSES, AnalysisSpec
 from .errors import UserError
 
@@ -171,10 +172,16 @@ def _parse_analysis(item: Any, where: str, errors: list[str]) -> list[AnalysisSp
         errors.append(f"{where}.kind: unknown analysis {kind!r}{_suggest(kind, ANALYSES)}; known: {', '.join(ANALYSES)}")
         return []
     try:
-        return [spec_cls.model_validate(item)]
+        spec = spec_cls.model_validate(item)
     except ValidationError as exc:
         errors.extend(_describe(exc, spec_cls, where))
         return []
+    try:
+        expand(spec, where)  # every swept combination must be a valid spec too
+    except UserError as exc:
+        errors.append(str(exc))
+        return []
+    return [spec]
 
 
 def _describe(exc: ValidationError, model: type[BaseModel], prefix: str) -> list[str]:

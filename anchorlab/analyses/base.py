@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
@@ -22,6 +22,13 @@ class AnalysisSpec(BaseModel):
     kind: str
     n_bootstrap: int = 1000
     ci_level: float = 0.95
+    rows: Literal["data", "all", "follows", "fails"] = Field(
+        "data", description="prompts aggregated: the data filter's choice, or all / followed / failed ones")
+    sweep: dict[str, list] | None = Field(None, description="ablation: run once per combination of these values")
+
+    def selection(self) -> str:
+        """'all' | 'follows' | 'fails' | 'data' (= whatever data.filter keeps)."""
+        return self.rows
 
 
 def param_attrs(spec: AnalysisSpec) -> dict:

@@ -45,6 +45,13 @@ class HeadsSpec(AnalysisSpec):
     engine: Literal["fast", "naive"] = "fast"
     settings_per_pass: int = Field(8, ge=1)
     general_check: bool = Field(True, description="also score no-conflict prompts (accuracy)")
+    rows: Literal["auto", "data", "all", "follows", "fails"] = Field(
+        "auto", description="auto: blocking on prompts the model follows, amplifying on those it fails (SPEC §3.6)")
+
+    def selection(self) -> str:
+        if self.rows != "auto":
+            return self.rows
+        return "follows" if self.kind == "heads_block" else "fails"
 
 
 class HeadsAnalysis(Analysis):
@@ -156,7 +163,7 @@ class HeadsAnalysis(Analysis):
         mfr, mfr_ci, acc, acc_ci, n_neutral = [], [], [], [], []
         for t, task in enumerate(tasks):
             if not sel[t].any():
-                raise UserError(f"task {task}: no sample passes the data filter; nothing to aggregate")
+                raise UserError(f"task {task}: no prompt is selected by data.filter or the analysis's rows setting; nothing to aggregate")
             f = follows[t, sel[t]].astype(float)  # [n, settings, V, seeds]
             mfr.append(f.mean(0))
             mfr_ci.append(self._ci(f.mean(-1).transpose(1, 2, 0)))  # CI of the seed-averaged MFR
@@ -173,7 +180,7 @@ class HeadsAnalysis(Analysis):
         ds["n_neutral"] = ("task", np.array(n_neutral))
         ds["mfr"].attrs["description"] = f"modality following ratio ({spec.rule}) over the task's selected prompts"
         ds["accuracy"].attrs["description"] = "accuracy on no-conflict twins (text context made to agree with the image)"
-        ds.attrs.update(analysis=spec.kind, rule=spec.rule, sweep=self.sweep_dim,
+        ds.attrs.update(analysis=spec.kind, rule=spec.rule, sweep_dim=self.sweep_dim,
                         **param_attrs(spec))
         return ds
 

@@ -93,7 +93,7 @@ class KnockoutAnalysis(Analysis):
         means, cis, bars, bar_cis = [], [], [], []
         for t, task in enumerate(tasks):
             if not sel[t].any():
-                raise UserError(f"task {task}: no sample passes the data filter; nothing to aggregate")
+                raise UserError(f"task {task}: no prompt is selected by data.filter or the analysis's rows setting; nothing to aggregate")
             x = score[t, sel[t]].transpose(1, 2, 0)  # [P, C, n]
             means.append(x.mean(-1))
             cis.append(self._ci(x))

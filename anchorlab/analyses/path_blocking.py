@@ -87,7 +87,7 @@ class PathBlockingAnalysis(Analysis):
         mfr, ci = [], []
         for t, task in enumerate(tasks):
             if not sel[t].any():
-                raise UserError(f"task {task}: no sample passes the data filter; nothing to aggregate")
+                raise UserError(f"task {task}: no prompt is selected by data.filter or the analysis's rows setting; nothing to aggregate")
             follows = (labels[t, sel[t]] == 0).astype(float).T  # [settings, n]
             mfr.append(follows.mean(-1))
             ci.append(bootstrap_ci(follows, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed))

@@ -104,7 +104,7 @@ class SignalAnalysis(Analysis):
         for t, task in enumerate(tasks):
             chosen = sel[t]
             if not chosen.any():
-                raise UserError(f"task {task}: no sample passes the data filter; nothing to aggregate")
+                raise UserError(f"task {task}: no prompt is selected by data.filter or the analysis's rows setting; nothing to aggregate")
             f, c = (0, 1) if task == "vf" else (1, 0)
             phi_f, phi_c = signal[t, chosen, f].T, signal[t, chosen, c].T  # [L, n]
             wins = (phi_f > phi_c).astype(float)

@@ -11,7 +11,7 @@ COLORS = {"original": "#7f7f7f", "targeted": "#d62728", "random": "#1f77b4", "ra
 
 
 def plot_heads(ds, fig_dir) -> list[Path]:
-    sweep = ds.attrs["sweep"]
+    sweep = ds.attrs["sweep_dim"]
     tasks = list(ds["task"].values)
     x = ds[sweep].values
     fig, axes = plt.subplots(2, len(tasks), figsize=(5 * len(tasks), 6.4), squeeze=False, sharex=True)
