@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -53,34 +54,31 @@ def setup(model: str, n_samples: int, attn: str = "sdpa"):
     return bundle, LocalBackend(bundle), rows, batch
 
 
-class PeakMemory:
-    """Peak resident memory above the starting point while the block runs (sampled every 2 ms):
-    on CPU, torch allocations are invisible to tracemalloc, RSS is what a user pays."""
+def isolated(script: str, mode: str, model: str, samples: int) -> dict:
+    """Run one measurement in a fresh process (`script --worker MODE MODEL SAMPLES` prints JSON), so
+    its peak memory is its own: peak RSS of the whole process, model weights included."""
+    import subprocess
 
-    def __enter__(self):
-        import threading
+    out = subprocess.run([sys.executable, script, "--worker", mode, model, str(samples)], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
-        import psutil
 
-        self._proc = psutil.Process()
-        self.start = self.peak = self._proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
+def worker_main(work) -> bool:
+    """In a benchmark script: if called as a worker, run `work(mode, model, samples)` -> dict, add
+    the process's peak RSS (MiB) and print it as JSON. Returns whether it did."""
+    if len(sys.argv) < 2 or sys.argv[1] != "--worker":
+        return False
+    import os
+    import resource
 
-    def _poll(self):
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.start) / 2**20
+    # one thread by default: on a shared 2-core machine more threads make timings erratic (set
+    # ANCHORLAB_BENCH_THREADS to use more on a machine of your own)
+    torch.set_num_threads(int(os.environ.get("ANCHORLAB_BENCH_THREADS", "1")))
+    result = work(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(result, default=str))
+    return True
 
 
 def timed(fn, repeat: int = 1):
@@ -96,7 +94,7 @@ def timed(fn, repeat: int = 1):
 
 # the columns of the one benchmark table (`python -m benchmarks`, `anchorlab bench`)
 COLUMNS = ["analysis", "model", "fast_s", "baseline", "baseline_s", "ratio", "target", "cells_fast",
-           "cells_baseline", "peak_fast_mib", "peak_baseline_mib"]
+           "cells_baseline", "peak_fast_mib", "peak_baseline_mib"]  # peak: the measuring process's peak RSS
 
 
 def table(rows: list[dict], columns: list[str] = COLUMNS) -> str:

@@ -13,8 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, setup, table, timed  # noqa: E402
+from common import isolated, setup, table, timed, worker_main  # noqa: E402
 
 from anchorlab.analyses.knockout import DEFAULT_PATHWAYS  # noqa: E402
 from anchorlab.engines.knockout import KnockoutEngine  # noqa: E402
@@ -23,25 +25,24 @@ from anchorlab.interventions.knockout import parse_pathway  # noqa: E402
 TARGET = 0.10
 
 
-def bench(model: str, n_samples: int) -> dict:
+def measure(mode: str, model: str, n_samples: int) -> dict:
     bundle, backend, rows, batch = setup(model, n_samples)
     pathways = [(p, *parse_pathway(p)) for p in DEFAULT_PATHWAYS]
-    centres = list(range(bundle.n_layers))
+    engine = KnockoutEngine(bundle, backend, mode)
+    seconds, sweep = timed(lambda: engine.sweep(batch, rows, pathways, list(range(bundle.n_layers)), 3))
+    return {"seconds": seconds, "cells": sweep.cells, "logits": sweep.logits.tolist(), "prompts": len(rows),
+            "seq": batch.inputs["input_ids"].shape[1], "variants": len(pathways) * bundle.n_layers}
 
-    def sweep(mode):
-        return KnockoutEngine(bundle, backend, mode).sweep(batch, rows, pathways, centres, 3)
 
-    with PeakMemory() as mem_fast:
-        t_fast, fast = timed(lambda: sweep("fast"))
-    with PeakMemory() as mem_naive:
-        t_naive, naive = timed(lambda: sweep("naive"))
-    err = float((fast.logits - naive.logits).abs().max())
-    return {"analysis": "knockout sweep", "model": model, "prompts": len(rows), "seq": batch.inputs["input_ids"].shape[1],
-            "variants": len(pathways) * len(centres), "fast_s": f"{t_fast:.2f}", "baseline": "naive",
-            "baseline_s": f"{t_naive:.2f}", "ratio": round(t_fast / t_naive, 3), "target": f"<= {TARGET}",
-            "cells_fast": fast.cells, "cells_baseline": naive.cells, "cells_ratio": f"{fast.cells / naive.cells:.3f}",
-            "peak_fast_mib": f"{mem_fast.mib:.0f}", "peak_baseline_mib": f"{mem_naive.mib:.0f}",
-            "max_abs_diff": f"{err:.1e}"}
+def bench(model: str, n_samples: int) -> dict:
+    fast, naive = (isolated(__file__, mode, model, n_samples) for mode in ("fast", "naive"))
+    err = float(np.abs(np.array(fast["logits"]) - np.array(naive["logits"])).max())
+    return {"analysis": "knockout sweep", "model": model, "prompts": fast["prompts"], "seq": fast["seq"],
+            "variants": fast["variants"], "fast_s": f"{fast['seconds']:.2f}", "baseline": "naive",
+            "baseline_s": f"{naive['seconds']:.2f}", "ratio": round(fast["seconds"] / naive["seconds"], 3),
+            "target": f"<= {TARGET}", "cells_fast": fast["cells"], "cells_baseline": naive["cells"],
+            "cells_ratio": f"{fast['cells'] / naive['cells']:.3f}", "peak_fast_mib": fast["peak_rss_mib"],
+            "peak_baseline_mib": naive["peak_rss_mib"], "max_abs_diff": f"{err:.1e}"}
 
 
 def run(samples: int = 2) -> list[dict]:
@@ -57,5 +58,5 @@ def main() -> None:
     print(f"ratio {results[-1]['ratio']:.3f}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and not worker_main(measure):
     main()
