@@ -22,6 +22,7 @@ from .recipe import Recipe
 from .plots.ablation import plot_ablation
 from .results import now, provenance, write_dataset
 from .store import RunStore
+from .summary import write_summary
 
 log = logging.getLogger("anchorlab")
 
@@ -104,5 +105,7 @@ def run_recipe(
         log.info("wrote %s and %d figure(s) under %s", out / f"{name}.nc", len(figures), out / "figures")
         store.mark_finished(name)
         results[name] = ds
+    if len(results) > 1:
+        log.info("wrote %s", write_summary(results, out, m.id))
     store.complete()
     return results

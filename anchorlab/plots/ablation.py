@@ -8,7 +8,7 @@ from .style import TASK_LABEL, band, plt, save
 
 CURVES = (  # (variable, selection, y label) drawn when the result has it
     ("ldar", {}, "LDAR"),
-    ("delta_mean", {"metric": "margin", "sublayer": "attention"}, "δ_A(ΔS)"),
+    ("delta_mean", {"metric": "dS", "sublayer": "attn"}, "δ_A(ΔS)"),
     ("nssd_mean", {}, "NSSD"),
 )
 
