@@ -16,9 +16,9 @@ def expand(spec, where: str) -> list[tuple[dict, object]]:
         return [({}, spec)]
     base = spec.model_dump(exclude={"sweep"})
     for param, values in spec.sweep.items():
-        if param not in base or param in ("kind", "rows"):
+        if param not in base or param in ("kind", "rows", "name", "sweep"):
             raise UserError(f"{where}.sweep.{param}: not a parameter of {spec.kind} "
-                            f"(sweepable: {', '.join(k for k in base if k not in ('kind', 'rows'))})")
+                            f"(sweepable: {', '.join(k for k in base if k not in ('kind', 'rows', 'name'))})")
         if not values:
             raise UserError(f"{where}.sweep.{param}: give at least one value")
     out = []

@@ -20,6 +20,7 @@ class AnalysisSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: str
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="result file name (default: kind)")
     n_bootstrap: int = 1000
     ci_level: float = 0.95
     rows: Literal["data", "all", "follows", "fails"] = Field(
