@@ -34,8 +34,9 @@ def adapter_for(config) -> Adapter:
 
 
 def _load_builtin() -> None:
-    if not _FAMILIES:
-        from . import internvl, llava, qwen2_5_vl, text  # noqa: F401  (each registers itself)
+    # always import them (a no-op once loaded): a module that imported one adapter directly
+    # (anchorlab.toy imports llava) must not leave the others unregistered
+    from . import internvl, llava, qwen2_5_vl, text  # noqa: F401  (each registers itself)
 
 
 __all__ = ["Adapter", "Encoded", "adapter_for", "known_families", "register", "UnknownFamilyError"]
