@@ -93,6 +93,9 @@ def test_head_sets_reproducible_and_exclusive():
         m = layer_matched_heads(targeted, 8, seed, exclude=set(targeted))
         assert sorted(l for l, _ in m) == sorted(l for l, _ in targeted)
         assert not set(m) & set(targeted)
+    crowded = [(1, h) for h in range(7)]  # 7 of layer 1's 8 heads are targeted
+    matched = layer_matched_heads(crowded, 8, 0, exclude=set(crowded))
+    assert len(matched) == 7 and {l for l, _ in matched} == {1} and (1, 7) in matched
     with pytest.raises(UserError, match="cannot draw 30 random heads"):
         random_heads(30, 4, 8, 0, exclude=set(targeted))
     with pytest.raises(UserError, match="out of range"):

@@ -2,11 +2,14 @@
 (0 blocks a head, α > 1 amplifies it), and the head sets a sweep compares."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
 from ..errors import UserError
 
+log = logging.getLogger("anchorlab")
 Head = tuple[int, int]
 
 
@@ -39,13 +42,18 @@ def random_heads(g: int, n_layers: int, n_heads: int, seed: int, exclude: set[He
 
 
 def layer_matched_heads(targeted: list[Head], n_heads: int, seed: int, exclude: set[Head] = frozenset()) -> list[Head]:
-    """Random heads with the same number per layer as `targeted` (never one in `exclude`)."""
+    """Random heads with the same number per layer as `targeted`, outside `exclude` where the layer
+    has enough other heads; where it has not, the shortfall is drawn from the excluded heads (logged)."""
     rng = np.random.default_rng(seed)
     out: list[Head] = []
     for layer in sorted({l for l, _ in targeted}):
         count = sum(1 for l, _ in targeted if l == layer)
-        pool = [h for h in range(n_heads) if (layer, h) not in exclude]
-        if count > len(pool):
-            raise UserError(f"layer {layer}: cannot match {count} heads outside the excluded set ({len(pool)} left)")
-        out.extend((layer, int(h)) for h in rng.choice(pool, size=count, replace=False))
+        free = [h for h in range(n_heads) if (layer, h) not in exclude]
+        taken = [int(h) for h in rng.choice(free, size=min(count, len(free)), replace=False)]
+        if count > len(free):
+            rest = [h for h in range(n_heads) if h not in taken]
+            taken += [int(h) for h in rng.choice(rest, size=count - len(taken), replace=False)]
+            log.warning("layer %d: only %d heads outside the targeted set; the layer-matched set repeats %d targeted "
+                        "head(s) there", layer, len(free), count - len(free))
+        out.extend((layer, h) for h in taken)
     return sorted(out)
