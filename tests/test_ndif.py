@@ -36,6 +36,10 @@ CASES = {
     "path_blocking": ("path_blocking.yaml", ["analyses.0.max_new_tokens=3"]),
     "attribution": ("attribution.yaml", []) if (RECIPES / "attribution.yaml").is_file()
     else ("quickstart.yaml", ["analyses.0.kind=attribution"]),
+    "heads_block": ("heads_block.yaml", ["analyses.1.n_heads=[1,2]", "analyses.1.seeds=2", "analyses.1.rows=all",
+                                         "analyses.1.max_new_tokens=2"]),
+    "heads_amplify": ("heads_amplify.yaml", ["analyses.1.n_heads=[2]", "analyses.1.alphas=[1,4]", "analyses.1.seeds=2",
+                                             "analyses.1.rows=all", "analyses.1.rule=first_token"]),
 }
 
 
@@ -189,3 +193,11 @@ def test_error_classification_and_import_blocking():
     with pytest.raises(ModuleNotFoundError, match="not importable on an NDIF server"):
         _BlockClientOnly().find_spec("anchorlab.lens")
     assert _BlockClientOnly().find_spec("torch.nn") is None
+
+
+def test_every_analysis_kind_has_a_remote_case():
+    from anchorlab.analyses import REGISTRY
+
+    covered = {"signal", "knockout", "path_blocking", "attribution", "heads_block", "heads_amplify"}
+    assert covered <= {c.split("_naive")[0] for c in CASES} | {"heads_block", "heads_amplify"}
+    assert set(REGISTRY) <= covered, f"add a remote='local' case for {set(REGISTRY) - covered}"

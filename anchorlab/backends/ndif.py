@@ -22,7 +22,7 @@ import nnsight
 import torch
 
 from ..errors import UserError
-from .session import ParamRef, map_tensors, one_trace, run_in_session
+from .session import ParamRef, bundle_stand_in, map_tensors, one_trace, run_in_session
 from .transport import CountingRemote, SimulatedTransport, TransientError, is_transient
 
 log = logging.getLogger("anchorlab")
@@ -215,11 +215,13 @@ class NdifBackend:
         return result, transport.sent, received
 
     def _refs(self, args):
-        """Whole model parameters in the args become ParamRefs (resolved on the server)."""
+        """Whole model parameters in the args become ParamRefs, the ModelBundle a stand-in: both are
+        resolved to the server's own model (weights and tokenizers never travel)."""
         def ref(t):
             name = self._params.get((t.data_ptr(), tuple(t.shape), t.dtype))
             return ParamRef(name) if name is not None and t.numel() > 0 else t
 
+        args = tuple(bundle_stand_in(a) if a is self.bundle else a for a in args)
         return map_tensors(args, ref)
 
     def summary(self, since: int = 0) -> dict:

@@ -8,6 +8,9 @@ hidden states) feed the next without leaving the machine that holds the model.
 """
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import nnsight
 import torch
 
@@ -34,10 +37,25 @@ def map_tensors(obj, fn):
     return obj
 
 
+class ModuleRef:
+    """Stands for the whole model in a ModelBundle sent along (see `bundle_stand_in`)."""
+
+
+def bundle_stand_in(bundle):
+    """A ModelBundle for the server: the model itself resolved there (a ModuleRef until then), the
+    tokenizer reduced to its special token ids, no processors. Its properties (layers, n_layers,
+    head_dim, lm_config, device, ...) then read the server's model."""
+    tok = bundle.tokenizer
+    ids = SimpleNamespace(eos_token_id=getattr(tok, "eos_token_id", None), pad_token_id=getattr(tok, "pad_token_id", None))
+    return dataclasses.replace(bundle, model=ModuleRef(), tokenizer=ids, processor=None, image_processor=None)
+
+
 def resolve_params(obj, module):
-    """Replace every ParamRef in nested args by the named parameter of `module` (detached)."""
+    """Replace every ParamRef / ModuleRef in nested args by the named parameter (detached) / the model."""
     if isinstance(obj, ParamRef):
         return module.get_parameter(obj.name).detach()
+    if isinstance(getattr(obj, "model", None), ModuleRef):
+        return dataclasses.replace(obj, model=module)
     if isinstance(obj, (list, tuple)):
         return type(obj)(resolve_params(v, module) for v in obj)
     if isinstance(obj, dict):
@@ -60,6 +78,10 @@ class Session:
         """Client-side args as this machine needs them: parameters resolved, tensors on the model's device."""
         args = resolve_params(args, self.envoy._module)
         return map_tensors(args, lambda t: t.to(self.device))
+
+    def run(self, fn, *args):
+        """Already inside a request: a nested `run` is a call (as LocalBackend.run)."""
+        return fn(self, *args)
 
     def trace(self, inputs, capture, *args):
         envoy = self.envoy

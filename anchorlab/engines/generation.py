@@ -25,10 +25,14 @@ def greedy_generate(bundle, backend, inputs: dict, max_new_tokens: int, interven
                     ) -> list[list[int]]:
     """Token ids generated per row (stopping at EOS), from model `inputs` for the first pass (a
     collated batch, or a suffix on a prefix KV cache). Positions continue from the first pass's last
-    position in every rope dimension (Qwen2.5-VL's 3-D positions included)."""
+    position in every rope dimension (Qwen2.5-VL's 3-D positions included). One backend.run: on NDIF
+    the whole loop is one request, so the KV cache never leaves the server."""
     decoder = bundle.adapter.layers.rsplit(".", 1)[0]
+    return backend.run(generate_loop, dict(inputs), decoder, max_new_tokens, intervene, sorted(_eos_ids(bundle)))
+
+
+def generate_loop(backend, inputs: dict, decoder: str, max_new_tokens: int, intervene, eos) -> list[list[int]]:
     mask = inputs["attention_mask"].cpu()
-    eos = _eos_ids(bundle)
     inputs = dict(inputs, use_cache=True, logits_to_keep=1)
     b = mask.shape[0]
     done = torch.zeros(b, dtype=torch.bool)
