@@ -11,6 +11,7 @@ from ..errors import UserError
 
 log = logging.getLogger("anchorlab")
 Head = tuple[int, int]
+_WARNED: set = set()  # warn once per situation, not once per seed and batch
 
 
 def scale_heads(o_proj_envoy, scale: torch.Tensor, where: torch.Tensor, head_dim: int) -> None:
@@ -53,7 +54,9 @@ def layer_matched_heads(targeted: list[Head], n_heads: int, seed: int, exclude: 
         if count > len(free):
             rest = [h for h in range(n_heads) if h not in taken]
             taken += [int(h) for h in rng.choice(rest, size=count - len(taken), replace=False)]
-            log.warning("layer %d: only %d heads outside the targeted set; the layer-matched set repeats %d targeted "
-                        "head(s) there", layer, len(free), count - len(free))
+            if (layer, count, len(free)) not in _WARNED:
+                _WARNED.add((layer, count, len(free)))
+                log.warning("layer %d: only %d heads outside the targeted set; layer-matched sets repeat %d targeted "
+                            "head(s) there", layer, len(free), count - len(free))
         out.extend((layer, h) for h in taken)
     return sorted(out)
