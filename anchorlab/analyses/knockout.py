@@ -53,6 +53,8 @@ class KnockoutAnalysis(Analysis):
 
     def centres(self) -> list[int]:
         n = self.ctx.bundle.n_layers
+        if self.spec.window > n:
+            raise UserError(f"analyses[knockout].window: {self.spec.window} layers exceeds the model's {n} layers")
         centres = self.spec.layers if self.spec.layers is not None else list(range(n))
         bad = [c for c in centres if not 0 <= c < n]
         if bad:
