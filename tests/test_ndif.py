@@ -148,9 +148,12 @@ def test_preflight_names_the_missing_model(random_toy_path, fake_ndif, monkeypat
                       out=str(Path(random_toy_path).parent / "never"))
 
 
-def test_preflight_unreachable_host(random_toy_path):
+def test_preflight_unreachable_host(random_toy_path, monkeypatch):
     with pytest.raises(UserError, match="cannot reach NDIF at http://127.0.0.1:9"):
         preflight(str(random_toy_path), host="http://127.0.0.1:9")
+    monkeypatch.setenv("NDIF_HOST", "api.ndif.us")
+    with pytest.raises(UserError, match="NDIF_HOST='api.ndif.us': expected a URL"):
+        preflight(str(random_toy_path))
 
 
 def test_transient_failures_retried_then_reported(random_toy_path, monkeypatch):

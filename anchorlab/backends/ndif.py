@@ -54,7 +54,10 @@ def model_key(repo_id: str, revision: str | None, task: str) -> str:
 
 
 def ndif_host() -> str:
-    return os.environ.get("NDIF_HOST") or DEFAULT_HOST
+    host = (os.environ.get("NDIF_HOST") or DEFAULT_HOST).rstrip("/")
+    if not host.startswith(("http://", "https://")):
+        raise UserError(f"NDIF_HOST={host!r}: expected a URL starting with http:// or https://")
+    return host
 
 
 def served_models(host: str, api_key: str | None = None, timeout: float = 30.0) -> list[dict]:
@@ -164,10 +167,6 @@ class NdifBackend:
         self.requests: list[RequestStats] = []
         if check and not simulate:
             self.check_served()
-
-    @property
-    def mode(self) -> str:
-        return "simulated (remote='local')" if self.simulate else self.host
 
     def check_served(self) -> None:
         """Fail before a long run when the server does not run this exact model."""
