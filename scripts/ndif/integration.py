@@ -168,6 +168,8 @@ def main() -> int:
             status = 1
         summary["processes_left"] = len(leftovers)
     shutil.rmtree(tmp / "random-toy", ignore_errors=True)
+    if status == 0:
+        shutil.rmtree(state, ignore_errors=True)  # the stack's logs and Ray's temp dir; kept on failure
     text = json.dumps(summary, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v))
     (out / "summary.json").write_text(text)
     print(text)
