@@ -145,13 +145,18 @@ def fast_sweep(t, inputs, paths, multimodal, lm_config, per_pass, edges, windows
     cells = n_layers * s * b
     # variants sharing (first changed position, lowest window layer) recompute exactly the same
     # cells, so they share a pass: no layer is recomputed for a variant that did not need it
+    # (a pathway whose only changed position is `last` is one query: its passes are so small that one
+    # pass from its lowest window costs less than a pass per window start)
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for p in range(len(edges)):
         for c, window in enumerate(windows):
-            groups.setdefault((starts[p], min(window, default=n_layers)), []).append((p, c))
-    for (p0, skip_below), variants in sorted(groups.items()):
+            low = min(window, default=n_layers)
+            groups.setdefault((starts[p], low if s - starts[p] > 1 else 0), []).append((p, c))
+    for (p0, _), variants in sorted(groups.items()):
+        variants.sort(key=lambda v: min(windows[v[1]], default=n_layers))  # chunks of similar window starts
         for chunk in (variants[i : i + per_pass] for i in range(0, len(variants), per_pass)):
             g = len(chunk)
+            skip_below = min(min(windows[c], default=n_layers) for _, c in chunk)
             active = {}
             for k, (_, c) in enumerate(chunk):
                 for layer in windows[c]:
