@@ -90,16 +90,22 @@ def plot(result_dir: Path) -> None:
 
     from .analyses import REGISTRY
 
-    found = sorted(result_dir.glob("*.nc"))
-    if not found:
-        raise UserError(f"{result_dir}: no .nc results here")
-    for path in found:
+    from .plots.ablation import plot_ablation
+
+    drawn = 0
+    for path in sorted(result_dir.glob("*.nc")):
         with xr.open_dataset(path) as ds:
             kind = ds.attrs.get("analysis")
-            if kind not in REGISTRY:
-                raise UserError(f"{path}: not an anchorlab result (attrs.analysis={kind!r})")
-            for fig in REGISTRY[kind].plot(ds.load(), result_dir / "figures"):
-                click.echo(str(fig))
+            if kind not in REGISTRY:  # e.g. labels.nc: data, not an analysis result
+                continue
+            ds = ds.load()
+        figs = (plot_ablation(ds, result_dir / "figures", path.stem) if "ablation" in ds.attrs
+                else REGISTRY[kind].plot(ds, result_dir / "figures"))
+        for fig in figs:
+            click.echo(str(fig))
+        drawn += 1
+    if not drawn:
+        raise UserError(f"{result_dir}: no anchorlab analysis results (*.nc) here")
 
 
 @main.group("dict")

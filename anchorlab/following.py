@@ -1,7 +1,8 @@
 """Did the model follow the instructed modality? Generation-based labels (SPEC §3.6's MFR rule).
 
-`generate_answers` decodes greedily with the HF model's own `generate` (no intervention; the
-knockout / head-intervention engines generate under their hooks and reuse `classify_answer`).
+`generate_answers` decodes greedily (through the run's backend, so labels are computed where the
+model runs; the knockout / head-intervention engines generate under their hooks and reuse
+`classify_answer`).
 An answer *follows* iff it contains a surface form of E_f and none of E_c (whole words,
 case-insensitive; single-character forms such as option letters match case-sensitively, so the
 article "a" is not option "A"); *fails* iff it contains one of E_c and none of E_f; else *neither*.
@@ -46,11 +47,18 @@ def answer_forms(row) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return forms[row.followed], forms[row.competitor]
 
 
-def generate_answers(bundle, batch, max_new_tokens: int = 16, **generate_kwargs) -> list[str]:
+def generate_answers(bundle, batch, max_new_tokens: int = 16, backend=None, **generate_kwargs) -> list[str]:
     """Greedy answers for a collated batch (anchorlab.batching.collate), for every family.
 
-    `position_ids` are left out: generate derives them from the attention mask at each step
+    With a `backend`, through its nnsight traces (local or NDIF, the same greedy loop interventions
+    use); without one, through the HF model's own `generate` (the toy trainer, no nnsight needed).
+    `position_ids` are left out there: generate derives them from the attention mask at each step
     (Qwen2.5-VL: its 3-D positions from `mm_token_type_ids`, which the batch carries)."""
+    if backend is not None:
+        from .engines.generation import greedy_generate
+
+        ids = greedy_generate(bundle, backend, batch.inputs, max_new_tokens)
+        return [text.strip() for text in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
     device = bundle.device
     inputs = {k: v.to(device) for k, v in batch.inputs.items() if k != "position_ids"}
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
@@ -68,7 +76,7 @@ def label_batch(bundle, backend, batch, rows, rule: str, max_new_tokens: int) ->
     import numpy as np
 
     if rule == "generation":
-        answers = generate_answers(bundle, batch, max_new_tokens)
+        answers = generate_answers(bundle, batch, max_new_tokens, backend=backend)
         labels = [classify_answer(a, *answer_forms(r)) for a, r in zip(answers, rows)]
         return {"label": np.array(labels, dtype=str), "answer": np.array(answers, dtype=str)}
     from .filters import first_token_margin

@@ -85,6 +85,10 @@ def test_generate_answers_is_greedy_and_padding_safe(tiny, family, one_thread, m
     for i, e in enumerate(encoded):  # batched (left-padded) == alone
         alone = following.generate_answers(bundle, collate([e], bundle.adapter, bundle.pad_token_id), 3)
         assert alone == [texts[i]]
+    # through a backend (nnsight traces, what recipes use): the same answers
+    from anchorlab.backends import LocalBackend
+
+    assert following.generate_answers(bundle, batch, 3, backend=LocalBackend(bundle)) == texts
 
 
 def recipe_overrides(model_path, **extra):
