@@ -1,0 +1,21 @@
+"""Toy LLaVA models shipped inside the package, so tests and demos need no network.
+
+`toy:NAME` model ids resolve here (models/loading.py). The weights are trained by
+`train.train_toy` (the `anchorlab toy train` command) on the `toy` data source (data.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+VARIANTS: tuple[str, ...] = ("arbiter", "arbiter-flawed")
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def shipped_path(name: str) -> Path:
+    """The save_pretrained folder of a shipped variant (model, tokenizer, processor, training.json)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown toy model {name!r}; shipped variants: {', '.join(VARIANTS)}")
+    return WEIGHTS_DIR / name
+
+
+__all__ = ["VARIANTS", "WEIGHTS_DIR", "shipped_path"]
