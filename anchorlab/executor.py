@@ -78,7 +78,8 @@ def run_recipe(
     ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed, style=prompt_style(recipe.data.prompt),
                   results=results)
     for i, spec in enumerate(recipe.analyses):
-        name = spec.name or (spec.kind if [s.kind for s in recipe.analyses].count(spec.kind) == 1 else f"{spec.kind}_{i}")
+        unnamed = [s.kind for s in recipe.analyses if not s.name]
+        name = spec.name or (spec.kind if unnamed.count(spec.kind) == 1 else f"{spec.kind}_{i}")
         if store.is_finished(name):
             log.info("analysis %s already finished in %s (resumed)", name, out)
             results[name] = xr.load_dataset(out / f"{name}.nc")
