@@ -134,9 +134,8 @@ def generate_samples(n: int, seed: int, colours: tuple[str, ...] = COLOUR_NAMES)
 
 
 def vocabulary_words() -> list[str]:
-    """Every word the toy data (and the chat template, and the default context prefix) can produce."""
-    # + the chat template's and the default PromptStyle's words, and the two-option format's (the
-    # toy is not trained on that format, but its prompts then tokenize without <unk>)
+    """Every word of the toy data, the chat template, the default PromptStyle and the two-option
+    format (the toy is not trained on that format, but its prompts then tokenize without <unk>)."""
     texts = [*CONTEXTS, *QUESTIONS, *INSTRUCTIONS["vf"], *INSTRUCTIONS["tf"], "user : assistant : text context :",
              OPTION_PROMPT, *OPTION_LETTERS]
     words = {w for t in texts for w in _words(t.replace("{c}", "")).split()}
