@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
 
 from ..analyses.layout import decision_rows
 from ..backends import envoy_at
@@ -19,7 +18,7 @@ from ..errors import UserError
 from ..interventions.knockout import (
     apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges, window_layers,
 )
-from ..lens import restricted_logits
+from .prefix import clean_capture, final_logits, model_paths, suffix_inputs
 
 
 @dataclass
@@ -44,34 +43,12 @@ def role_mask(batch, rows, role: str | list[str], pathway: str) -> torch.Tensor:
     return mask
 
 
-def final_logits(envoy, norm_path, unembed_path, dec_w, skip_unembed):
-    """The model's own logits of the decision tokens at the last position (final norm applied);
-    the full-vocabulary unembedding is skipped where its output is not needed."""
-    normed = envoy_at(envoy, norm_path).output[:, -1:]
-    if skip_unembed:
-        envoy_at(envoy, unembed_path).skip(torch.zeros((normed.shape[0], 1, 1), dtype=normed.dtype, device=normed.device))
-    return restricted_logits(normed, dec_w)[:, 0]
-
-
 def naive_capture(envoy, paths, window, allowed, knocked, dec_w):
     layers = envoy_at(envoy, paths["layers"])
     active = torch.ones(allowed.shape[0], dtype=torch.bool, device=allowed.device)
     for layer in window:
         apply_knockout(envoy_at(layers[layer], paths["attention"]), allowed, knocked, active)
     return final_logits(envoy, paths["norm"], paths["unembed"], dec_w, True)
-
-
-def clean_capture(envoy, paths, multimodal, start, n_layers, dec_w):
-    """One clean pass: decoder inputs (embeddings after image merge, position ids), every layer's
-    output from `start` on, the decision logits, and the KV cache."""
-    decoder = envoy_at(envoy, paths["decoder"])
-    _, kwargs = decoder.inputs
-    positions = kwargs.get("position_ids")
-    embeds = kwargs["inputs_embeds"] if multimodal else envoy_at(decoder, "embed_tokens").output
-    layers = envoy_at(envoy, paths["layers"])
-    hidden = [layers[j].output[:, start:] for j in range(n_layers)]
-    logits = final_logits(envoy, paths["norm"], paths["unembed"], dec_w, False)
-    return embeds, positions, hidden, logits, envoy.output.past_key_values
 
 
 def suffix_capture(envoy, paths, skip_below, skip_hidden, windows, allowed, knocked, dec_w):
@@ -86,9 +63,7 @@ def suffix_capture(envoy, paths, skip_below, skip_hidden, windows, allowed, knoc
 class KnockoutEngine:
     def __init__(self, bundle, backend, mode: str = "fast", variants_per_pass: int = 16):
         self.bundle, self.backend, self.mode, self.per_pass = bundle, backend, mode, variants_per_pass
-        a = bundle.adapter
-        self.paths = {"layers": a.layers, "attention": a.attention, "norm": a.final_norm, "unembed": a.unembed,
-                      "decoder": a.layers.rsplit(".", 1)[0]}
+        self.paths = model_paths(bundle.adapter)
 
     def sweep(self, batch, rows, pathways: list[tuple[str, str, str]], centres: list[int], width: int,
               decision: torch.Tensor | None = None) -> Sweep:
@@ -162,14 +137,7 @@ def fast_sweep(t, inputs, paths, multimodal, lm_config, per_pass, edges, windows
                 for layer in windows[c]:
                     active.setdefault(layer, torch.zeros(g * b, dtype=torch.bool, device=key_mask.device))
                     active[layer][k * b : (k + 1) * b] = True
-            pass_inputs = {
-                "inputs_embeds": embeds[:, p0:].repeat(g, 1, 1),
-                "attention_mask": key_mask.repeat(g, 1),
-                "past_key_values": prefix_cache(cache, p0, g, lm_config),
-                "use_cache": True,
-            }
-            if positions is not None:
-                pass_inputs["position_ids"] = positions[..., p0:].repeat(*([1] * (positions.dim() - 2)), g, 1)
+            pass_inputs = suffix_inputs(embeds, positions, key_mask, cache, p0, g, lm_config)
             skip = [hidden[j][:, p0 - start :].repeat(g, 1, 1) for j in range(skip_below)]
             knocked = torch.cat([edges[p][:, p0:] for p, _ in chunk])
             allowed = base_allowed(key_mask, p0).repeat(g, 1, 1)
@@ -179,12 +147,3 @@ def fast_sweep(t, inputs, paths, multimodal, lm_config, per_pass, edges, windows
                 out[:, p, c] = res[k]
             cells += (n_layers - skip_below) * (s - p0) * g * b
     return out, clean.cpu(), cells
-
-
-def prefix_cache(cache, p0: int, g: int, lm_config):
-    if p0 == 0:
-        return None
-    prefix = DynamicCache(config=lm_config)
-    for j, layer in enumerate(cache.layers):
-        prefix.update(layer.keys[:, :, :p0].repeat(g, 1, 1, 1), layer.values[:, :, :p0].repeat(g, 1, 1, 1), j)
-    return prefix

@@ -28,7 +28,10 @@ def resolve_model_path(model_id: str) -> str:
     if model_id.startswith(TOY_PREFIX):
         from ..toy import shipped_path
 
-        return str(shipped_path(model_id[len(TOY_PREFIX):]))
+        try:
+            return str(shipped_path(model_id[len(TOY_PREFIX):]))
+        except ValueError as exc:
+            raise ModelLoadError(f"model.id {model_id!r}: {exc}") from None
     return model_id
 
 
