@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from .attribution import AttributionAnalysis
 from .base import Analysis, AnalysisSpec, Context
+from .heads import HeadsAmplifyAnalysis, HeadsAnalysis
 from .knockout import KnockoutAnalysis
 from .path_blocking import PathBlockingAnalysis
 from .signal import SignalAnalysis
 
 REGISTRY: dict[str, type[Analysis]] = {
-    a.kind: a for a in (SignalAnalysis, KnockoutAnalysis, PathBlockingAnalysis, AttributionAnalysis)
+    a.kind: a for a in (SignalAnalysis, KnockoutAnalysis, PathBlockingAnalysis, AttributionAnalysis, HeadsAnalysis,
+                HeadsAmplifyAnalysis)
 }
 ANALYSES: dict[str, type[AnalysisSpec]] = {k: a.spec_cls for k, a in REGISTRY.items()}
 
