@@ -161,3 +161,15 @@ def test_knockout_recipe_end_to_end(tmp_path, random_toy_path):
     assert a.attrs["decoder_cells"] < b.attrs["decoder_cells"]
     for fig in ("knockout_pathways.png", "knockout_layers.png"):
         assert (tmp_path / "fast" / "figures" / fig).stat().st_size > 10_000
+
+
+def test_pathway_without_edges_changes_nothing(tiny, one_thread):
+    """dst entirely before src (instruction before the context): no edge, the clean logits, NSSD 0."""
+    bundle = tiny("llava", "sdpa")
+    rows = compile_rows(bundle, [sample(True, position="before_context")], ["vf"], PromptStyle())
+    batch = collate([r.encoded for r in rows], bundle.adapter, bundle.pad_token_id)
+    pathways = [("context->instruction", "context", "instruction"), ("context->last", "context", "last")]
+    for mode in ("fast", "naive"):
+        sweep = KnockoutEngine(bundle, LocalBackend(bundle), mode).sweep(batch, rows, pathways, [0, 2], 3)
+        torch.testing.assert_close(sweep.logits[:, 0], sweep.clean[:, None].expand(-1, 2, -1), atol=1e-5, rtol=0)
+        assert (sweep.logits[:, 1] - sweep.clean[:, None]).abs().max() > 1e-4

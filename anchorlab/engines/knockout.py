@@ -113,7 +113,7 @@ def fast_sweep(t, inputs, paths, multimodal, lm_config, per_pass, edges, windows
     """As naive_sweep, from one clean pass (KV cache + hidden states) and suffix passes (module docstring)."""
     b, s = key_mask.shape
     starts = [int(first_affected(k).min()) for k in edges]
-    start = min(starts)
+    start = min(min(starts), s - 1)
     embeds, positions, hidden, clean, cache = t.trace(
         dict(inputs, use_cache=True), clean_capture, paths, multimodal, start, n_layers, dec_w)
     out = torch.empty((b, len(edges), len(windows), 2))
@@ -128,6 +128,10 @@ def fast_sweep(t, inputs, paths, multimodal, lm_config, per_pass, edges, windows
             low = min(window, default=n_layers)
             groups.setdefault((starts[p], low if s - starts[p] > 1 else 0), []).append((p, c))
     for (p0, _), variants in sorted(groups.items()):
+        if p0 >= s:  # no row has an edge to remove (every dst precedes every src): nothing changes
+            for p, c in variants:
+                out[:, p, c] = clean.cpu()
+            continue
         variants.sort(key=lambda v: min(windows[v[1]], default=n_layers))  # chunks of similar window starts
         for chunk in (variants[i : i + per_pass] for i in range(0, len(variants), per_pass)):
             g = len(chunk)
