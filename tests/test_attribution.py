@@ -204,11 +204,12 @@ def test_rankings_stable_under_sample_order(toy):
     assert ds.attrs["n_shared"] == int(shared.sum()) == ds.sizes["shared"]
 
 
-def test_qwen2_5_vl_head_score_brute_force():
-    """A Qwen2.5-VL-shaped model (grouped-query attention, 3-D rope, its own layer paths)."""
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "internvl", "qwen2", "llama"])
+def test_every_family_head_score_brute_force(family):
+    """Each family's module paths, grouped-query attention, Qwen2.5-VL's 3-D rope, text-only LMs."""
     from anchorlab.models.tiny import tiny_model_path
 
-    bundle, backend, rows, batch = _setup(tiny_model_path("qwen2_5_vl"), n=1)
+    bundle, backend, rows, batch = _setup(tiny_model_path(family), n=1)
     _, got = run(bundle, backend, rows, batch)
     cap = reference(bundle, batch)
     hd = bundle.head_dim
@@ -260,3 +261,30 @@ def test_recipe_end_to_end(tmp_path):
     assert bool((lo <= ds["delta_mean"] + 1e-9).all() and (ds["delta_mean"] <= hi + 1e-9).all())
     for name in ("attribution_signal.png", "attribution_margin.png", "attribution_heads.png"):
         assert (out / "figures" / name).stat().st_size > 10_000
+
+
+def _largest_allocation(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return max(e.cpu_memory_usage for e in prof.events())
+
+
+def test_memory_does_not_grow_with_vocabulary():
+    """The restricted lens never builds vocabulary-sized tensors and the trace keeps none of the
+    model's own logits (a plain forward allocates positions × vocabulary)."""
+    from anchorlab.models.tiny import tiny_model_path
+
+    largest = {}
+    for vocab in (4096, 65536):
+        bundle, backend, rows, batch = _setup(tiny_model_path("llava", vocab_size=vocab), n=1)
+        analysis = AttributionAnalysis(AttributionSpec(kind="attribution"), Context(bundle, backend, seed=0))
+        analysis.run_batch(batch, rows)  # warm-up
+        largest[vocab] = (_largest_allocation(lambda: analysis.run_batch(batch, rows)),
+                          _largest_allocation(lambda: bundle.model(**batch.inputs)))
+    (attr_small, fwd_small), (attr_big, fwd_big) = largest[4096], largest[65536]
+    seq = batch.inputs["input_ids"].shape[1]
+    assert fwd_big >= seq * 65536 * 4  # the plain forward's full logits
+    assert attr_big <= 1.2 * attr_small < 65536 * 4  # not even one row of logits
+    assert attr_big < fwd_big / 8

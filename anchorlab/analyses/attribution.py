@@ -89,8 +89,8 @@ class AttributionAnalysis(Analysis):
         eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
         w_o = [bundle.module(f"{bundle.adapter.layers}.{i}.{bundle.adapter.o_proj}").weight.detach()
                for i in range(bundle.n_layers)]
-        width = batch.inputs["input_ids"].shape[1]
-        inputs = {**batch.inputs, "logits_to_keep": torch.tensor([width - 1])}  # the lens needs no model logits
+        # the lens needs no model logits: keep none (an empty index list), so nothing vocabulary-sized is built
+        inputs = {**batch.inputs, "logits_to_keep": torch.zeros(0, dtype=torch.long)}
         budget = spec.lens_memory_mb * 2**20 // 4
         phi_state, phi_attn, phi_heads = self.ctx.backend.trace(
             inputs, attribution_capture, bundle.adapter.layers, bundle.adapter.o_proj, sites.to(dev), valid.to(dev),
