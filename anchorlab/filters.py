@@ -23,7 +23,7 @@ def first_token_margin(bundle, backend, batch, rows) -> np.ndarray:
     """Per row: logit(y_f) - logit(y_c) of the model's next token at `last`."""
     unembed = bundle.module(bundle.adapter.unembed).weight.detach()
     norm = bundle.module(bundle.adapter.final_norm)
-    eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
+    eps = bundle.norm_eps
     last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
     logits = backend.trace(batch.inputs, decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
                            unembed[decision_rows(rows).to(bundle.device)], norm.weight.detach(), eps)

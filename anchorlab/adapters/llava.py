@@ -1,8 +1,6 @@
 """LLaVA-1.5 family (LlavaForConditionalGeneration): `<image>` expands to one token per patch."""
 from __future__ import annotations
 
-import torch
-
 from ..errors import UserError
 from . import register
 from .base import Adapter

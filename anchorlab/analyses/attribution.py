@@ -86,7 +86,7 @@ class AttributionAnalysis(Analysis):
         dev = bundle.device
         unembed = bundle.module(bundle.adapter.unembed).weight.detach()
         norm = bundle.module(bundle.adapter.final_norm)
-        eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
+        eps = bundle.norm_eps
         w_o = [bundle.module(f"{bundle.adapter.layers}.{i}.{bundle.adapter.o_proj}").weight.detach()
                for i in range(bundle.n_layers)]
         # the lens needs no model logits: keep none (an empty index list), so nothing vocabulary-sized is built

@@ -138,8 +138,6 @@ class HeadsAnalysis(Analysis):
     def _neutral_row(self, row):
         """The row's prompt with the text context made to agree with the image (None if the text
         answer does not occur in the context): the followed answer is then the only answer."""
-        from ..compiler import Row
-
         sample = neutral_sample(row.sample)
         if sample is None:
             return None

@@ -57,7 +57,7 @@ def dictionary_best(ctx, batch, rows) -> torch.Tensor:
     ids, member = entity_rows(rows)
     unembed = bundle.module(bundle.adapter.unembed).weight.detach()
     norm = bundle.module(bundle.adapter.final_norm)
-    eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
+    eps = bundle.norm_eps
     last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
     logits = ctx.backend.trace(batch.inputs, decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
                                unembed[ids.to(bundle.device)], norm.weight.detach(), eps).cpu()

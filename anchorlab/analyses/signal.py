@@ -65,7 +65,7 @@ class SignalAnalysis(Analysis):
         ids, member = entity_rows(rows)
         unembed = bundle.module(bundle.adapter.unembed).weight.detach()
         norm = bundle.module(bundle.adapter.final_norm)
-        eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
+        eps = bundle.norm_eps
         dec = decision_rows(rows)  # [B, 2] = (followed, competitor) answer tokens
         dev = bundle.device
         pooled, decision = self.ctx.backend.trace(

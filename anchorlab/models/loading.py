@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,6 +68,12 @@ class ModelBundle:
     def head_dim(self) -> int:
         cfg = self.lm_config
         return int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+
+    @property
+    def norm_eps(self) -> float:
+        """The final norm's epsilon (RMSNorm calls it variance_epsilon or eps), for the lens."""
+        norm = self.module(self.adapter.final_norm)
+        return float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
 
     @property
     def device(self) -> torch.device:
