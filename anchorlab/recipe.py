@@ -15,9 +15,6 @@ from .ablation import expand
 from .analyses import ANALYSES, AnalysisSpec
 from .errors import UserError
 
-Role = Literal["vision", "context", "instruction", "query", "text", "last"]
-
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

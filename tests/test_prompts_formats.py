@@ -1,6 +1,6 @@
 """Open and two-option prompts (MC²'s formats), instruction positions, roles exact on tiny models."""
 import pytest
-from tiny_support import sample
+from tiny_support import ORDER, POSITIONS, sample, squash
 
 from anchorlab.compiler import compile_rows, prompt_style
 from anchorlab.data.sample import ConflictSample
@@ -11,18 +11,6 @@ from anchorlab.roles import TEXT_ROLES
 
 pytest_plugins = ("tiny_support",)
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-POSITIONS = ("before_context", "after_context", "after_question")
-ORDER = {
-    "before_context": ("instruction", "context", "query"),
-    "after_context": ("context", "instruction", "query"),
-    "after_question": ("context", "query", "instruction"),
-}
-
-
-def squash(text: str) -> str:
-    return "".join(text.split())
-
 
 def test_two_option_samples_in_both_orders():
     base = sample(long=False)

@@ -7,7 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import transformers
-from tiny_support import FAMILIES, MULTIMODAL, image_feature_rows, image_token_id, real_processor, sample
+from tiny_support import (
+    FAMILIES, MULTIMODAL, ORDER, POSITIONS, image_feature_rows, image_token_id, real_processor, sample, squash,
+)
 
 from anchorlab.adapters import UnknownFamilyError, adapter_for, known_families
 from anchorlab.encoding import encode
@@ -17,18 +19,6 @@ from anchorlab.roles import TEXT_ROLES
 
 pytest_plugins = ("tiny_support",)  # the `tiny` and `one_thread` fixtures
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-POSITIONS = ("before_context", "after_context", "after_question")
-ORDER = {
-    "before_context": ("instruction", "context", "query"),
-    "after_context": ("context", "instruction", "query"),
-    "after_question": ("context", "query", "instruction"),
-}
-
-
-def squash(text: str) -> str:
-    return "".join(text.split())
-
 
 @pytest.mark.parametrize("position", POSITIONS)
 @pytest.mark.parametrize("family", FAMILIES)

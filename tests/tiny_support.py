@@ -18,6 +18,18 @@ from anchorlab.models.loading import load_model
 from anchorlab.models.tiny import tiny_model_path
 
 FAMILIES = ("llava", "qwen2_5_vl", "internvl", "qwen2", "llama")
+# instruction positions and the segment order each one gives
+POSITIONS = ("before_context", "after_context", "after_question")
+ORDER = {
+    "before_context": ("instruction", "context", "query"),
+    "after_context": ("context", "instruction", "query"),
+    "after_question": ("context", "query", "instruction"),
+}
+
+
+def squash(text: str) -> str:
+    return "".join(text.split())
+
 MULTIMODAL = ("llava", "qwen2_5_vl", "internvl")
 
 

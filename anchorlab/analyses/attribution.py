@@ -16,21 +16,18 @@ from pydantic import Field, model_validator
 from ..attribution_math import head_contributions, layer_chunks, margin, phi_states, side_order, sublayer_deltas
 from ..backends import envoy_at
 from ..errors import UserError
-from .base import Analysis, AnalysisSpec, param_attrs
+from .base import Analysis, PhiSpec, param_attrs
 from .layout import SIDES, by_task_sample, entity_rows, site_positions
 from .rankings import rank_heads
 
-Role = Literal["vision", "context", "instruction", "query", "text", "last"]
 METRICS = ("S_f", "dS")
 SUBLAYERS = ("attn", "mlp")
 
 
-class AttributionSpec(AnalysisSpec):
+class AttributionSpec(PhiSpec):
+    """Φ's top-K positions are re-chosen for every state it is evaluated on."""
+
     kind: Literal["attribution"] = "attribution"
-    positions: Role = "instruction"
-    k: int = Field(1, ge=1, description="top-K positions averaged, re-chosen for every evaluated state")
-    pool: Literal["max", "mean"] = "max"
-    final_norm: bool = Field(True, description="apply the model's final norm before unembedding")
     sublayers: bool = Field(True, description="δ_A / δ_F per layer (SPEC §3.4) -> var delta")
     heads: bool = Field(True, description="δ_A^{l,h}(ΔS) per head (SPEC §3.5) -> var head_score + rankings")
     top_g: int = Field(40, ge=1, description="heads listed per task in top_heads_* (capped at layers × heads)")

@@ -15,6 +15,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..models.loading import ModelBundle
 
 
+Role = Literal["vision", "context", "instruction", "query", "text", "last"]  # roles.ROLES
+
+
 class AnalysisSpec(BaseModel):
     """Options shared by every analysis; subclasses add their own with SPEC defaults."""
 
@@ -30,6 +33,15 @@ class AnalysisSpec(BaseModel):
     def selection(self) -> str:
         """'all' | 'follows' | 'fails' | 'data' (= whatever data.filter keeps)."""
         return self.rows
+
+
+class PhiSpec(AnalysisSpec):
+    """Options of the signal operator Φ (SPEC §3.2), shared by every analysis that evaluates it."""
+
+    positions: Role = "instruction"
+    k: int = Field(1, ge=1, description="top-K positions averaged (SPEC: 1)")
+    pool: Literal["max", "mean"] = "max"
+    final_norm: bool = Field(True, description="apply the model's final norm before unembedding")
 
 
 def param_attrs(spec: AnalysisSpec) -> dict:

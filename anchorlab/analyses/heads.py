@@ -19,13 +19,12 @@ from ..following import answer_forms, classify_answer
 from ..interventions.heads import layer_matched_heads, random_heads, scale_table
 from ..metrics import bootstrap_ci
 from ..prompts import build_prompt
-from .base import Analysis, AnalysisSpec, param_attrs
+from .base import Analysis, AnalysisSpec, Role, param_attrs
 from .head_sets import HeadSource, neutral_sample
 from .layout import by_task_sample
 
 log = logging.getLogger("anchorlab")
 SETTINGS = ("original", "targeted", "random", "random_layer_matched", "shared")
-Role = Literal["vision", "context", "instruction", "query", "text", "last"]
 
 
 class HeadsSpec(AnalysisSpec):

@@ -11,6 +11,7 @@ from ..engines.knockout import KnockoutEngine
 from ..errors import UserError
 from ..interventions.knockout import parse_pathway, window_layers
 from ..metrics import bootstrap_ci, nssd
+from ..roles import ROLES
 from .base import Analysis, AnalysisSpec, param_attrs
 from .layout import by_task_sample, decision_rows, dictionary_best
 
@@ -18,7 +19,6 @@ DEFAULT_PATHWAYS = [
     "vision->last", "text->last", "vision->text", "context->instruction",
     "vision->instruction", "context->last", "instruction->last", "vision->context",
 ]
-ROLES = {"vision", "context", "instruction", "query", "text", "last"}
 
 
 class KnockoutSpec(AnalysisSpec):

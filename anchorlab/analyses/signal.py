@@ -12,18 +12,11 @@ from ..backends import envoy_at
 from ..errors import UserError
 from ..lens import pool_forms, restricted_logits, rms_norm, top_k_mean
 from ..metrics import bootstrap_ci, ldar, synchrony
-from .base import Analysis, AnalysisSpec, param_attrs
+from .base import Analysis, PhiSpec, param_attrs
 from .layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
 
-Role = Literal["vision", "context", "instruction", "query", "text", "last"]
-
-
-class SignalSpec(AnalysisSpec):
+class SignalSpec(PhiSpec):
     kind: Literal["signal"] = "signal"
-    positions: Role = "instruction"
-    k: int = Field(1, ge=1, description="top-K positions averaged (SPEC: 1)")
-    pool: Literal["max", "mean"] = "max"
-    final_norm: bool = Field(True, description="apply the model's final norm before unembedding")
     layers: list[int] | None = Field(None, description="layers to read (default: all)")
 
 
