@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Set up anchorlab on a fresh machine: system packages, the CPU torch build, the package + test deps.
-# Idempotent: a second run only checks what is already there.
+# Idempotent: a second run only checks what is already there. `--system-only`: the Debian step alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 # WordNet 3.0 (answer entity dictionary candidates) from Debian; nltk.download users need none of it.
-if { [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sense ]; } && command -v apt-get >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null
-fi
+# WORDNET_DIR moves where it is looked for (the tests point it at an empty folder).
+source scripts/debian.sh
+WORDNET_DIR=${WORDNET_DIR:-/usr/share/wordnet}
+need_debian "$WORDNET_DIR/data.noun" wordnet-base
+need_debian "$WORDNET_DIR/index.sense" wordnet-sense-index
+[ "${1:-}" = "--system-only" ] && exit 0
 
 # torch first and pinned: an unpinned torch pulls gigabytes of CUDA packages here.
 "$PY" -m pip install -q torch==2.13.0

@@ -17,10 +17,8 @@ if [ -f "$NDIF_VENV/.anchorlab-complete" ] && [ "$(cat "$NDIF_VENV/.anchorlab-co
 fi
 
 # redis-server comes from Debian (no PyPI build of the server itself).
-if ! command -v redis-server >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-fi
+source "$HERE/../debian.sh"
+command -v redis-server >/dev/null 2>&1 || need_debian /usr/bin/redis-server redis-server
 
 rm -rf "$NDIF_VENV"
 "$PY" -m venv "$NDIF_VENV"
