@@ -110,7 +110,7 @@ def plot(result_dir: Path) -> None:
 
 @main.group("dict")
 def dict_group() -> None:
-    """Answer entity dictionaries (SPEC §1)."""
+    """Answer entity dictionaries (docs/method.md §1)."""
 
 
 @dict_group.command("build")
@@ -126,7 +126,7 @@ def dict_group() -> None:
 @user_errors
 def dict_build(dataset: Path, source, models, max_forms, manual, verifier, verifier_url, verifier_model, out) -> None:
     """Build the entity dictionary of DATASET from WordNet (offline) and print its coverage."""
-    from .dictionary import build_from_dataset
+    from .dictionary.build import build_from_dataset
 
     _, lines = build_from_dataset(dataset, source, models, max_forms, manual, verifier, verifier_url,
                                   verifier_model, out)

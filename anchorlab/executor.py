@@ -9,14 +9,14 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from .ablation import expand, stack
+from .sweeps import expand, stack
 from .analyses import REGISTRY, Context
 from .backends import make_backend
-from .batching import collate
-from .compiler import compile_rows, prompt_style
+from .rows.batching import collate
+from .rows.compiler import compile_rows, prompt_style
 from .data.sources import load_dataset
-from .filters import select_rows
-from .labels import follow_labels
+from .labels.rules import select_rows
+from .labels.store import follow_labels
 from .models.loading import load_model
 from .recipe import Recipe
 from .plots.ablation import plot_ablation

@@ -1,4 +1,4 @@
-"""Recipe schema: YAML -> validated, defaults from SPEC.md, errors that name the field path."""
+"""Recipe schema: YAML -> validated, defaults from docs/method.md, errors that name the field path."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
-from .ablation import expand
+from .sweeps import expand
 from .analyses import ANALYSES, AnalysisSpec
 from .errors import UserError
 

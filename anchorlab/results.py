@@ -1,4 +1,4 @@
-"""Labelled results on disk: provenance attrs (SPEC §5) and atomic netCDF writes."""
+"""Labelled results on disk: provenance attrs (docs/method.md §5) and atomic netCDF writes."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Attribution cost (SPEC §3.4–3.5: sublayer deltas + every head's score, the analysis's whole
+"""Attribution cost (docs/method.md §3.4–3.5: sublayer deltas + every head's score, the analysis's whole
 run_batch) per prompt vs one plain HF forward of the same prompt (full logits, as `model(**inputs)`);
 also vs the cheapest forward (`logits_to_keep=1`, which the attribution trace itself uses).
 
@@ -20,7 +20,7 @@ from common import isolated, setup, table, timed, worker_main  # noqa: E402
 
 from anchorlab.analyses import Context  # noqa: E402
 from anchorlab.analyses.attribution import AttributionAnalysis, AttributionSpec  # noqa: E402
-from anchorlab.batching import collate  # noqa: E402
+from anchorlab.rows.batching import collate  # noqa: E402
 
 TARGET = 1.3
 

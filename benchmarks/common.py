@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from anchorlab.backends import LocalBackend
-from anchorlab.batching import collate
-from anchorlab.compiler import compile_rows
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.data.sample import ConflictSample
 from anchorlab.models.loading import load_model
 from anchorlab.models.tiny import tiny_model_path
-from anchorlab.prompts import PromptStyle
+from anchorlab.rows.prompts import PromptStyle
 
 MC2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "mc2" / "evaluate_final.json"
 # ≥ 12 LM layers × 16 heads, vocabulary ≥ 32k, a 448×448 image = 256 image tokens

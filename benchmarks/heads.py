@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import isolated, setup, table, timed, worker_main  # noqa: E402
 
-from anchorlab.engines.heads import HeadEngine  # noqa: E402
-from anchorlab.interventions.heads import layer_matched_heads, random_heads, scale_table  # noqa: E402
+from anchorlab.engines.head_sweep import HeadEngine  # noqa: E402
+from anchorlab.interventions.head_scaling import layer_matched_heads, random_heads, scale_table  # noqa: E402
 
 TARGET = 0.5
 MAX_NEW_TOKENS = 4

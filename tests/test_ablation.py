@@ -1,4 +1,4 @@
-"""Ablation sweeps (SPEC §3.7): one result per combination, stacked, equal to separate runs."""
+"""Ablation sweeps (docs/method.md §3.7): one result per combination, stacked, equal to separate runs."""
 import numpy as np
 import pytest
 import yaml

@@ -1,4 +1,4 @@
-"""SPEC §3.4–3.5 through nnsight vs an independent plain-torch computation (forward hooks, the
+"""docs/method.md §3.4–3.5 through nnsight vs an independent plain-torch computation (forward hooks, the
 model's own norm module, per-head slices of W_O taken by hand)."""
 import numpy as np
 import pytest
@@ -7,12 +7,13 @@ from torch import nn
 
 from anchorlab.analyses import Context
 from anchorlab.analyses.attribution import AttributionAnalysis, AttributionSpec
-from anchorlab.attribution_math import head_contributions, layer_chunks
+from anchorlab.method.head_contribution import head_contributions
+from anchorlab.rows.batching import layer_chunks
 from anchorlab.backends import LocalBackend
-from anchorlab.batching import collate
-from anchorlab.compiler import compile_rows
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.models.loading import load_model
-from anchorlab.prompts import PromptStyle
+from anchorlab.rows.prompts import PromptStyle
 from anchorlab.toy.data import generate_samples
 
 

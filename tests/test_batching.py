@@ -5,9 +5,9 @@ import pytest
 import torch
 from tiny_support import FAMILIES, sample
 
-from anchorlab.batching import collate
-from anchorlab.encoding import encode
-from anchorlab.prompts import build_prompt
+from anchorlab.rows.batching import collate
+from anchorlab.rows.encoding import encode
+from anchorlab.rows.prompts import build_prompt
 
 pytest_plugins = ("tiny_support",)  # the `tiny` and `one_thread` fixtures
 pytestmark = pytest.mark.usefixtures("one_thread")

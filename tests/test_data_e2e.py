@@ -1,4 +1,4 @@
-"""`anchorlab run` as a user runs it: MC² (stand-in images) and a hand-written JSONL dataset, SPEC §3.2
+"""`anchorlab run` as a user runs it: MC² (stand-in images) and a hand-written JSONL dataset, docs/method.md §3.2
 on tiny random Qwen2.5-VL and LLaVA checkpoints, through the example recipes shipped in recipes/."""
 from pathlib import Path
 

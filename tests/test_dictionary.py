@@ -9,14 +9,15 @@ import pytest
 from click.testing import CliRunner
 from data_support import write_jsonl
 
-from anchorlab import dictionary
+from anchorlab.data import dictionary_file
+from anchorlab.dictionary import build as dictionary
 from anchorlab.cli import main
-from anchorlab.coverage import coverage
+from anchorlab.dictionary.coverage import coverage
 from anchorlab.data.sources import load_dataset
-from anchorlab.entities import entity_ids
+from anchorlab.dictionary.entities import entity_ids
 from anchorlab.errors import UserError
 from anchorlab.recipe import DataSpec
-from anchorlab.verifiers import from_callable, from_url
+from anchorlab.dictionary.verifiers import from_callable, from_url
 
 CANDIDATES = {"red": ["reddish", "ruby", "crimson", "scarlet"], "blue": ["azure", "navy", "cobalt"]}
 
@@ -127,12 +128,12 @@ def test_manual_file_and_dictionary_file_errors_name_the_entry(tmp_path):
     plain = tmp_path / "d.json"
     plain.write_text(json.dumps({"red": ["red", "crimson"], "blue": "azure"}))
     with pytest.raises(UserError, match=r"d.json: entry 'blue': expected a list of non-empty strings"):
-        dictionary.load(plain)
+        dictionary_file.load(plain)
 
 
 def test_run_picks_up_the_dictionary_beside_the_data(tmp_path):
     path = write_jsonl(tmp_path)
-    dictionary.write(dictionary.default_path(path), {"anchorlab_dictionary": 1, "forms": {"red": ["red", "crimson"]}})
+    dictionary.write(dictionary_file.default_path(path), {"anchorlab_dictionary": 1, "forms": {"red": ["red", "crimson"]}})
     samples, info = load_dataset(DataSpec(source="jsonl", path=str(path)), seed=0)
     assert samples[0].forms("vision") == ("red", "crimson") and samples[0].forms("text") == ("blue",)
     assert info["data_dictionary"] == str(tmp_path / "samples.dictionary.json")

@@ -9,11 +9,12 @@ from data_support import write_jsonl
 from tiny_support import sample
 
 import anchorlab
-from anchorlab import following
-from anchorlab.batching import collate
-from anchorlab.encoding import encode
+from anchorlab.labels import capture
+from anchorlab.labels import rules as following
+from anchorlab.rows.batching import collate
+from anchorlab.rows.encoding import encode
 from anchorlab.errors import UserError
-from anchorlab.prompts import build_prompt, two_option_samples
+from anchorlab.rows.prompts import build_prompt, two_option_samples
 
 pytest_plugins = ("tiny_support",)
 
@@ -78,17 +79,17 @@ def test_generate_answers_is_greedy_and_padding_safe(tiny, family, one_thread, m
         return out
 
     monkeypatch.setattr(bundle.model, "generate", spy)
-    texts = following.generate_answers(bundle, batch, max_new_tokens=3)
+    texts = capture.generate_answers(bundle, batch, max_new_tokens=3)
     reference = manual_greedy(bundle, batch, 3)
     assert torch.equal(tokens["ids"], reference)  # (these tiny models emit no EOS in 3 steps)
     assert texts == [t.strip() for t in bundle.tokenizer.batch_decode(reference, skip_special_tokens=True)]
     for i, e in enumerate(encoded):  # batched (left-padded) == alone
-        alone = following.generate_answers(bundle, collate([e], bundle.adapter, bundle.pad_token_id), 3)
+        alone = capture.generate_answers(bundle, collate([e], bundle.adapter, bundle.pad_token_id), 3)
         assert alone == [texts[i]]
     # through a backend (nnsight traces, what recipes use): the same answers
     from anchorlab.backends import LocalBackend
 
-    assert following.generate_answers(bundle, batch, 3, backend=LocalBackend(bundle)) == texts
+    assert capture.generate_answers(bundle, batch, 3, backend=LocalBackend(bundle)) == texts
 
 
 def recipe_overrides(model_path, **extra):
@@ -121,7 +122,7 @@ def test_labels_are_stored_and_reused_without_generating(tmp_path, tiny, dataset
         calls.append(len(batch))
         return ["Red." for _ in range(len(batch))]
 
-    monkeypatch.setattr(following, "generate_answers", always_red)
+    monkeypatch.setattr(capture, "generate_answers", always_red)
     model = str(tiny("qwen2_5_vl").path)
     first = anchorlab.run(dataset, out=tmp_path / "one", overrides=recipe_overrides(model))["signal"]
     assert sum(calls) == 6  # 3 samples × 2 tasks, once each
@@ -174,7 +175,7 @@ def test_resumed_run_keeps_its_labels(tmp_path, tiny, dataset, one_thread, monke
     from anchorlab.analyses.signal import SignalAnalysis
 
     calls = []
-    monkeypatch.setattr(following, "generate_answers",
+    monkeypatch.setattr(capture, "generate_answers",
                         lambda bundle, batch, max_new_tokens=16, **kw: calls.append(len(batch)) or ["red"] * len(batch))
     original = SignalAnalysis.run_batch
 

@@ -1,17 +1,18 @@
-"""Head interventions (SPEC §3.6): exact o_proj effects, α = 1 is a no-op, head sets, fast == naive."""
+"""Head interventions (docs/method.md §3.6): exact o_proj effects, α = 1 is a no-op, head sets, fast == naive."""
 import pytest
 import torch
 
 from anchorlab.analyses.head_sets import neutral_sample
-from anchorlab.backends import LocalBackend, envoy_at
-from anchorlab.batching import collate
-from anchorlab.compiler import compile_rows
-from anchorlab.engines.heads import HeadEngine, apply_tables
+from anchorlab.backends import LocalBackend
+from anchorlab.adapters.paths import envoy_at
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
+from anchorlab.engines.head_sweep import HeadEngine, apply_tables
 from anchorlab.engines.knockout import role_mask
 from anchorlab.engines.prefix import model_paths
 from anchorlab.errors import UserError
-from anchorlab.interventions.heads import layer_matched_heads, random_heads, scale_table
-from anchorlab.prompts import PromptStyle
+from anchorlab.interventions.head_scaling import layer_matched_heads, random_heads, scale_table
+from anchorlab.rows.prompts import PromptStyle
 from tiny_support import sample
 
 pytest_plugins = ("tiny_support",)

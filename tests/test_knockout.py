@@ -1,16 +1,17 @@
-"""Attention knockout (SPEC §3.1): invariants, an independent hook-based reference, fast == naive."""
+"""Attention knockout (docs/method.md §3.1): invariants, an independent hook-based reference, fast == naive."""
 import pytest
 import torch
 
-from anchorlab.backends import LocalBackend, envoy_at
-from anchorlab.batching import collate
-from anchorlab.compiler import compile_rows
+from anchorlab.backends import LocalBackend
+from anchorlab.adapters.paths import envoy_at
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.engines.knockout import KnockoutEngine, role_mask
 from anchorlab.errors import UserError
 from anchorlab.interventions.knockout import (
     apply_knockout, base_allowed, first_affected, knocked_edges, parse_pathway, window_layers,
 )
-from anchorlab.prompts import PromptStyle
+from anchorlab.rows.prompts import PromptStyle
 from tiny_support import sample
 
 pytest_plugins = ("tiny_support",)

@@ -1,12 +1,14 @@
-"""SPEC math as pure functions, checked against hand computations."""
+"""The method package (docs/method.md) as pure functions, checked against hand computations."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from anchorlab.lens import pool_forms, restricted_logits, rms_norm, top_k_mean
-from anchorlab.metrics import bootstrap_ci, ldar, nssd, subspace, synchrony
+from anchorlab.method.lens import pool_forms, restricted_logits, rms_norm, top_k_mean
+from anchorlab.method.stats import bootstrap_ci
+from anchorlab.method.signal import ldar, synchrony
+from anchorlab.method.nssd import nssd, subspace
 
 
 def test_nssd_hand_computed():

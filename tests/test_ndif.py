@@ -15,12 +15,12 @@ import anchorlab
 from anchorlab.backends import LocalBackend
 from anchorlab.backends.ndif import NdifBackend, model_key, preflight, task_for
 from anchorlab.backends.transport import TransientError, is_transient
-from anchorlab.batching import collate
-from anchorlab.compiler import compile_rows
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.engines.knockout import KnockoutEngine
 from anchorlab.errors import UserError
 from anchorlab.interventions.knockout import parse_pathway
-from anchorlab.prompts import PromptStyle
+from anchorlab.rows.prompts import PromptStyle
 from test_knockout import MULTIMODAL_PATHWAYS, TEXT_PATHWAYS
 from tiny_support import sample
 
@@ -194,7 +194,7 @@ def test_error_classification_and_import_blocking():
     from anchorlab.backends.transport import _BlockClientOnly
 
     with pytest.raises(ModuleNotFoundError, match="not importable on an NDIF server"):
-        _BlockClientOnly().find_spec("anchorlab.lens")
+        _BlockClientOnly().find_spec("anchorlab.method.lens")
     assert _BlockClientOnly().find_spec("torch.nn") is None
 
 

@@ -1,4 +1,4 @@
-"""Path blocking (SPEC §3.3): generation under a knockout at every generated position."""
+"""Path blocking (docs/method.md §3.3): generation under a knockout at every generated position."""
 from pathlib import Path
 
 import numpy as np
@@ -8,13 +8,13 @@ from click.testing import CliRunner
 
 from anchorlab.analyses.path_blocking import default_layers
 from anchorlab.backends import LocalBackend
-from anchorlab.batching import collate
+from anchorlab.rows.batching import collate
 from anchorlab.cli import main
-from anchorlab.compiler import compile_rows
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.engines.generation import greedy_generate
 from anchorlab.engines.knockout import role_mask
 from anchorlab.interventions.knockout import generation_blocker
-from anchorlab.prompts import PromptStyle
+from anchorlab.rows.prompts import PromptStyle
 from tiny_support import sample
 
 pytest_plugins = ("tiny_support",)

@@ -2,12 +2,12 @@
 import pytest
 from tiny_support import ORDER, POSITIONS, sample, squash
 
-from anchorlab.compiler import compile_rows, prompt_style
+from anchorlab.rows.compiler import compile_rows, prompt_style
 from anchorlab.data.sample import ConflictSample
-from anchorlab.encoding import encode
-from anchorlab.prompts import MC2_INSTRUCTIONS, OPTION_PROMPT, build_prompt, two_option_samples
+from anchorlab.rows.encoding import encode
+from anchorlab.rows.prompts import MC2_INSTRUCTIONS, OPTION_PROMPT, build_prompt, two_option_samples
 from anchorlab.recipe import PromptSpec
-from anchorlab.roles import TEXT_ROLES
+from anchorlab.rows.roles import TEXT_ROLES
 
 pytest_plugins = ("tiny_support",)
 pytestmark = pytest.mark.usefixtures("one_thread")

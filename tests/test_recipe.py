@@ -1,4 +1,4 @@
-"""Recipe validation: defaults from SPEC, field-path errors, overrides."""
+"""Recipe validation: defaults from docs/method.md, field-path errors, overrides."""
 from pathlib import Path
 
 import pytest

@@ -1,4 +1,4 @@
-"""Token roles (SPEC §1) on tiny checkpoints of every supported family, loaded like hub models."""
+"""Token roles (docs/method.md §1) on tiny checkpoints of every supported family, loaded like hub models."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,10 +12,10 @@ from tiny_support import (
 )
 
 from anchorlab.adapters import UnknownFamilyError, adapter_for, known_families
-from anchorlab.encoding import encode
+from anchorlab.rows.encoding import encode
 from anchorlab.models.loading import load_model
-from anchorlab.prompts import build_prompt
-from anchorlab.roles import TEXT_ROLES
+from anchorlab.rows.prompts import build_prompt
+from anchorlab.rows.roles import TEXT_ROLES
 
 pytest_plugins = ("tiny_support",)  # the `tiny` and `one_thread` fixtures
 pytestmark = pytest.mark.usefixtures("one_thread")

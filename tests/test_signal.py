@@ -1,4 +1,4 @@
-"""SPEC §3.2 through nnsight vs an independent plain-torch computation (forward hooks)."""
+"""docs/method.md §3.2 through nnsight vs an independent plain-torch computation (forward hooks)."""
 import numpy as np
 import pytest
 import torch
@@ -6,10 +6,10 @@ import torch
 from anchorlab.analyses import Context
 from anchorlab.analyses.signal import SignalAnalysis, SignalSpec
 from anchorlab.backends import LocalBackend
-from anchorlab.batching import collate
-from anchorlab.compiler import compile_rows
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.models.loading import load_model
-from anchorlab.prompts import PromptStyle
+from anchorlab.rows.prompts import PromptStyle
 from anchorlab.toy.data import generate_samples
 
 

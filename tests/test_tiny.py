@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 from tiny_support import sample
 
-from anchorlab.encoding import encode
+from anchorlab.rows.encoding import encode
 from anchorlab.models.loading import load_model
 from anchorlab.models.tiny import build_tiny, tiny_model_path
-from anchorlab.prompts import build_prompt
+from anchorlab.rows.prompts import build_prompt
 
 pytest_plugins = ("tiny_support",)  # the `one_thread` fixture
 pytestmark = pytest.mark.usefixtures("one_thread")

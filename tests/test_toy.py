@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from anchorlab.data.sample import TASKS
-from anchorlab.encoding import encode
+from anchorlab.rows.encoding import encode
 from anchorlab.models.loading import load_model
-from anchorlab.prompts import build_prompt
-from anchorlab.roles import TEXT_ROLES
+from anchorlab.rows.prompts import build_prompt
+from anchorlab.rows.roles import TEXT_ROLES
 from anchorlab.toy import VARIANTS, shipped_path
 from anchorlab.toy.build import N_IMAGE_TOKENS, build_tokenizer
 from anchorlab.toy.data import POSITIONS, generate_samples, train_data_seed

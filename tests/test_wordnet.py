@@ -8,8 +8,8 @@ import nltk
 import pytest
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-from anchorlab import wordnet as wnmod
-from anchorlab.dictionary import wordnet_candidates
+from anchorlab.dictionary import wordnet as wnmod
+from anchorlab.dictionary.build import wordnet_candidates
 
 DEBIAN = Path("/usr/share/wordnet")
 needs_debian = pytest.mark.skipif(not (DEBIAN / "data.noun").is_file(),

@@ -3,17 +3,21 @@ from __future__ import annotations
 
 from ..errors import UserError
 from .base import Adapter, Encoded
+from .internvl import INTERNVL
+from .llava import LLAVA
+from .qwen2_5_vl import QWEN2_5_VL
+from .text import TEXT
 
-_FAMILIES: dict[str, Adapter] = {}
+_FAMILIES: dict[str, Adapter] = {a.family: a for a in (LLAVA, QWEN2_5_VL, INTERNVL, TEXT)}
 
 
 def register(adapter: Adapter) -> Adapter:
+    """Add a family (a user's own adapter); the built-in ones are registered above."""
     _FAMILIES[adapter.family] = adapter
     return adapter
 
 
 def known_families() -> dict[str, tuple[str, ...]]:
-    _load_builtin()
     return {name: a.model_types for name, a in _FAMILIES.items()}
 
 
@@ -22,7 +26,6 @@ class UnknownFamilyError(UserError):
 
 
 def adapter_for(config) -> Adapter:
-    _load_builtin()
     model_type = getattr(config, "model_type", None)
     for adapter in _FAMILIES.values():
         if model_type in adapter.model_types:
@@ -31,12 +34,6 @@ def adapter_for(config) -> Adapter:
     raise UnknownFamilyError(
         f"model type {model_type!r} has no anchorlab adapter. Known families (model types): {listed}"
     )
-
-
-def _load_builtin() -> None:
-    # always import them (a no-op once loaded): a module that imported one adapter directly
-    # (anchorlab.toy imports llava) must not leave the others unregistered
-    from . import internvl, llava, qwen2_5_vl, text  # noqa: F401  (each registers itself)
 
 
 __all__ = ["Adapter", "Encoded", "adapter_for", "known_families", "register", "UnknownFamilyError"]

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
     from ..models.loading import ModelBundle
-    from ..prompts import Prompt
+    from ..rows.prompts import Prompt
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class Adapter:
     render: Render
     tokenize: Tokenize
     attention: str = "self_attn"  # relative to a decoder layer
+    embed: str = "embed_tokens"  # token embedding, relative to the decoder (the parent of `layers`)
+    norm_kind: str = "rms"  # the final norm's kind, as method.lens.FinalNorm applies it
     o_proj: str = "self_attn.o_proj"  # relative to a decoder layer
     text_config: str | None = "text_config"  # config attribute holding the LM's config (None: top level)
     image_token: str | None = None  # token string filling the vision positions after expansion
@@ -52,6 +54,11 @@ class Adapter:
     explicit_position_ids: bool = True  # pass mask-derived position ids (exact under left padding)
     is_multimodal: bool = True
     notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decoder(self) -> str:
+        """Dotted path of the decoder stack (the module holding `layers`, the embedding, the norm)."""
+        return self.layers.rsplit(".", 1)[0]
 
     def lm_config(self, config):
         return getattr(config, self.text_config) if self.text_config else config

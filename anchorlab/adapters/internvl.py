@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import transformers
 
-from . import register
 from .base import Adapter
 from .llava import render
 
@@ -35,17 +34,15 @@ def tokenize(bundle, rendered: str, image):
     return bundle.tokenizer(text, return_tensors="pt", add_special_tokens=True)["input_ids"][0], extras
 
 
-INTERNVL = register(
-    Adapter(
-        family="internvl",
-        model_types=("internvl",),
-        model_class="InternVLForConditionalGeneration",
-        layers="model.language_model.layers",
-        final_norm="model.language_model.norm",
-        unembed="lm_head",
-        render=render,
-        tokenize=tokenize,
-        image_token=IMG_CONTEXT,
-        expansion_tokens=(IMG_START, IMG_END),
-    )
+INTERNVL = Adapter(
+    family="internvl",
+    model_types=("internvl",),
+    model_class="InternVLForConditionalGeneration",
+    layers="model.language_model.layers",
+    final_norm="model.language_model.norm",
+    unembed="lm_head",
+    render=render,
+    tokenize=tokenize,
+    image_token=IMG_CONTEXT,
+    expansion_tokens=(IMG_START, IMG_END),
 )

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from ..errors import UserError
-from . import register
 from .base import Adapter
 
 
@@ -26,16 +25,14 @@ def tokenize(bundle, rendered: str, image):
     return out["input_ids"][0], extras
 
 
-LLAVA = register(
-    Adapter(
-        family="llava",
-        model_types=("llava",),
-        model_class="LlavaForConditionalGeneration",
-        layers="model.language_model.layers",
-        final_norm="model.language_model.norm",
-        unembed="lm_head",
-        render=render,
-        tokenize=tokenize,
-        image_token="<image>",
-    )
+LLAVA = Adapter(
+    family="llava",
+    model_types=("llava",),
+    model_class="LlavaForConditionalGeneration",
+    layers="model.language_model.layers",
+    final_norm="model.language_model.norm",
+    unembed="lm_head",
+    render=render,
+    tokenize=tokenize,
+    image_token="<image>",
 )

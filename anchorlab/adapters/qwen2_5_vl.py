@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from . import register
 from .base import Adapter
 from .llava import render
 
@@ -38,18 +37,16 @@ def tokenize(bundle, rendered: str, image):
     return ids, extras
 
 
-QWEN2_5_VL = register(
-    Adapter(
-        family="qwen2_5_vl",
-        model_types=("qwen2_5_vl",),
-        model_class="Qwen2_5_VLForConditionalGeneration",
-        layers="model.language_model.layers",
-        final_norm="model.language_model.norm",
-        unembed="lm_head",
-        render=render,
-        tokenize=tokenize,
-        image_token=IMAGE_PAD,
-        per_position_extras=("mm_token_type_ids",),
-        explicit_position_ids=False,
-    )
+QWEN2_5_VL = Adapter(
+    family="qwen2_5_vl",
+    model_types=("qwen2_5_vl",),
+    model_class="Qwen2_5_VLForConditionalGeneration",
+    layers="model.language_model.layers",
+    final_norm="model.language_model.norm",
+    unembed="lm_head",
+    render=render,
+    tokenize=tokenize,
+    image_token=IMAGE_PAD,
+    per_position_extras=("mm_token_type_ids",),
+    explicit_position_ids=False,
 )

@@ -6,7 +6,6 @@ post-norm models are deliberately not listed).
 """
 from __future__ import annotations
 
-from . import register
 from .base import Adapter
 
 
@@ -30,17 +29,15 @@ def tokenize(bundle, rendered: str, image):
     return bundle.tokenizer(rendered, return_tensors="pt", add_special_tokens=True)["input_ids"][0], {}
 
 
-TEXT = register(
-    Adapter(
-        family="text",
-        model_types=("llama", "mistral", "qwen2", "qwen3"),
-        model_class="AutoModelForCausalLM",
-        layers="model.layers",
-        final_norm="model.norm",
-        unembed="lm_head",
-        render=render,
-        tokenize=tokenize,
-        text_config=None,
-        is_multimodal=False,
-    )
+TEXT = Adapter(
+    family="text",
+    model_types=("llama", "mistral", "qwen2", "qwen3"),
+    model_class="AutoModelForCausalLM",
+    layers="model.layers",
+    final_norm="model.norm",
+    unembed="lm_head",
+    render=render,
+    tokenize=tokenize,
+    text_config=None,
+    is_multimodal=False,
 )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .attribution import AttributionAnalysis
 from .base import Analysis, AnalysisSpec, Context
-from .heads import HeadsAmplifyAnalysis, HeadsAnalysis
+from .head_interventions import HeadsAmplifyAnalysis, HeadsAnalysis
 from .knockout import KnockoutAnalysis
 from .path_blocking import PathBlockingAnalysis
 from .signal import SignalAnalysis

@@ -1,4 +1,4 @@
-"""SPEC §3.4–3.5: sublayer and per-head attribution of the arbitration margin (paper Fig. 6, 7, 8).
+"""docs/method.md §3.4–3.5: sublayer and per-head attribution of the arbitration margin (paper Fig. 6, 7, 8).
 
 One nnsight trace per batch captures, at the positions P only, each decoder layer's input H^{l-1},
 o_proj's input (the heads, before W_O mixes them) and output A^l, and the last layer's output. The
@@ -13,11 +13,13 @@ import torch
 import xarray as xr
 from pydantic import Field, model_validator
 
-from ..attribution_math import head_contributions, layer_chunks, margin, phi_states, side_order, sublayer_deltas
-from ..backends import envoy_at
+from ..method.head_contribution import head_contributions, margin, side_order, sublayer_deltas
+from ..rows.batching import layer_chunks
+from ..method.lens import phi_states
+from ..adapters.paths import envoy_at
 from ..errors import UserError
 from .base import Analysis, PhiSpec, param_attrs
-from .layout import SIDES, by_task_sample, entity_rows, site_positions
+from ..rows.layout import SIDES, by_task_sample, entity_rows, site_positions
 from .rankings import rank_heads
 
 METRICS = ("S_f", "dS")
@@ -28,8 +30,8 @@ class AttributionSpec(PhiSpec):
     """Φ's top-K positions are re-chosen for every state it is evaluated on."""
 
     kind: Literal["attribution"] = "attribution"
-    sublayers: bool = Field(True, description="δ_A / δ_F per layer (SPEC §3.4) -> var delta")
-    heads: bool = Field(True, description="δ_A^{l,h}(ΔS) per head (SPEC §3.5) -> var head_score + rankings")
+    sublayers: bool = Field(True, description="δ_A / δ_F per layer (docs/method.md §3.4) -> var delta")
+    heads: bool = Field(True, description="δ_A^{l,h}(ΔS) per head (docs/method.md §3.5) -> var head_score + rankings")
     top_g: int = Field(40, ge=1, description="heads listed per task in top_heads_* (capped at layers × heads)")
     shared_top_n: int = Field(10, ge=1, description="shared heads = vf top-N ∩ tf top-N (capped at layers × heads)")
     lens_memory_mb: int = Field(256, ge=1, description="bound on the batched per-head lens block (chunks layers)")
@@ -41,7 +43,7 @@ class AttributionSpec(PhiSpec):
         return self
 
 
-def attribution_capture(envoy, layers_path, o_proj_path, sites, valid, rows, member, w_o, norm_w, eps, k, pool,
+def attribution_capture(envoy, layers_path, o_proj_path, sites, valid, rows, member, w_o, norm, k, pool,
                         n_heads, want_heads, budget):
     """Runs inside the trace: Φ (vision, text) of H^{-1..L-1}, of H^{l-1} + A^l, and of H^{l-1} + head^{l,h}."""
     layers = envoy_at(envoy, layers_path)
@@ -55,7 +57,7 @@ def attribution_capture(envoy, layers_path, o_proj_path, sites, valid, rows, mem
             z.append(o_proj.input[b, sites])
         attn.append(o_proj.output[b, sites])
     states.append(layers[n_layers - 1].output[b, sites])
-    lens = dict(rows=rows, member=member, valid=valid, k=k, pool=pool, norm_weight=norm_w, eps=eps)
+    lens = dict(rows=rows, member=member, valid=valid, k=k, pool=pool, norm=norm)
     h = torch.stack(states, 1).float()  # [B, L+1, P, d]: H^{-1} .. H^{L-1}
     phi_state = phi_states(h, **lens)  # [B, L+1, 2]
     phi_attn = phi_states(h[:, :-1] + torch.stack(attn, 1).float(), **lens)  # [B, L, 2]
@@ -81,9 +83,7 @@ class AttributionAnalysis(Analysis):
         sites = sites[:, :-1]  # attribution reads P only (site_positions appends `last`)
         ids, member = entity_rows(rows)
         dev = bundle.device
-        unembed = bundle.module(bundle.adapter.unembed).weight.detach()
-        norm = bundle.module(bundle.adapter.final_norm)
-        eps = bundle.norm_eps
+        lens = bundle.lens
         w_o = [bundle.module(f"{bundle.adapter.layers}.{i}.{bundle.adapter.o_proj}").weight.detach()
                for i in range(bundle.n_layers)]
         # the lens needs no model logits: keep none (an empty index list), so nothing vocabulary-sized is built
@@ -91,7 +91,7 @@ class AttributionAnalysis(Analysis):
         budget = spec.lens_memory_mb * 2**20 // 4
         phi_state, phi_attn, phi_heads = self.ctx.backend.trace(
             inputs, attribution_capture, bundle.adapter.layers, bundle.adapter.o_proj, sites.to(dev), valid.to(dev),
-            unembed[ids.to(dev)], member.to(dev), w_o, norm.weight.detach() if spec.final_norm else None, eps,
+            lens.rows(ids), member.to(dev), w_o, lens.norm if spec.final_norm else None,
             spec.k, spec.pool, bundle.n_heads, spec.heads, budget,
         )
         followed = torch.tensor([0 if r.followed == "vision" else 1 for r in rows])
@@ -128,7 +128,7 @@ class AttributionAnalysis(Analysis):
             ds["delta"] = (("task", "metric", "sublayer", "layer", "sample"), delta.transpose(0, 2, 3, 4, 1))
             ds["delta_mean"], ds["delta_mean_ci"] = self._aggregate(ds["delta"], sel, samples)
             ds["delta"].attrs["description"] = ("δ_A^l(M) = M(H^{l-1}+A^l) - M(H^{l-1}); δ_F^l(M) = M(H^l) - "
-                                                "M(H^{l-1}+A^l); metric S_f = Φ_f, dS = Φ_f - Φ_c (SPEC §3.4)")
+                                                "M(H^{l-1}+A^l); metric S_f = Φ_f, dS = Φ_f - Φ_c (docs/method.md §3.4)")
         if spec.heads:
             ds = ds.assign_coords(head=list(range(bundle.n_heads)))
             ds["head_score"] = (("task", "layer", "head", "sample"), grid(results["head_score"]).transpose(0, 2, 3, 1))
@@ -154,7 +154,7 @@ class AttributionAnalysis(Analysis):
         return xr.DataArray(np.array(means), dims=dims), xr.DataArray(np.array(cis), dims=(*dims, "bound"))
 
     def _ci(self, values: np.ndarray) -> np.ndarray:
-        from ..metrics import bootstrap_ci
+        from ..method.stats import bootstrap_ci
 
         return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
 

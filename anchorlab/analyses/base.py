@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
 
-    from ..batching import Batch
-    from ..compiler import Row
+    from ..rows.batching import Batch
+    from ..rows.compiler import Row
     from ..models.loading import ModelBundle
 
 
@@ -19,7 +19,7 @@ Role = Literal["vision", "context", "instruction", "query", "text", "last"]  # r
 
 
 class AnalysisSpec(BaseModel):
-    """Options shared by every analysis; subclasses add their own with SPEC defaults."""
+    """Options shared by every analysis; subclasses add their own with docs/method.md defaults."""
 
     model_config = ConfigDict(extra="forbid")
     kind: str
@@ -36,10 +36,10 @@ class AnalysisSpec(BaseModel):
 
 
 class PhiSpec(AnalysisSpec):
-    """Options of the signal operator Φ (SPEC §3.2), shared by every analysis that evaluates it."""
+    """Options of the signal operator Φ (docs/method.md §3.2), shared by every analysis that evaluates it."""
 
     positions: Role = "instruction"
-    k: int = Field(1, ge=1, description="top-K positions averaged (SPEC: 1)")
+    k: int = Field(1, ge=1, description="top-K positions averaged (docs/method.md: 1)")
     pool: Literal["max", "mean"] = "max"
     final_norm: bool = Field(True, description="apply the model's final norm before unembedding")
 

@@ -1,4 +1,4 @@
-"""SPEC §3.1: attention knockout of role pathways, scored by NSSD (paper Fig. 3, 4, 10, 11)."""
+"""docs/method.md §3.1: attention knockout of role pathways, scored by NSSD (paper Fig. 3, 4, 10, 11)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -10,10 +10,12 @@ from pydantic import Field, field_validator
 from ..engines.knockout import KnockoutEngine
 from ..errors import UserError
 from ..interventions.knockout import parse_pathway, window_layers
-from ..metrics import bootstrap_ci, nssd
-from ..roles import ROLES
+from ..method.stats import bootstrap_ci
+from ..method.nssd import nssd
+from ..rows.roles import ROLES
 from .base import Analysis, AnalysisSpec, param_attrs
-from .layout import by_task_sample, decision_rows, dictionary_best
+from ..rows.layout import by_task_sample, decision_rows
+from ..labels.capture import dictionary_best
 
 DEFAULT_PATHWAYS = [
     "vision->last", "text->last", "vision->text", "context->instruction",
@@ -105,7 +107,7 @@ class KnockoutAnalysis(Analysis):
         ds["nssd_mean_ci"] = (("task", "pathway", "layer", "bound"), np.array(cis))
         ds["nssd_pathway"] = (("task", "pathway"), np.array(bars))
         ds["nssd_pathway_ci"] = (("task", "pathway", "bound"), np.array(bar_cis))
-        ds["nssd"].attrs["description"] = "sign(P̂(y_p)-P̃̂(y_p))·KL(P̂||P̃̂) on {y_p, y_c} (SPEC §3.1); >0: path helped following"
+        ds["nssd"].attrs["description"] = "sign(P̂(y_p)-P̃̂(y_p))·KL(P̂||P̃̂) on {y_p, y_c} (docs/method.md §3.1); >0: path helped following"
         ds["nssd_pathway"].attrs["description"] = "per-sample NSSD averaged over centre layers, then over selected samples"
         ds.attrs.update(analysis="knockout", decoder_cells=float(results["cells"].sum()),
                         **param_attrs(spec))

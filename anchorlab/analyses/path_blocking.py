@@ -1,4 +1,4 @@
-"""SPEC §3.3: MFR after blocking instruction->last versus followed-context->last over a layer range
+"""docs/method.md §3.3: MFR after blocking instruction->last versus followed-context->last over a layer range
 (paper §3.2.3 (1), Fig. 5b), decided by greedy generation at every generated position."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from ..engines.generation import greedy_generate
 from ..engines.knockout import role_mask
 from ..errors import UserError
 from ..interventions.knockout import generation_blocker
-from ..metrics import bootstrap_ci
+from ..method.stats import bootstrap_ci
 from .base import Analysis, AnalysisSpec, param_attrs
-from .layout import by_task_sample
+from ..rows.layout import by_task_sample
 
 SETTINGS = ("original", "instruction->last", "followed_context->last")
 LABELS = ("follows", "fails", "neither")
@@ -47,7 +47,7 @@ class PathBlockingAnalysis(Analysis):
         return sorted(set(layers))
 
     def run_batch(self, batch, rows):
-        from ..following import answer_forms, classify_answer
+        from ..labels.rules import answer_forms, classify_answer
 
         bundle, backend = self.ctx.bundle, self.ctx.backend
         a, dev = bundle.adapter, bundle.device

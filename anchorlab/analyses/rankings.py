@@ -1,4 +1,4 @@
-"""Head rankings from per-head attribution (SPEC §3.5): top-G per task and modality-shared heads.
+"""Head rankings from per-head attribution (docs/method.md §3.5): top-G per task and modality-shared heads.
 
 Stored in the attribution result so later recipes can read them by path (`heads_from: DIR/attribution.nc`):
 

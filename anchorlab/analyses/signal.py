@@ -1,4 +1,4 @@
-"""SPEC §3.2: signal Φ by the restricted logit lens, LDAR and decision synchrony (paper Fig. 5a, 6a)."""
+"""docs/method.md §3.2: signal Φ by the restricted logit lens, LDAR and decision synchrony (paper Fig. 5a, 6a)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -8,33 +8,32 @@ import torch
 import xarray as xr
 from pydantic import Field
 
-from ..backends import envoy_at
+from ..adapters.paths import envoy_at
 from ..errors import UserError
-from ..lens import pool_forms, restricted_logits, rms_norm, top_k_mean
-from ..metrics import bootstrap_ci, ldar, synchrony
+from ..method.lens import pooled_logits, restricted_logits, top_k_mean
+from ..method.stats import bootstrap_ci
+from ..method.signal import ldar, synchrony
 from .base import Analysis, PhiSpec, param_attrs
-from .layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
+from ..rows.layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
 
 class SignalSpec(PhiSpec):
     kind: Literal["signal"] = "signal"
     layers: list[int] | None = Field(None, description="layers to read (default: all)")
 
 
-def lens_capture(envoy, layers_path, read_layers, sites, rows_w, member, dec_w, norm_w, eps, use_norm, pool):
+def lens_capture(envoy, layers_path, read_layers, sites, rows_w, member, dec_w, norm, use_norm, pool):
     """Runs inside the trace: pooled dictionary logits per (layer, modality, site), and the final
-    layer's logits of the two decision tokens at `last` (the model's own prediction)."""
+    layer's logits of the two decision tokens at `last` (the model's own prediction). Φ's top-K
+    step (method.lens.top_k_mean) follows outside the trace, as in `phi_states`."""
     layers = envoy_at(envoy, layers_path)
     b = torch.arange(sites.shape[0], device=sites.device)[:, None]
     pooled, decision = [], None
     final = len(layers) - 1
     for layer in read_layers:
         h = layers[layer].output[b, sites]
-        normed = rms_norm(h, norm_w, eps)
-        x = normed if use_norm else h
-        logits = restricted_logits(x, rows_w)
-        pooled.append(torch.stack([pool_forms(logits, member[:, m], pool) for m in range(2)], 1))
+        pooled.append(pooled_logits(h, rows_w, member, pool, norm if use_norm else None))
         if layer == final:
-            decision = restricted_logits(normed[:, -1:], dec_w)[:, 0]
+            decision = restricted_logits(norm(h[:, -1:]), dec_w)[:, 0]
     return torch.stack(pooled, 1), decision
 
 
@@ -56,14 +55,12 @@ class SignalAnalysis(Analysis):
         read = sorted(set(layers) | {bundle.n_layers - 1})
         sites, valid = site_positions(batch, rows, spec.positions)
         ids, member = entity_rows(rows)
-        unembed = bundle.module(bundle.adapter.unembed).weight.detach()
-        norm = bundle.module(bundle.adapter.final_norm)
-        eps = bundle.norm_eps
+        lens = bundle.lens
         dec = decision_rows(rows)  # [B, 2] = (followed, competitor) answer tokens
         dev = bundle.device
         pooled, decision = self.ctx.backend.trace(
-            batch.inputs, lens_capture, bundle.adapter.layers, read, sites.to(dev), unembed[ids.to(dev)],
-            member.to(dev), unembed[dec.to(dev)], norm.weight.detach(), eps, spec.final_norm, spec.pool,
+            batch.inputs, lens_capture, bundle.adapter.layers, read, sites.to(dev), lens.rows(ids),
+            member.to(dev), lens.rows(dec), lens.norm, spec.final_norm, spec.pool,
         )
         keep = [read.index(layer) for layer in layers]
         pooled = pooled[:, keep].float().cpu()  # [B, L, 2, P+1]
@@ -115,7 +112,7 @@ class SignalAnalysis(Analysis):
         ds["sync_rate_ci"] = (("task", "layer", "bound"), np.array(sync_ci))
         ds["signal_mean"] = (("task", "side", "layer"), np.array(mean_v))
         ds["signal_mean_ci"] = (("task", "side", "layer", "bound"), np.array(mean_ci))
-        ds["signal"].attrs.update(description="Φ_m at the chosen positions (SPEC §3.2)", positions=spec.positions)
+        ds["signal"].attrs.update(description="Φ_m at the chosen positions (docs/method.md §3.2)", positions=spec.positions)
         ds["ldar"].attrs["description"] = "share of selected samples with Φ_f > Φ_c"
         ds["sync"].attrs["description"] = "sign(Φ_v-Φ_t) at positions equals the sign at last"
         ds["signal_mean"].attrs["description"] = "mean Φ of the followed (f) and competing (c) modality"

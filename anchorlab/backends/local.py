@@ -10,14 +10,6 @@ from nnsight import NNsight
 from ..models.loading import ModelBundle
 
 
-def envoy_at(envoy, dotted: str):
-    """Follow an adapter's dotted module path on the nnsight envoy tree."""
-    node = envoy
-    for part in dotted.split("."):
-        node = node[int(part)] if part.isdigit() else getattr(node, part)
-    return node
-
-
 class LocalBackend:
     name = "local"
 

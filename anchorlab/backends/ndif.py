@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,8 +151,6 @@ class NdifBackend:
 
     def __init__(self, bundle, host: str | None = None, simulate: bool = False, retries: int = 4,
                  backoff: float = 2.0, check: bool = True):
-        import anchorlab
-
         ClientModel = _client_model_class()
         self.bundle, self.simulate, self.retries, self.backoff = bundle, simulate, retries, backoff
         self.host = host or ndif_host()
@@ -162,7 +161,9 @@ class NdifBackend:
         self.model.repo_id = str(bundle.path)
         if self.model.to_model_key() != self.model_key:  # pragma: no cover - guards an nnsight change
             raise UserError(f"NDIF model key mismatch: {self.model.to_model_key()} vs {self.model_key}")
-        nnsight.register(anchorlab)  # the server cannot import anchorlab: ship its code by value
+        # The server cannot import anchorlab: ship the whole (already imported) package by value. Looked up,
+        # not imported, so this backend does not depend on the stages that use it.
+        nnsight.register(sys.modules[__name__.partition(".")[0]])
         self._params = {(p.data_ptr(), tuple(p.shape), p.dtype): n for n, p in bundle.model.named_parameters()}
         self.requests: list[RequestStats] = []
         if check and not simulate:

@@ -26,10 +26,23 @@ class ParamRef:
         return f"ParamRef({self.name!r})"
 
 
+def _packed(obj) -> bool:
+    """A small dataclass of trace arguments (e.g. method.lens.FinalNorm): its tensors are mapped too.
+    A ModelBundle (it has a `model`) is not: bundle_stand_in handles it."""
+    return dataclasses.is_dataclass(obj) and not isinstance(obj, type) and not hasattr(obj, "model")
+
+
+def _map_fields(obj, fn):
+    return dataclasses.replace(obj, **{f.name: fn(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init})
+
+
 def map_tensors(obj, fn):
-    """Apply fn to every tensor in nested lists / tuples / dicts (other objects pass through)."""
+    """Apply fn to every tensor in nested lists / tuples / dicts / argument dataclasses (other
+    objects pass through)."""
     if isinstance(obj, torch.Tensor):
         return fn(obj)
+    if _packed(obj):
+        return _map_fields(obj, lambda v: map_tensors(v, fn))
     if isinstance(obj, (list, tuple)):
         return type(obj)(map_tensors(v, fn) for v in obj)
     if isinstance(obj, dict):
@@ -56,6 +69,8 @@ def resolve_params(obj, module):
         return module.get_parameter(obj.name).detach()
     if isinstance(getattr(obj, "model", None), ModuleRef):
         return dataclasses.replace(obj, model=module)
+    if _packed(obj):
+        return _map_fields(obj, lambda v: resolve_params(v, module))
     if isinstance(obj, (list, tuple)):
         return type(obj)(resolve_params(v, module) for v in obj)
     if isinstance(obj, dict):

@@ -1,4 +1,4 @@
-"""The conflict sample (SPEC §1) and the two tasks every sample yields."""
+"""The conflict sample (docs/method.md §1) and the two tasks every sample yields."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -35,7 +35,7 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
 
         samples = generate_samples(data_spec.n_samples or TOY_DEFAULT_N, seed=seed)
     elif data_spec.source in FILE_SOURCES:
-        from ..dictionary import dictionary_for
+        from .dictionary_file import dictionary_for
 
         records, layout = read_records(data_spec.source, data_spec.path, data_spec.image_root)
         records = select(records, data_spec.categories, None, seed)
@@ -55,7 +55,7 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     prompt = data_spec.prompt
     info.update(data_prompt_format=prompt.format, data_n_base_samples=len(samples))
     if prompt.format == "two_option":
-        from ..prompts import two_option_samples
+        from ..rows.prompts import two_option_samples
 
         samples = two_option_samples(samples, prompt.option_order)
         info.update(data_option_order=prompt.option_order,

@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from ..backends import envoy_at
+from ..adapters.paths import envoy_at
 
 # intervene(envoy, step, n_keys) runs inside each step's trace before the layers it touches
 Intervene = Callable[..., None]

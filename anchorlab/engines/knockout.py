@@ -12,12 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..analyses.layout import decision_rows
-from ..backends import envoy_at
+from ..rows.layout import decision_rows
+from ..adapters.paths import envoy_at
 from ..errors import UserError
-from ..interventions.knockout import (
-    apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges, window_layers,
-)
+from ..interventions.knockout import apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges, window_layers
 from .prefix import clean_capture, final_logits, model_paths, suffix_inputs
 
 
@@ -69,9 +67,8 @@ class KnockoutEngine:
               decision: torch.Tensor | None = None) -> Sweep:
         """`decision` [B, 2]: token ids (y_p, y_c) per row; default: the answers' first tokens."""
         n_layers, dev = self.bundle.n_layers, self.bundle.device
-        unembed = self.bundle.module(self.bundle.adapter.unembed).weight.detach()
         decision = decision_rows(rows) if decision is None else decision
-        dec_w = unembed[decision.to(dev)]
+        dec_w = self.bundle.lens.rows(decision)
         edges = [knocked_edges(role_mask(batch, rows, s, name), role_mask(batch, rows, d, name)).to(dev)
                  for name, s, d in pathways]
         windows = [window_layers(c, width, n_layers) for c in centres]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from ..backends import envoy_at
-from ..lens import restricted_logits
+from ..adapters.paths import envoy_at
+from ..method.lens import restricted_logits
 
 
 def model_paths(adapter) -> dict[str, str]:
     return {"layers": adapter.layers, "attention": adapter.attention, "norm": adapter.final_norm,
-            "unembed": adapter.unembed, "decoder": adapter.layers.rsplit(".", 1)[0], "o_proj": adapter.o_proj}
+            "unembed": adapter.unembed, "decoder": adapter.decoder, "embed": adapter.embed, "o_proj": adapter.o_proj}
 
 
 def final_logits(envoy, norm_path, unembed_path, dec_w, skip_unembed):
@@ -29,7 +29,7 @@ def clean_capture(envoy, paths, multimodal, start, n_layers, dec_w):
     decoder = envoy_at(envoy, paths["decoder"])
     _, kwargs = decoder.inputs
     positions = kwargs.get("position_ids")
-    embeds = kwargs["inputs_embeds"] if multimodal else envoy_at(decoder, "embed_tokens").output
+    embeds = kwargs["inputs_embeds"] if multimodal else envoy_at(decoder, paths["embed"]).output
     layers = envoy_at(envoy, paths["layers"])
     hidden = [layers[j].output[:, start:] for j in range(n_layers)]
     logits = final_logits(envoy, paths["norm"], paths["unembed"], dec_w, False)

@@ -1,4 +1,4 @@
-"""Attention knockout (SPEC §3.1): which edges a pathway removes, over which layers, and the masks
+"""Attention knockout (docs/method.md §3.1): which edges a pathway removes, over which layers, and the masks
 that remove them. Pure tensor functions; `apply_knockout` is the only part that runs in a trace."""
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def generation_blocker(layers_path: str, attention: str, layers: list[int], src:
     """An intervention for `engines.generation.greedy_generate`: at every step, the position being
     generated from (the prompt's last position, then each new token) cannot read `src` keys in
     `layers`. src / prompt_mask: [B, S] over the prompt."""
-    from ..backends import envoy_at
+    from ..adapters.paths import envoy_at
 
     def intervene(envoy, step, n_keys):
         b, s = prompt_mask.shape

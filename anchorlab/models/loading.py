@@ -10,6 +10,8 @@ import transformers
 from torch import nn
 
 from ..adapters import Adapter, adapter_for
+from ..adapters.paths import lens_weights
+from ..method.lens import LensWeights
 from ..errors import UserError
 
 log = logging.getLogger("anchorlab")
@@ -70,10 +72,9 @@ class ModelBundle:
         return int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
 
     @property
-    def norm_eps(self) -> float:
-        """The final norm's epsilon (RMSNorm calls it variance_epsilon or eps), for the lens."""
-        norm = self.module(self.adapter.final_norm)
-        return float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
+    def lens(self) -> LensWeights:
+        """Unembedding + final norm, as the logit lens reads them (the adapter knows where they are)."""
+        return lens_weights(self.model, self.adapter)
 
     @property
     def device(self) -> torch.device:

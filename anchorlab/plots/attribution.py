@@ -1,4 +1,4 @@
-"""Paper-style figures for SPEC §3.4–3.5: Φ_f/Φ_c and δ(S_f) per layer (Fig. 6), δ(ΔS) per layer
+"""Paper-style figures for docs/method.md §3.4–3.5: Φ_f/Φ_c and δ(S_f) per layer (Fig. 6), δ(ΔS) per layer
 (Fig. 7), and the layer × head map of mean head scores with the modality-shared heads marked (Fig. 8)."""
 from __future__ import annotations
 

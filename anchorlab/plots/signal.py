@@ -1,4 +1,4 @@
-"""Paper-style figures for SPEC §3.2: LDAR per layer (Fig. 5a) and Φ_f vs Φ_c (Fig. 6a)."""
+"""Paper-style figures for docs/method.md §3.2: LDAR per layer (Fig. 5a) and Φ_f vs Φ_c (Fig. 6a)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The `toy` data source: synthetic colour conflicts (SPEC §1) drawn deterministically from a seed.
+"""The `toy` data source: synthetic colour conflicts (docs/method.md §1) drawn deterministically from a seed.
 
 Each sample's image shows one coloured square on a grey background; the text context asserts a
 different colour; the instruction wording and its position vary per sample. Every word used here
@@ -19,7 +19,7 @@ import re
 from PIL import Image
 
 from ..data.sample import ConflictSample
-from ..prompts import MC2_INSTRUCTIONS, OPTION_LETTERS, OPTION_PROMPT
+from ..rows.prompts import MC2_INSTRUCTIONS, OPTION_LETTERS, OPTION_PROMPT
 
 IMAGE_SIZE = 32
 TRAIN_SEED_BASE = 1_000_000_000

@@ -1,4 +1,4 @@
-"""Train a toy arbiter deterministically from a seed, measure its MFR, save it (SPEC §3.6).
+"""Train a toy arbiter deterministically from a seed, measure its MFR, save it (docs/method.md §3.6).
 
 Inputs are built exactly as analyses build them (build_prompt -> encode -> collate: left
 padding, explicit position ids), so the shipped models see at analysis time the format they were
@@ -18,12 +18,13 @@ from typing import Callable
 import torch
 
 from ..adapters.llava import LLAVA
-from ..batching import collate
+from ..rows.batching import collate
 from ..data.sample import COMPETITOR, FOLLOWED, TASKS, ConflictSample
-from ..encoding import encode
-from ..following import classify_answer, generate_answers
+from ..rows.encoding import encode
+from ..labels.rules import classify_answer
+from ..labels.capture import generate_answers
 from ..models.loading import ModelBundle
-from ..prompts import build_prompt
+from ..rows.prompts import build_prompt
 from . import VARIANTS
 from .build import build_model, build_processor
 from .data import generate_samples, train_data_seed

@@ -1,4 +1,4 @@
-"""Token roles (SPEC §1) from character spans of the rendered prompt and tokenizer offsets.
+"""Token roles (docs/method.md §1) from character spans of the rendered prompt and tokenizer offsets.
 
 The rendered prompt holds one placeholder per image; the processor expands it into many tokens.
 We tokenize the rendered text with offsets, drop the image tokens on both sides, check that the
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 from .prompts import Prompt, Span
 
 TEXT_ROLES = ("context", "instruction", "query")

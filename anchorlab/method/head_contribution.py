@@ -1,4 +1,4 @@
-"""Sublayer and per-head attribution (SPEC §3.4, §3.5) as pure tensor functions.
+"""A head's contribution and sublayer attribution (docs/method.md §3.4, §3.5) as pure tensor functions.
 
 Φ is evaluated on many residual states at once: every state is a [P, d] block of hidden vectors at
 the positions P, and the top-K positions are chosen afresh for each state Φ is evaluated on (so
@@ -8,8 +8,6 @@ is a function of the whole state). Only dictionary rows of the unembedding are e
 from __future__ import annotations
 
 import torch
-
-from .lens import pool_forms, rms_norm, top_k_mean
 
 
 def head_contributions(z: torch.Tensor, w_o: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -22,27 +20,6 @@ def head_contributions(z: torch.Tensor, w_o: torch.Tensor, n_heads: int) -> torc
     zh = z.float().unflatten(-1, (n_heads, -1))  # [..., L, P, H, hd]
     w = w_o.float().unflatten(-1, (n_heads, -1))  # [L, d, H, hd]
     return torch.einsum("...lphk,ldhk->...lhpd", zh, w)
-
-
-def phi_states(
-    h: torch.Tensor,
-    rows: torch.Tensor,
-    member: torch.Tensor,
-    valid: torch.Tensor,
-    k: int,
-    pool: str,
-    norm_weight: torch.Tensor | None,
-    eps: float,
-) -> torch.Tensor:
-    """Φ of both modalities for many states: h [B, X, P, d], rows [B, M, d] (dictionary rows of the
-    unembedding), member [B, 2, M] (vision, text), valid [B, P] -> [B, X, 2].
-
-    norm_weight None: no final norm (the raw lens). Top-K positions are chosen per state and modality.
-    """
-    x = rms_norm(h.float(), norm_weight.float(), eps) if norm_weight is not None else h.float()
-    logits = torch.einsum("bxpd,bmd->bxpm", x, rows.float())  # [B, X, P, M]
-    pooled = torch.stack([pool_forms(logits, member[:, m, None, :], pool) for m in range(2)], 2)  # [B, X, 2, P]
-    return top_k_mean(pooled, valid[:, None, None, :], k)
 
 
 def side_order(phi: torch.Tensor, followed: torch.Tensor) -> torch.Tensor:
@@ -71,7 +48,3 @@ def sublayer_deltas(phi_state: torch.Tensor, phi_attn: torch.Tensor) -> torch.Te
     return torch.stack(metrics, -3)
 
 
-def layer_chunks(n_layers: int, per_layer_elements: int, budget_elements: int) -> list[range]:
-    """Split layers so one chunk's [B, Lc, H, P, d] block stays under the budget (at least 1 layer)."""
-    size = max(1, budget_elements // max(1, per_layer_elements))
-    return [range(s, min(s + size, n_layers)) for s in range(0, n_layers, size)]

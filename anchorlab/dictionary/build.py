@@ -1,4 +1,4 @@
-"""The answer entity dictionary (SPEC §1): up to N surface forms per answer, as a JSON file.
+"""The answer entity dictionary (docs/method.md §1): up to N surface forms per answer, as a JSON file.
 
 Candidates come from WordNet through NLTK (lemma variants, then synonyms of the answer's frequent
 senses), an optional verifier keeps the good ones, and a user's manual file always wins. The file
@@ -14,24 +14,17 @@ from typing import Callable
 
 import yaml
 
-from .errors import UserError
+from ..data.dictionary_file import FORMAT, default_path
+from ..errors import UserError
 
 log = logging.getLogger("anchorlab")
 
-FORMAT = 1
-SUFFIX = ".dictionary.json"
 # Words skipped when a multi-word answer has no WordNet entry and its content words stand in for it.
 STOPWORDS = {"a", "an", "the", "of", "in", "on", "at", "with", "to", "for", "and", "or", "some", "its", "his",
              "her", "their", "is", "are", "by", "from"}
 
 Verifier = Callable[[str, list[str]], "list[str]"]
 Candidates = Callable[[str], "list[str]"]
-
-
-def default_path(dataset: str | Path) -> Path:
-    """The dictionary that belongs to a dataset: `<name>.dictionary.json` beside it."""
-    dataset = Path(dataset)
-    return dataset.with_name(dataset.stem + SUFFIX)
 
 
 def _dedupe(forms, exclude=()) -> list[str]:
@@ -149,41 +142,13 @@ def write(path: Path, doc: dict) -> Path:
     return path
 
 
-def load(path: str | Path) -> dict[str, list[str]]:
-    """answer -> forms from a dictionary file: anchorlab's format or a plain {answer: [forms]} mapping."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"data.dictionary: cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    forms = data.get("forms") if isinstance(data, dict) and "anchorlab_dictionary" in data else data
-    if not isinstance(forms, dict):
-        raise UserError(f"{path}: expected {{\"forms\": {{answer: [forms]}}}} or a mapping answer -> [forms]")
-    for answer, value in forms.items():
-        if not isinstance(value, list) or not all(isinstance(f, str) and f.strip() for f in value):
-            raise UserError(f"{path}: entry {answer!r}: expected a list of non-empty strings")
-    return {" ".join(k.split()): v for k, v in forms.items()}
-
-
-def dictionary_for(dataset: str | Path, explicit: str | None) -> tuple[Path | None, dict[str, list[str]]]:
-    """A recipe's dictionary: `data.dictionary`, else the one beside the dataset if there is one."""
-    if explicit:
-        if not Path(explicit).is_file():
-            raise UserError(f"data.dictionary: no file {explicit} (build one with: anchorlab dict build {dataset})")
-        return Path(explicit), load(explicit)
-    path = default_path(dataset)
-    return (path, load(path)) if path.is_file() else (None, {})
-
-
 def build_from_dataset(dataset: Path, source: str | None = None, models=(), max_forms: int = 10,
                        manual: Path | None = None, verifier: str | None = None, verifier_url: str | None = None,
                        verifier_model: str | None = None, out: Path | None = None,
                        candidates: Candidates | None = None) -> tuple[Path, list[str]]:
     """`anchorlab dict build`: read the dataset's answers (no images needed), build, write, and
     report coverage per model tokenizer. Returns the file written and the lines to print."""
-    from .data.sources import read_records
+    from ..data.sources import read_records
 
     dataset = Path(dataset)
     source = source or ("jsonl" if dataset.suffix == ".jsonl" else "mc2" if dataset.suffix == ".json" else None)
@@ -219,7 +184,7 @@ def build_from_dataset(dataset: Path, source: str | None = None, models=(), max_
              f"{sum(sizes) / max(len(sizes), 1):.1f} forms per answer on average (answers with {spread} forms)"]
     if models:
         from .coverage import coverage
-        from .models.loading import load_tokenizer
+        from ..models.loading import load_tokenizer
 
         pairs = [(r.id, r.answer_vision, r.answer_text) for r in records]
         for model in models:

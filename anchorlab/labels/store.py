@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .errors import UserError
-from .following import LABELS, label_batch
+from ..errors import UserError
+from .rules import LABELS
+from .capture import label_batch
 
 log = logging.getLogger("anchorlab")
 FILE = "labels.nc"
@@ -37,7 +38,7 @@ def counts_text(table: dict[str, dict[str, int]]) -> str:
 
 
 def labels_dataset(rows, per_row: dict, recipe) -> xr.Dataset:
-    from .analyses.layout import by_task_sample
+    from ..rows.layout import by_task_sample
 
     tasks, samples, grid = by_task_sample(rows)
     ds = xr.Dataset(coords={"task": tasks, "sample": samples, "outcome": list(LABELS)})
@@ -93,7 +94,7 @@ def follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, 
                   needed: bool = False):
     """Labels per row for `data.filter` or for analyses choosing their own rows (`needed`); None when
     nothing asks for them. Also the attrs every result records."""
-    from .results import now, provenance, write_dataset
+    from ..results import now, provenance, write_dataset
 
     d = recipe.data
     if d.filter == "all" and not needed:

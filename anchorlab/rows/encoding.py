@@ -1,8 +1,8 @@
 """Prompt -> model inputs + token roles, through the family's adapter."""
 from __future__ import annotations
 
-from .adapters.base import Encoded
-from .models.loading import ModelBundle
+from ..adapters.base import Encoded
+from ..models.loading import ModelBundle
 from .prompts import Prompt
 from .roles import token_roles
 

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from .adapters.base import Encoded
-from .data.sample import COMPETITOR, FOLLOWED, ConflictSample, Task
+from ..adapters.base import Encoded
+from ..data.sample import COMPETITOR, FOLLOWED, ConflictSample, Task
 from .encoding import encode
-from .errors import UserError
-from .entities import EntityIds, UnusableSample, answer_token, entity_ids
-from .models.loading import ModelBundle
+from ..errors import UserError
+from ..dictionary.entities import EntityIds, UnusableSample, answer_token, entity_ids
+from ..models.loading import ModelBundle
 from .prompts import MC2_INSTRUCTIONS, Prompt, PromptStyle, build_prompt
 
 log = logging.getLogger("anchorlab")

@@ -49,27 +49,6 @@ def decision_rows(rows) -> torch.Tensor:
     return torch.tensor([[r.answer_ids[r.followed], r.answer_ids[r.competitor]] for r in rows], dtype=torch.long)
 
 
-def dictionary_best(ctx, batch, rows) -> torch.Tensor:
-    """[B, 2] per row: the dictionary token of each answer with the highest clean logit at `last`."""
-    from ..filters import decision_capture
-
-    bundle = ctx.bundle
-    ids, member = entity_rows(rows)
-    unembed = bundle.module(bundle.adapter.unembed).weight.detach()
-    norm = bundle.module(bundle.adapter.final_norm)
-    eps = bundle.norm_eps
-    last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
-    logits = ctx.backend.trace(batch.inputs, decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
-                               unembed[ids.to(bundle.device)], norm.weight.detach(), eps).cpu()
-    out = torch.empty((len(rows), 2), dtype=torch.long)
-    for i, row in enumerate(rows):
-        for side, modality in enumerate((row.followed, row.competitor)):
-            m = 0 if modality == "vision" else 1
-            scores = logits[i].masked_fill(~member[i, m], float("-inf"))
-            out[i, side] = ids[i, int(scores.argmax())]
-    return out
-
-
 def by_task_sample(rows) -> tuple[list[str], list[str], Callable[[np.ndarray], np.ndarray]]:
     """Task and sample labels in row order, and a function placing per-row arrays on a
     [task, sample, ...] grid (every (sample, task) pair is present)."""

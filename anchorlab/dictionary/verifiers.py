@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Callable
 
-from .errors import UserError
+from ..errors import UserError
 
 KEY_ENV = "ANCHORLAB_VERIFIER_KEY"  # sent as a Bearer token when set
 PROMPT = (

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .data.sample import ConflictSample, InstructionPosition, Task
+from ..data.sample import ConflictSample, InstructionPosition, Task
 
 # The MC² authors' instruction strings (shared/data/mc2/README.md), stripped of the trailing space.
 MC2_INSTRUCTIONS: dict[str, str] = {

@@ -1,4 +1,4 @@
-"""Head interventions (SPEC §3.6): scale heads' slices of o_proj's input at chosen positions
+"""Head interventions (docs/method.md §3.6): scale heads' slices of o_proj's input at chosen positions
 (0 blocks a head, α > 1 amplifies it), and the head sets a sweep compares."""
 from __future__ import annotations
 

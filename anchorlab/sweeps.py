@@ -1,4 +1,4 @@
-"""Ablations (SPEC §3.7): an analysis with `sweep: {param: [values, ...]}` runs once per combination
+"""Ablations (docs/method.md §3.7): an analysis with `sweep: {param: [values, ...]}` runs once per combination
 and its results are stacked along one new dimension per swept parameter."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §3.6 / §4: head blocking and amplification at instruction positions, MFR sweeps over the
+"""docs/method.md §3.6 / §4: head blocking and amplification at instruction positions, MFR sweeps over the
 number of heads G or the factor α, against random, layer-matched and shared head sets, with a
 general-capability check on no-conflict prompts (paper §4.2.2, Fig. 9)."""
 from __future__ import annotations
@@ -12,16 +12,16 @@ import torch
 import xarray as xr
 from pydantic import Field
 
-from ..batching import collate
-from ..encoding import encode
+from ..rows.batching import collate
+from ..rows.encoding import encode
 from ..errors import UserError
-from ..following import answer_forms, classify_answer
-from ..interventions.heads import layer_matched_heads, random_heads, scale_table
-from ..metrics import bootstrap_ci
-from ..prompts import build_prompt
+from ..labels.rules import answer_forms, classify_answer
+from ..interventions.head_scaling import layer_matched_heads, random_heads, scale_table
+from ..method.stats import bootstrap_ci
+from ..rows.prompts import build_prompt
 from .base import Analysis, AnalysisSpec, Role, param_attrs
 from .head_sets import HeadSource, neutral_sample
-from .layout import by_task_sample
+from ..rows.layout import by_task_sample
 
 log = logging.getLogger("anchorlab")
 SETTINGS = ("original", "targeted", "random", "random_layer_matched", "shared")
@@ -45,7 +45,7 @@ class HeadsSpec(AnalysisSpec):
     settings_per_pass: int = Field(8, ge=1)
     general_check: bool = Field(True, description="also score no-conflict prompts (accuracy)")
     rows: Literal["auto", "data", "all", "follows", "fails"] = Field(
-        "auto", description="auto: blocking on prompts the model follows, amplifying on those it fails (SPEC §3.6)")
+        "auto", description="auto: blocking on prompts the model follows, amplifying on those it fails (docs/method.md §3.6)")
 
     def selection(self) -> str:
         if self.rows != "auto":
@@ -97,7 +97,7 @@ class HeadsAnalysis(Analysis):
         return torch.stack(tables), index
 
     def run_batch(self, batch, rows):
-        from ..engines.heads import HeadEngine
+        from ..engines.head_sweep import HeadEngine
 
         spec, bundle = self.spec, self.ctx.bundle
         engine = HeadEngine(bundle, self.ctx.backend, spec.engine, spec.settings_per_pass)
@@ -186,7 +186,7 @@ class HeadsAnalysis(Analysis):
 
     @staticmethod
     def plot(ds, fig_dir):
-        from ..plots.heads import plot_heads
+        from ..plots.head_interventions import plot_heads
 
         return plot_heads(ds, fig_dir)
 

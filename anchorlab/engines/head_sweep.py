@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..analyses.layout import decision_rows
-from ..backends import envoy_at
-from ..interventions.heads import scale_heads
+from ..rows.layout import decision_rows
+from ..adapters.paths import envoy_at
+from ..interventions.head_scaling import scale_heads
 from .generation import greedy_generate
 from .knockout import role_mask
 from .prefix import clean_capture, final_logits, model_paths, suffix_inputs
@@ -62,8 +62,7 @@ class HeadEngine:
             max_new_tokens: int = 8) -> HeadRun:
         """tables [N, L, H]: one multiplier table per setting."""
         dev = self.bundle.device
-        unembed = self.bundle.module(self.bundle.adapter.unembed).weight.detach()
-        dec_w = unembed[decision_rows(rows).to(dev)]
+        dec_w = self.bundle.lens.rows(decision_rows(rows))
         where = role_mask(batch, rows, role, f"heads at {role}").to(dev)
         fn = naive_heads if self.mode == "naive" else fast_heads
         return self.backend.run(fn, self.bundle, dict(batch.inputs), self.paths, tables.to(dev), where, dec_w, rule,

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .adapters.base import Adapter, Encoded
+from ..adapters.base import Adapter, Encoded
 
 
 @dataclass
@@ -41,3 +41,9 @@ def collate(encoded: list[Encoded], adapter: Adapter, pad_token_id: int) -> Batc
         inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
     roles = [{role: pos + pad[row] for role, pos in e.roles.items()} for row, e in enumerate(encoded)]
     return Batch(inputs, roles, pad)
+
+
+def layer_chunks(n_layers: int, per_layer_elements: int, budget_elements: int) -> list[range]:
+    """Split layers so one chunk's [B, Lc, H, P, d] block stays under the budget (at least 1 layer)."""
+    size = max(1, budget_elements // max(1, per_layer_elements))
+    return [range(s, min(s + size, n_layers)) for s in range(0, n_layers, size)]

@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger("anchorlab")
 

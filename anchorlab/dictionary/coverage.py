@@ -1,4 +1,4 @@
-"""How much of a dictionary a tokenizer can use: usable forms per answer (SPEC §1's first-token rule).
+"""How much of a dictionary a tokenizer can use: usable forms per answer (docs/method.md §1's first-token rule).
 
 A form is usable in a sample when it has a first token (bare or after a space) that the competing
 answer's forms do not also reach; entities.split_forms applies the rule, as a run does.

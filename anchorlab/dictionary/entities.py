@@ -1,10 +1,10 @@
-"""Answer entity dictionary -> vocabulary ids for one tokenizer (SPEC §1)."""
+"""Answer entity dictionary -> vocabulary ids for one tokenizer (docs/method.md §1)."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger("anchorlab")
 
@@ -43,7 +43,7 @@ class FormSplit:
 
 
 def split_forms(tokenizer, forms_vision, forms_text, first_ids=None) -> FormSplit:
-    """The rule of SPEC §1 without raising: a form whose first token the other answer also reaches
+    """The rule of docs/method.md §1 without raising: a form whose first token the other answer also reaches
     cannot tell the modalities apart and is dropped; a form with no known token is unusable.
     `first_ids(form)` may be a memoised `first_token_ids` (dict build maps thousands of forms)."""
     first_ids = first_ids or (lambda form: first_token_ids(tokenizer, form))

@@ -1,0 +1,22 @@
+"""Confidence intervals: the percentile bootstrap over samples used by every aggregate."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def bootstrap_ci(
+    values: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0, axis: int = -1
+) -> np.ndarray:
+    """Percentile bootstrap CI of the mean over `axis` (samples); returns [..., 2] = (lo, hi).
+
+    Resamples the same sample indices for every other index so CIs across layers are comparable.
+    """
+    x = np.moveaxis(np.asarray(values, dtype=np.float64), axis, -1)
+    n = x.shape[-1]
+    if n == 0:
+        raise ValueError("bootstrap over zero samples")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    means = x[..., idx].mean(-1)  # [..., n_boot]
+    alpha = (1.0 - level) / 2.0
+    return np.stack([np.quantile(means, alpha, axis=-1), np.quantile(means, 1.0 - alpha, axis=-1)], axis=-1)
