@@ -89,8 +89,7 @@ def plot(result_dir: Path) -> None:
     import xarray as xr
 
     from .analyses import REGISTRY
-
-    from .plots.ablation import plot_ablation
+    from .plots import draw
 
     drawn = 0
     for path in sorted(result_dir.glob("*.nc")):
@@ -99,8 +98,7 @@ def plot(result_dir: Path) -> None:
             if kind not in REGISTRY:  # e.g. labels.nc: data, not an analysis result
                 continue
             ds = ds.load()
-        figs = (plot_ablation(ds, result_dir / "figures", path.stem) if "ablation" in ds.attrs
-                else REGISTRY[kind].plot(ds, result_dir / "figures"))
+        figs = draw(ds, result_dir / "figures", path.stem)
         for fig in figs:
             click.echo(str(fig))
         drawn += 1

@@ -16,10 +16,11 @@ from .rows.batching import collate
 from .rows.compiler import compile_rows, prompt_style
 from .data.sources import load_dataset
 from .labels.rules import select_rows
-from .labels.store import follow_labels
+from .labels.store import store as labels_store
+from .labels.capture import label_batch
 from .models.loading import load_model
 from .recipe import Recipe
-from .plots.ablation import plot_ablation
+from .plots import draw
 from .results import now, provenance, write_dataset
 from .store import RunStore
 from .summary import write_summary
@@ -47,6 +48,43 @@ def run_batches(
             parts[key].append(value)
     inverse = np.argsort(np.array(order))
     return {key: np.concatenate(values)[inverse] for key, values in parts.items()}
+
+
+def follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out: Path, run_batches,
+                  needed: bool = False):
+    """Labels per row for `data.filter` or for analyses choosing their own rows (`needed`); None when
+    nothing asks for them. Also the attrs every result records."""
+    d = recipe.data
+    if d.filter == "all" and not needed:
+        return None, {"data_filter": "all", "data_filter_rule": "none"}
+    attrs = {"data_filter": d.filter, "data_filter_rule": d.filter_rule}
+    if d.labels:
+        labels = labels_store.reuse(d.labels, recipe, rows)
+        attrs["data_labels"] = str(labels_store.resolve(d.labels))
+        log.info("labels reused from %s (not recomputed)", attrs["data_labels"])
+    elif store.is_finished("labels") and (out / labels_store.FILE).is_file():
+        labels = labels_store.reuse(out / labels_store.FILE, recipe, rows)
+        attrs["data_labels"] = str(out / labels_store.FILE)
+    else:
+        started = now()
+        desc = f"follow labels ({d.filter_rule})"
+        per_row = run_batches(lambda batch, chunk: label_batch(bundle, backend, batch, chunk, d.filter_rule,
+                                                                d.max_new_tokens),
+                              bundle, rows, recipe.batch_size, desc, store, "labels")
+        labels = per_row["label"]
+        ds = labels_store.labels_dataset(rows, per_row, recipe)
+        ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
+        write_dataset(ds, out / labels_store.FILE)
+        store.mark_finished("labels")
+        attrs["data_labels"] = str(out / labels_store.FILE)
+        log.info("wrote %s", out / labels_store.FILE)
+    table = labels_store.counts(rows, labels)
+    attrs["data_filter_counts"] = labels_store.counts_text(table)
+    if d.filter != "all":
+        kept = sum(c["follows" if d.filter == "follows" else "fails"] for c in table.values())
+        log.info("filter %s (%s rule): %d of %d prompts kept [%s]", d.filter, d.filter_rule, kept, len(rows),
+                 attrs["data_filter_counts"])
+    return labels, attrs
 
 
 def run_recipe(
@@ -102,7 +140,7 @@ def run_recipe(
         ds.attrs.update(backend.summary(mark))
         ds.attrs.update(data_attrs)
         write_dataset(ds, out / f"{name}.nc")
-        figures = plot_ablation(ds, out / "figures", name) if spec.sweep else analysis.plot(ds, out / "figures")
+        figures = draw(ds, out / "figures", name)
         log.info("wrote %s and %d figure(s) under %s", out / f"{name}.nc", len(figures), out / "figures")
         store.mark_finished(name)
         results[name] = ds

@@ -1,21 +1,15 @@
-"""Shared by the tiny-model tests (a pytest plugin they name): checkpoints of every family, samples.
-
-PYTEST_DONT_REWRITE: the test modules import helpers from here before pytest loads it as a plugin.
-"""
+"""Helpers for the tiny-model tests: the families, samples, images, real processors (fixtures are in
+conftest.py)."""
 from __future__ import annotations
 
-import functools
 from unittest import mock
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from transformers import InternVLProcessor, ProcessorMixin, Qwen2_5_VLProcessor
 
 from anchorlab.data.sample import ConflictSample
-from anchorlab.models.loading import load_model
-from anchorlab.models.tiny import tiny_model_path
 
 FAMILIES = ("llava", "qwen2_5_vl", "internvl", "qwen2", "llama")
 # instruction positions and the segment order each one gives
@@ -31,27 +25,6 @@ def squash(text: str) -> str:
     return "".join(text.split())
 
 MULTIMODAL = ("llava", "qwen2_5_vl", "internvl")
-
-
-@functools.cache
-def _load(path: str, attn: str):
-    return load_model(path, attn_implementation=attn)
-
-
-@pytest.fixture(scope="session")
-def tiny():
-    """tiny(family, attn="eager") -> ModelBundle; every checkpoint is built once into the cache."""
-    paths = {family: str(tiny_model_path(family)) for family in FAMILIES}
-    return lambda family, attn="eager": _load(paths[family], attn)
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny matrices: one thread is fastest, and several are 100x slower when another job holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def image(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -158,9 +158,4 @@ class AttributionAnalysis(Analysis):
 
         return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
 
-    @staticmethod
-    def plot(ds, fig_dir):
-        from ..plots.attribution import plot_attribution
-
-        return plot_attribution(ds, fig_dir)
 

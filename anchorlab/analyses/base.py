@@ -85,7 +85,3 @@ class Analysis:
 
     def reduce(self, rows: list["Row"], results: dict[str, np.ndarray]) -> "xr.Dataset":
         raise NotImplementedError
-
-    @staticmethod
-    def plot(ds: "xr.Dataset", fig_dir) -> list:
-        raise NotImplementedError

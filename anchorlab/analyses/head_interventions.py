@@ -184,11 +184,6 @@ class HeadsAnalysis(Analysis):
     def _ci(self, values):
         return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
 
-    @staticmethod
-    def plot(ds, fig_dir):
-        from ..plots.head_interventions import plot_heads
-
-        return plot_heads(ds, fig_dir)
 
 
 class HeadsAmplifyAnalysis(HeadsAnalysis):

@@ -116,9 +116,4 @@ class KnockoutAnalysis(Analysis):
     def _ci(self, values):
         return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
 
-    @staticmethod
-    def plot(ds, fig_dir):
-        from ..plots.knockout import plot_knockout
-
-        return plot_knockout(ds, fig_dir)
 

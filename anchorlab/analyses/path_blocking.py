@@ -99,8 +99,3 @@ class PathBlockingAnalysis(Analysis):
                         **param_attrs(self.spec))
         return ds
 
-    @staticmethod
-    def plot(ds, fig_dir):
-        from ..plots.knockout import plot_path_blocking
-
-        return plot_path_blocking(ds, fig_dir)

@@ -122,9 +122,4 @@ class SignalAnalysis(Analysis):
     def _ci(self, values: np.ndarray) -> np.ndarray:
         return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
 
-    @staticmethod
-    def plot(ds, fig_dir):
-        from ..plots.signal import plot_signal
-
-        return plot_signal(ds, fig_dir)
 

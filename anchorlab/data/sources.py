@@ -55,7 +55,7 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     prompt = data_spec.prompt
     info.update(data_prompt_format=prompt.format, data_n_base_samples=len(samples))
     if prompt.format == "two_option":
-        from ..rows.prompts import two_option_samples
+        from .prompt_text import two_option_samples
 
         samples = two_option_samples(samples, prompt.option_order)
         info.update(data_option_order=prompt.option_order,

@@ -1,4 +1,5 @@
-"""The follow/fail step of a recipe: label every (task, sample) once, store it, reuse it later.
+"""labels.nc: the follow/fail label of every (task, sample), stored once and reused later (the executor
+runs the labelling; this module shapes, checks and reads the file).
 
 A run with `data.filter: follows|fails` writes `OUT/labels.nc` (var `label` (task, sample) in
 follows/fails/neither, the generated `answer` or first-token `margin`, `counts` (task, outcome),
@@ -8,7 +9,6 @@ from it without running the model for labels again; it must match the model, rul
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +16,7 @@ import xarray as xr
 
 from ..errors import UserError
 from .rules import LABELS
-from .capture import label_batch
 
-log = logging.getLogger("anchorlab")
 FILE = "labels.nc"
 
 
@@ -88,42 +86,3 @@ def reuse(path: str | Path, recipe, rows) -> np.ndarray:
         raise UserError(f"data.labels: {path} has no label for {len(missing)} of {len(rows)} prompts "
                         f"(e.g. {', '.join(missing[:3])}); leave data.labels out to compute them")
     return np.array([table[(r.task, r.sample.id)] for r in rows], dtype=str)
-
-
-def follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out: Path, run_batches,
-                  needed: bool = False):
-    """Labels per row for `data.filter` or for analyses choosing their own rows (`needed`); None when
-    nothing asks for them. Also the attrs every result records."""
-    from ..results import now, provenance, write_dataset
-
-    d = recipe.data
-    if d.filter == "all" and not needed:
-        return None, {"data_filter": "all", "data_filter_rule": "none"}
-    attrs = {"data_filter": d.filter, "data_filter_rule": d.filter_rule}
-    if d.labels:
-        labels = reuse(d.labels, recipe, rows)
-        attrs["data_labels"] = str(resolve(d.labels))
-        log.info("labels reused from %s (not recomputed)", attrs["data_labels"])
-    elif store.is_finished("labels") and (out / FILE).is_file():
-        labels = reuse(out / FILE, recipe, rows)
-        attrs["data_labels"] = str(out / FILE)
-    else:
-        started = now()
-        desc = f"follow labels ({d.filter_rule})"
-        per_row = run_batches(lambda batch, chunk: label_batch(bundle, backend, batch, chunk, d.filter_rule,
-                                                                d.max_new_tokens),
-                              bundle, rows, recipe.batch_size, desc, store, "labels")
-        labels = per_row["label"]
-        ds = labels_dataset(rows, per_row, recipe)
-        ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
-        write_dataset(ds, out / FILE)
-        store.mark_finished("labels")
-        attrs["data_labels"] = str(out / FILE)
-        log.info("wrote %s", out / FILE)
-    table = counts(rows, labels)
-    attrs["data_filter_counts"] = counts_text(table)
-    if d.filter != "all":
-        kept = sum(c["follows" if d.filter == "follows" else "fails"] for c in table.values())
-        log.info("filter %s (%s rule): %d of %d prompts kept [%s]", d.filter, d.filter_rule, kept, len(rows),
-                 attrs["data_filter_counts"])
-    return labels, attrs

@@ -15,7 +15,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from ..rows.prompts import CONTEXT_PREFIX, MC2_INSTRUCTIONS
+from ..data.prompt_text import CONTEXT_PREFIX, MC2_INSTRUCTIONS
 
 MC2_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "mc2" / "evaluate_final.json"
 MC2_SAMPLES = 400  # enough text for realistic merges; training stays well under a second

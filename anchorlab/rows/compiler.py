@@ -12,7 +12,8 @@ from .encoding import encode
 from ..errors import UserError
 from ..dictionary.entities import EntityIds, UnusableSample, answer_token, entity_ids
 from ..models.loading import ModelBundle
-from .prompts import MC2_INSTRUCTIONS, Prompt, PromptStyle, build_prompt
+from ..data.prompt_text import MC2_INSTRUCTIONS
+from .prompts import Prompt, PromptStyle, build_prompt
 
 log = logging.getLogger("anchorlab")
 

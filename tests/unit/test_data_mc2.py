@@ -12,7 +12,7 @@ from anchorlab.data.standins import mc2_name, standin, write_standins
 from anchorlab.errors import UserError
 from anchorlab.recipe import DataSpec, RecipeError, parse_recipe
 
-SHARED_MC2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "mc2" / "evaluate_final.json"
+SHARED_MC2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "mc2" / "evaluate_final.json"
 
 
 def spec(path, root, **kw) -> DataSpec:

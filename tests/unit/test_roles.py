@@ -17,7 +17,6 @@ from anchorlab.models.loading import load_model
 from anchorlab.rows.prompts import build_prompt
 from anchorlab.rows.roles import TEXT_ROLES
 
-pytest_plugins = ("tiny_support",)  # the `tiny` and `one_thread` fixtures
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("position", POSITIONS)

@@ -15,7 +15,6 @@ from anchorlab.interventions.head_scaling import layer_matched_heads, random_hea
 from anchorlab.rows.prompts import PromptStyle
 from tiny_support import sample
 
-pytest_plugins = ("tiny_support",)
 
 
 def prepared(bundle):

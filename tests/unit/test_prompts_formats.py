@@ -5,11 +5,11 @@ from tiny_support import ORDER, POSITIONS, sample, squash
 from anchorlab.rows.compiler import compile_rows, prompt_style
 from anchorlab.data.sample import ConflictSample
 from anchorlab.rows.encoding import encode
-from anchorlab.rows.prompts import MC2_INSTRUCTIONS, OPTION_PROMPT, build_prompt, two_option_samples
+from anchorlab.data.prompt_text import MC2_INSTRUCTIONS, OPTION_PROMPT, two_option_samples
+from anchorlab.rows.prompts import build_prompt
 from anchorlab.recipe import PromptSpec
 from anchorlab.rows.roles import TEXT_ROLES
 
-pytest_plugins = ("tiny_support",)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_two_option_samples_in_both_orders():

@@ -241,7 +241,7 @@ def test_recipe_end_to_end(tmp_path):
 
     import xarray as xr
 
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "attribution.yaml"
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "attribution.yaml"
     out = tmp_path / "run"
     subprocess.run([sys.executable, "-m", "anchorlab", "run", str(recipe), "--out", str(out),
                     "--set", "data.n_samples=4", "--set", "data.filter=all", "--set", "analyses.0.n_bootstrap=50"],

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from anchorlab.cli import main
 from anchorlab.recipe import sha256
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quickstart_writes_labelled_result_and_figures(tmp_path):

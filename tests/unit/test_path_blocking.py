@@ -17,7 +17,6 @@ from anchorlab.interventions.knockout import generation_blocker
 from anchorlab.rows.prompts import PromptStyle
 from tiny_support import sample
 
-pytest_plugins = ("tiny_support",)
 
 
 def test_default_layers_scale_the_papers_range():
@@ -83,7 +82,7 @@ def test_blocked_generation_equals_hook_reference(tiny, one_thread):
 
 
 def test_path_blocking_recipe_end_to_end(tmp_path, random_toy_path):
-    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "path_blocking.yaml")
+    recipe = str(Path(__file__).resolve().parents[2] / "recipes" / "path_blocking.yaml")
     result = CliRunner().invoke(main, ["run", recipe, "--out", str(tmp_path), "--set", f"model.id={random_toy_path}",
                                        "--set", "data.n_samples=4", "--set", "data.filter=all",
                                        "--set", "analyses.0.layers=[1,2,3]"])

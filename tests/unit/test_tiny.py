@@ -9,7 +9,6 @@ from anchorlab.models.loading import load_model
 from anchorlab.models.tiny import build_tiny, tiny_model_path
 from anchorlab.rows.prompts import build_prompt
 
-pytest_plugins = ("tiny_support",)  # the `one_thread` fixture
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -24,8 +24,7 @@ from anchorlab.rows.prompts import PromptStyle
 from test_knockout import MULTIMODAL_PATHWAYS, TEXT_PATHWAYS
 from tiny_support import sample
 
-pytest_plugins = ("tiny_support",)
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SMALL = ["data.n_samples=4", "data.filter=all", "batch_size=4"]
 # every analysis kind, from its shipped recipe (attribution: its own recipe once it ships one)
 CASES = {

@@ -23,12 +23,7 @@ from anchorlab.toy.train import PLANTED, evaluate_mfr, fit, is_planted
 FRESH_SEED = 7
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

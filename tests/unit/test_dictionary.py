@@ -160,14 +160,7 @@ def test_cli_build_is_deterministic_and_reports_coverage(tmp_path, tiny_paths):
     assert second.exit_code == 0 and out.read_bytes() == written  # byte-identical rebuild
 
 
-@pytest.fixture(scope="module")
-def tiny_paths():
-    from anchorlab.models.tiny import tiny_model_path
-
-    return {family: str(tiny_model_path(family)) for family in ("llava", "qwen2_5_vl")}
-
-
-SHARED_MC2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "mc2" / "evaluate_final.json"
+SHARED_MC2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "mc2" / "evaluate_final.json"
 
 
 @pytest.mark.skipif(not SHARED_MC2.is_file(), reason="MC² text data not present")

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from anchorlab.cli import main
 from anchorlab.recipe import RecipeError, apply_overrides, load_recipe, parse_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = {"model": {"id": "toy:arbiter"}, "analyses": [{"kind": "signal"}]}
 
 

@@ -9,7 +9,6 @@ from anchorlab.rows.batching import collate
 from anchorlab.rows.encoding import encode
 from anchorlab.rows.prompts import build_prompt
 
-pytest_plugins = ("tiny_support",)  # the `tiny` and `one_thread` fixtures
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ATOL = 1e-5

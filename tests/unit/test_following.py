@@ -14,9 +14,9 @@ from anchorlab.labels import rules as following
 from anchorlab.rows.batching import collate
 from anchorlab.rows.encoding import encode
 from anchorlab.errors import UserError
-from anchorlab.rows.prompts import build_prompt, two_option_samples
+from anchorlab.data.prompt_text import two_option_samples
+from anchorlab.rows.prompts import build_prompt
 
-pytest_plugins = ("tiny_support",)
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -13,8 +13,7 @@ from anchorlab.data.sources import read_records
 from anchorlab.data.standins import write_standins
 from anchorlab.models.tiny import tiny_model_path
 
-ROOT = Path(__file__).resolve().parents[1]
-pytest_plugins = ("tiny_support",)
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

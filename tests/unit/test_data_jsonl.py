@@ -12,7 +12,7 @@ from anchorlab.data.sources import load_dataset
 from anchorlab.errors import UserError
 from anchorlab.recipe import DataSpec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def spec(**kw) -> DataSpec:

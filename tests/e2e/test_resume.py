@@ -8,7 +8,7 @@ import anchorlab
 from anchorlab.analyses.signal import SignalAnalysis
 from anchorlab.errors import UserError
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
 TIME_ATTRS = {"started", "finished"}
 
 

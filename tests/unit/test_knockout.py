@@ -14,7 +14,6 @@ from anchorlab.interventions.knockout import (
 from anchorlab.rows.prompts import PromptStyle
 from tiny_support import sample
 
-pytest_plugins = ("tiny_support",)
 MULTIMODAL_PATHWAYS = ["vision->last", "text->last", "vision->text", "context->instruction",
                        "vision->instruction", "context->last", "instruction->last", "vision->context"]
 TEXT_PATHWAYS = ["query->last", "context->instruction", "context->last", "instruction->last", "context->query"]
@@ -143,7 +142,7 @@ def test_knockout_recipe_end_to_end(tmp_path, random_toy_path):
 
     from anchorlab.cli import main
 
-    recipe = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "recipes" / "knockout.yaml")
+    recipe = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "recipes" / "knockout.yaml")
     common = ["--set", f"model.id={random_toy_path}", "--set", "data.n_samples=3", "--set", "data.filter=all",
               "--set", "analyses.0.n_bootstrap=200"]
     fast = CliRunner().invoke(main, ["run", recipe, "--out", str(tmp_path / "fast"), *common])
