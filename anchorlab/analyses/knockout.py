@@ -53,9 +53,7 @@ class KnockoutAnalysis(Analysis):
     spec_cls = KnockoutSpec
 
     def centres(self) -> list[int]:
-        n = self.ctx.bundle.n_layers
-        if self.spec.window > n:
-            raise UserError(f"analyses[knockout].window: {self.spec.window} layers exceeds the model's {n} layers")
+        n = self.ctx.bundle.n_layers  # a window wider than the model is clipped to it (docs/method.md §3.1)
         centres = self.spec.layers if self.spec.layers is not None else list(range(n))
         bad = [c for c in centres if not 0 <= c < n]
         if bad:

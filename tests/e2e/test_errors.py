@@ -31,7 +31,6 @@ def recipe(model, **analysis):
 
 @pytest.mark.parametrize("analysis, fragments", [
     ({"kind": "signal", "layers": [0, 9]}, ["analyses[signal].layers: [9] out of range", "4 layers"]),
-    ({"kind": "knockout", "window": 9}, ["analyses[knockout].window: 9 layers exceeds the model's 4 layers"]),
     ({"kind": "knockout", "layers": [7]}, ["analyses[knockout].layers: [7] out of range"]),
     ({"kind": "heads_block", "n_heads": [1], "seeds": 1, "rows": "all", "heads_from": "/nonexistent/attribution.nc"},
      ["heads_from: /nonexistent/attribution.nc does not exist"]),

@@ -173,3 +173,19 @@ def test_pathway_without_edges_changes_nothing(tiny, one_thread):
         sweep = KnockoutEngine(bundle, LocalBackend(bundle), mode).sweep(batch, rows, pathways, [0, 2], 3)
         torch.testing.assert_close(sweep.logits[:, 0], sweep.clean[:, None].expand(-1, 2, -1), atol=1e-5, rtol=0)
         assert (sweep.logits[:, 1] - sweep.clean[:, None]).abs().max() > 1e-4
+
+
+def test_window_wider_than_the_model_is_clipped(tiny, one_thread):
+    """window 9 on 4 layers covers every layer from every centre: the same masks as window 7 (also all
+    layers), in the fast engine as in the naive one."""
+    bundle = tiny("llava", "sdpa")
+    rows = compile_rows(bundle, [sample(True)], ["vf", "tf"], PromptStyle())
+    batch = collate([r.encoded for r in rows], bundle.adapter, bundle.pad_token_id)
+    pathways = [("instruction->last", "instruction", "last"), ("vision->last", "vision", "last")]
+    backend = LocalBackend(bundle)
+    wide = KnockoutEngine(bundle, backend, "fast").sweep(batch, rows, pathways, [0, 1, 2, 3], 9)
+    all_layers = KnockoutEngine(bundle, backend, "naive").sweep(batch, rows, pathways, [0, 1, 2, 3], 7)
+    torch.testing.assert_close(wide.logits, all_layers.logits, atol=1e-5, rtol=0)
+    for centre in range(4):
+        assert window_layers(centre, 9, 4) == [0, 1, 2, 3]
+    assert (wide.logits - wide.clean[:, None, None]).abs().max() > 1e-4  # the knockout did change something
