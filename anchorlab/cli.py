@@ -91,17 +91,24 @@ def plot(result_dir: Path) -> None:
     from .analyses import REGISTRY
     from .plots import draw
 
-    drawn = 0
+    drawn = failed = 0
     for path in sorted(result_dir.glob("*.nc")):
         with xr.open_dataset(path) as ds:
             kind = ds.attrs.get("analysis")
             if kind not in REGISTRY:  # e.g. labels.nc: data, not an analysis result
                 continue
             ds = ds.load()
-        figs = draw(ds, result_dir / "figures", path.stem)
+        try:
+            figs = draw(ds, result_dir / "figures", path.stem)
+        except Exception as exc:  # noqa: BLE001 - one line per result that cannot be drawn
+            click.echo(f"error: figures of {path.name} failed ({type(exc).__name__}: {exc})", err=True)
+            failed += 1
+            continue
         for fig in figs:
             click.echo(str(fig))
         drawn += 1
+    if failed:
+        raise SystemExit(2)
     if not drawn:
         raise UserError(f"{result_dir}: no anchorlab analysis results (*.nc) here")
 

@@ -87,6 +87,18 @@ def follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, 
     return labels, attrs
 
 
+def draw_safely(ds: xr.Dataset, out: Path, name: str) -> list[Path]:
+    """Figures never fail a run: a plotting error is one line, and `anchorlab plot OUT` retries."""
+    try:
+        figures = draw(ds, out / "figures", name)
+    except Exception as exc:  # noqa: BLE001 - any figure failure is reported, the results stay
+        log.error("figures of %s failed (%s: %s); %s is stored, `anchorlab plot %s` draws them again",
+                  name, type(exc).__name__, exc, out / f"{name}.nc", out)
+        return []
+    log.info("wrote %s and %d figure(s) under %s", out / f"{name}.nc", len(figures), out / "figures")
+    return figures
+
+
 def run_recipe(
     recipe: Recipe, recipe_text: str, out_dir: str | Path | None = None, overrides=(), resume: bool = False,
     force: bool = False, simulate_remote: bool = False,
@@ -127,6 +139,17 @@ def run_recipe(
         mark = len(backend.requests)
         mode = spec.selection()
         selected = select_rows(recipe.data.filter if mode == "data" else mode, labels, len(rows))
+        if not selected.any():
+            rule = recipe.data.filter if mode == "data" else mode
+            reason = f"no prompt is selected (rows: {rule}; labels per task: {data_attrs.get('data_filter_counts', 'none')})"
+            log.warning("analysis %s not run: %s", name, reason)
+            ds = xr.Dataset(attrs={"analysis": spec.kind, "status": "not run", "not_run_reason": reason})
+            ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
+            ds.attrs.update(data_attrs)
+            write_dataset(ds, out / f"{name}.nc")
+            store.mark_finished(name)
+            results[name] = ds
+            continue
         parts = []
         for j, (combo, sub) in enumerate(expand(spec, f"analyses.{i}")):
             analysis = REGISTRY[spec.kind](sub, ctx)
@@ -140,10 +163,9 @@ def run_recipe(
         ds.attrs.update(backend.summary(mark))
         ds.attrs.update(data_attrs)
         write_dataset(ds, out / f"{name}.nc")
-        figures = draw(ds, out / "figures", name)
-        log.info("wrote %s and %d figure(s) under %s", out / f"{name}.nc", len(figures), out / "figures")
-        store.mark_finished(name)
+        store.mark_finished(name)  # the data is safe: a figure that fails below cannot undo that
         results[name] = ds
+        draw_safely(ds, out, name)
     if len(results) > 1:
         log.info("wrote %s", write_summary(results, out, m.id))
     store.complete()

@@ -11,7 +11,6 @@ import xarray as xr
 import yaml
 
 from .errors import UserError
-
 from .recipe import Recipe, sha256
 
 PACKAGES = ("anchorlab", "nnsight", "transformers", "torch", "xarray", "numpy")
@@ -62,9 +61,46 @@ def check_finite(ds: xr.Dataset, name: str) -> None:
             raise UserError(f"result {name}: variable {var!r} has {bad} NaN/inf value(s); nothing was written")
 
 
+ESCAPED = "escaped"  # variable attr: its strings hold control characters as \\xNN and \\ as \\\\
+
+
+def escape_text(text: str) -> str:
+    """Generated text, storable in netCDF (h5netcdf strings cannot hold NUL): backslash doubled,
+    every control character but newline and tab as \\xNN. `unescape_text` inverts it exactly."""
+    out = text.replace("\\", "\\\\")
+    return "".join(f"\\x{ord(c):02x}" if (ord(c) < 32 and c not in "\n\t") or ord(c) == 127 else c for c in out)
+
+
+def unescape_text(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and text[i + 1 : i + 2] == "\\":
+            out.append("\\"); i += 2
+        elif text[i] == "\\" and text[i + 1 : i + 2] == "x":
+            out.append(chr(int(text[i + 2 : i + 4], 16))); i += 4
+        else:
+            out.append(text[i]); i += 1
+    return "".join(out)
+
+
+def _needs_escape(text: str) -> bool:
+    return "\\" in text or any((ord(c) < 32 and c not in "\n\t") or ord(c) == 127 for c in text)
+
+
+def escape_strings(ds: xr.Dataset) -> xr.Dataset:
+    """String variables that need it are escaped (and marked with the `escaped` attr); others untouched."""
+    for name, var in ds.data_vars.items():
+        if var.dtype.kind in "OU" and any(_needs_escape(str(v)) for v in np.ravel(var.values)):
+            escaped = np.vectorize(lambda v: escape_text(str(v)), otypes=[object])(var.values)
+            ds[name] = var.copy(data=escaped)
+            ds[name].attrs[ESCAPED] = "control characters as \\xNN, backslash doubled (results.unescape_text)"
+    return ds
+
+
 def write_dataset(ds: xr.Dataset, path: Path) -> Path:
     """Write via a temporary file and rename, so a reader never sees half a result."""
     check_finite(ds, path.name)
+    ds = escape_strings(ds)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     ds.to_netcdf(tmp, engine="h5netcdf")

@@ -107,13 +107,18 @@ def _heads(ds, kind: str) -> list[str]:
 def write_summary(results: dict[str, xr.Dataset], out: Path, model_id: str) -> Path:
     lines = [f"# Does the paper hold on `{model_id}`?", "",
              "Each line: the claim, this run's numbers (mean [95% bootstrap CI]), and the verdict.", ""]
-    by_kind = {ds.attrs.get("analysis"): ds for ds in results.values() if "ablation" not in ds.attrs}
+    by_kind = {ds.attrs.get("analysis"): ds for ds in results.values()
+               if "ablation" not in ds.attrs and ds.attrs.get("status") != "not run"}
+    not_run = {ds.attrs.get("analysis"): ds.attrs.get("not_run_reason", "") for ds in results.values()
+               if ds.attrs.get("status") == "not run"}
     sections = [("knockout", _knockout), ("signal", _signal), ("path_blocking", _path_blocking),
                 ("attribution", _attribution), ("heads_block", lambda d: _heads(d, "heads_block")),
                 ("heads_amplify", lambda d: _heads(d, "heads_amplify"))]
     for kind, fn in sections:
         if kind in by_kind:
             lines += fn(by_kind[kind])
+        elif kind in not_run:
+            lines.append(f"- {kind}: not run — {not_run[kind]}.")
         else:
             lines.append(f"- {kind}: not run in this recipe.")
     path = Path(out) / "summary.md"

@@ -12,6 +12,10 @@ from transformers import InternVLProcessor, ProcessorMixin, Qwen2_5_VLProcessor
 from anchorlab.data.sample import ConflictSample
 
 FAMILIES = ("llava", "qwen2_5_vl", "internvl", "qwen2", "llama")
+# knockout pathways tried on every family (text-only LMs have no vision role)
+MULTIMODAL_PATHWAYS = ["vision->last", "text->last", "vision->text", "context->instruction",
+                       "vision->instruction", "context->last", "instruction->last", "vision->context"]
+TEXT_PATHWAYS = ["query->last", "context->instruction", "context->last", "instruction->last", "context->query"]
 # instruction positions and the segment order each one gives
 POSITIONS = ("before_context", "after_context", "after_question")
 ORDER = {

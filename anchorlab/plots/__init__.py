@@ -25,6 +25,8 @@ FIGURES = {
 
 def draw(ds, fig_dir: Path, name: str) -> list[Path]:
     """The figures of result `name` (its `analysis` attr names the kind; a sweep draws the ablation panel)."""
+    if ds.attrs.get("status") == "not run":
+        return []
     if "ablation" in ds.attrs:
         return plot_ablation(ds, fig_dir, name)
     return FIGURES[ds.attrs["analysis"]](ds, fig_dir)

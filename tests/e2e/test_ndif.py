@@ -21,8 +21,7 @@ from anchorlab.engines.knockout import KnockoutEngine
 from anchorlab.errors import UserError
 from anchorlab.interventions.knockout import parse_pathway
 from anchorlab.rows.prompts import PromptStyle
-from test_knockout import MULTIMODAL_PATHWAYS, TEXT_PATHWAYS
-from tiny_support import sample
+from tiny_support import MULTIMODAL_PATHWAYS, TEXT_PATHWAYS, sample
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SMALL = ["data.n_samples=4", "data.filter=all", "batch_size=4"]

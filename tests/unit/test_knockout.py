@@ -12,11 +12,8 @@ from anchorlab.interventions.knockout import (
     apply_knockout, base_allowed, first_affected, knocked_edges, parse_pathway, window_layers,
 )
 from anchorlab.rows.prompts import PromptStyle
-from tiny_support import sample
+from tiny_support import MULTIMODAL_PATHWAYS, TEXT_PATHWAYS, sample
 
-MULTIMODAL_PATHWAYS = ["vision->last", "text->last", "vision->text", "context->instruction",
-                       "vision->instruction", "context->last", "instruction->last", "vision->context"]
-TEXT_PATHWAYS = ["query->last", "context->instruction", "context->last", "instruction->last", "context->query"]
 
 
 def prepared(bundle):
