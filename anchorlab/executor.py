@@ -16,7 +16,7 @@ from .rows.batching import collate
 from .rows.compiler import compile_rows, prompt_style
 from .data.sources import load_dataset
 from .labels.rules import select_rows
-from .labels.store import store as labels_store
+from .labels import store as labels_store
 from .labels.capture import label_batch
 from .models.loading import load_model
 from .recipe import Recipe

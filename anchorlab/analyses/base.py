@@ -24,8 +24,8 @@ class AnalysisSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: str
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="result file name (default: kind)")
-    n_bootstrap: int = 1000
-    ci_level: float = 0.95
+    n_bootstrap: int = Field(1000, ge=1, description="bootstrap resamples per CI")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="CI coverage, strictly between 0 and 1")
     rows: Literal["data", "all", "follows", "fails"] = Field(
         "data", description="prompts aggregated: the data filter's choice, or all / followed / failed ones")
     sweep: dict[str, list] | None = Field(None, description="ablation: run once per combination of these values")
@@ -33,6 +33,16 @@ class AnalysisSpec(BaseModel):
     def selection(self) -> str:
         """'all' | 'follows' | 'fails' | 'data' (= whatever data.filter keeps)."""
         return self.rows
+
+    def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:
+        """Problems of these settings on a model of this size (checked from its config, before any
+        compute), each naming its field; [] when they fit."""
+        return []
+
+
+def layers_out_of_range(layers, n_layers: int, where: str) -> list[str]:
+    bad = [layer for layer in (layers or []) if not 0 <= layer < n_layers]
+    return [f"{where}: {bad} out of range for a model with {n_layers} layers (0..{n_layers - 1})"] if bad else []
 
 
 class PhiSpec(AnalysisSpec):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -32,10 +32,10 @@ class HeadsSpec(AnalysisSpec):
     heads_from: str | None = Field(None, description="attribution result (.nc); default: this run's attribution")
     settings: list[Literal["original", "targeted", "random", "random_layer_matched", "shared"]] = Field(
         default_factory=lambda: list(SETTINGS), min_length=1)
-    n_heads: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1,
-                               description="G: heads per set (block: swept; amplify: the first value)")
-    alphas: list[float] = Field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0], min_length=1,
-                                description="amplification factors (amplify only)")
+    n_heads: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 2, 4, 8], min_length=1, description="G: heads per set (block: swept; amplify: the first value)")
+    alphas: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [1.0, 2.0, 5.0, 10.0], min_length=1, description="amplification factors (amplify only), > 0")
     seeds: int = Field(10, ge=1, description="random head sets drawn per G")
     exclude_targeted: bool = True
     positions: Role = "instruction"
@@ -46,6 +46,11 @@ class HeadsSpec(AnalysisSpec):
     general_check: bool = Field(True, description="also score no-conflict prompts (accuracy)")
     rows: Literal["auto", "data", "all", "follows", "fails"] = Field(
         "auto", description="auto: blocking on prompts the model follows, amplifying on those it fails (docs/method.md §3.6)")
+
+    def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:
+        total = n_layers * n_heads
+        big = [g for g in self.n_heads if g > total]
+        return [f"{where}.n_heads: {big} exceed the model's {total} heads ({n_layers} layers × {n_heads})"] if big else []
 
     def selection(self) -> str:
         if self.rows != "auto":

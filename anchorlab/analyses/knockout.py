@@ -13,7 +13,7 @@ from ..interventions.knockout import parse_pathway, window_layers
 from ..method.stats import bootstrap_ci
 from ..method.nssd import nssd
 from ..rows.roles import ROLES
-from .base import Analysis, AnalysisSpec, param_attrs
+from .base import Analysis, layers_out_of_range, AnalysisSpec, param_attrs
 from ..rows.layout import by_task_sample, decision_rows
 from ..labels.capture import dictionary_best
 
@@ -40,6 +40,9 @@ class KnockoutSpec(AnalysisSpec):
                 if role not in ROLES:
                     raise ValueError(f"pathway {p!r}: unknown role {role!r}; roles: {', '.join(sorted(ROLES))}")
         return pathways
+
+    def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:
+        return layers_out_of_range(self.layers, n_layers, f"{where}.layers")
 
 
 def subspace_p(logits: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from ..engines.knockout import role_mask
 from ..errors import UserError
 from ..interventions.knockout import generation_blocker
 from ..method.stats import bootstrap_ci
-from .base import Analysis, AnalysisSpec, param_attrs
+from .base import Analysis, layers_out_of_range, AnalysisSpec, param_attrs
 from ..rows.layout import by_task_sample
 
 SETTINGS = ("original", "instruction->last", "followed_context->last")
@@ -26,6 +26,9 @@ class PathBlockingSpec(AnalysisSpec):
     kind: Literal["path_blocking"] = "path_blocking"
     layers: list[int] | None = Field(None, description="layers blocked (default: the paper's 20-25 of 28, scaled)")
     max_new_tokens: int = Field(8, ge=1)
+
+    def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:
+        return layers_out_of_range(self.layers, n_layers, f"{where}.layers")
 
 
 def default_layers(n_layers: int) -> list[int]:

@@ -13,12 +13,15 @@ from ..errors import UserError
 from ..method.lens import pooled_logits, restricted_logits, top_k_mean
 from ..method.stats import bootstrap_ci
 from ..method.signal import ldar, synchrony
-from .base import Analysis, PhiSpec, param_attrs
+from .base import Analysis, layers_out_of_range, PhiSpec, param_attrs
 from ..rows.layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
 
 class SignalSpec(PhiSpec):
     kind: Literal["signal"] = "signal"
     layers: list[int] | None = Field(None, description="layers to read (default: all)")
+
+    def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:
+        return layers_out_of_range(self.layers, n_layers, f"{where}.layers")
 
 
 def lens_capture(envoy, layers_path, read_layers, sites, rows_w, member, dec_w, norm, use_norm, pool):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +35,58 @@ def resolve_model_path(model_id: str) -> str:
         except ValueError as exc:
             raise ModelLoadError(f"model.id {model_id!r}: {exc}") from None
     return model_id
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a checkpoint is, read from its config and weight-file headers (no weights loaded)."""
+
+    adapter: Adapter
+    n_layers: int
+    n_heads: int
+    path: str
+    weight_files: tuple[Path, ...]  # local checkpoints only; () for a hub id
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+
+
+def inspect_model(model_id: str, revision: str | None = None) -> ModelFacts:
+    """The model's family and size, and a check that a local folder's weights are there and readable:
+    every recipe check against the model runs on this, before anything heavy is loaded."""
+    path = resolve_model_path(model_id)
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model.id {model_id!r}: cannot read a model config there ({exc})") from None
+    adapter = adapter_for(config)
+    lm = adapter.lm_config(config)
+    files: tuple[Path, ...] = ()
+    folder = Path(path)
+    if folder.is_dir():
+        files = tuple(sorted(f for pattern in WEIGHT_PATTERNS for f in folder.glob(pattern)))
+        if not files:
+            raise ModelLoadError(f"model.id {model_id!r}: no weights in {folder} (expected *.safetensors or *.bin)")
+        for f in files:
+            if f.suffix == ".safetensors":
+                _check_safetensors(model_id, f)
+    return ModelFacts(adapter, int(lm.num_hidden_layers), int(lm.num_attention_heads), path, files)
+
+
+def _check_safetensors(model_id: str, path: Path) -> None:
+    """Header and size of a safetensors file: a truncated or foreign file is named before loading."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = list(fh.keys())
+            ends = [fh.get_slice(k).get_shape() for k in keys[:1]]  # the header parsed and indexes work
+    except Exception as exc:  # noqa: BLE001 - any parse failure means an unreadable file
+        raise ModelLoadError(f"model.id {model_id!r}: weights file {path} is unreadable or corrupt "
+                             f"({type(exc).__name__}: {exc})") from None
+    if not keys or ends is None:
+        raise ModelLoadError(f"model.id {model_id!r}: weights file {path} holds no tensors")
 
 
 @dataclass
@@ -103,9 +156,19 @@ def load_model(
     adapter = adapter_for(config)
     cls = getattr(transformers, adapter.model_class)
     log.info("loading %s (%s family, %s, %s, attention=%s)", model_id, adapter.family, dtype, device, attn_implementation)
-    model = cls.from_pretrained(
-        path, dtype=DTYPES[dtype], attn_implementation=attn_implementation, **kwargs
-    ).to(device)
+    try:
+        model, info = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
+                                          output_loading_info=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(f"model.id {model_id!r}: cannot load the weights as {adapter.model_class} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]})") from None
+    broken = {k: sorted(info.get(k) or []) for k in ("missing_keys", "mismatched_keys")}
+    if any(broken.values()):  # transformers would fill them with random values: never analyse that
+        kind, keys = next((k, v) for k, v in broken.items() if v)
+        raise ModelLoadError(f"model.id {model_id!r}: the weights do not fit {adapter.model_class} "
+                             f"({len(keys)} {kind.replace('_', ' ')}, e.g. {keys[0]}); is config.json's "
+                             f"model_type {config.model_type!r} right for this checkpoint?")
+    model = model.to(device)
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(path, **kwargs)
     processor = _optional(transformers.AutoProcessor, path, kwargs) if adapter.is_multimodal else None
