@@ -61,7 +61,14 @@ def run(recipe: Path, out: Path | None, overrides: tuple[str, ...], resume: bool
     from .api import run as run_api
 
     mode = "local" if simulate_remote else remote
-    results = run_api(recipe, out, list(overrides), resume=resume, force=force, remote=mode)
+    try:
+        results = run_api(recipe, out, list(overrides), resume=resume, force=force, remote=mode)
+    except KeyboardInterrupt:
+        where = f" --out {out}" if out else ""
+        sets = "".join(f" --set {s}" for s in overrides)
+        click.echo(f"\ninterrupted: what was computed is stored; `anchorlab run {recipe}{where}{sets} --resume` "
+                   f"continues the run", err=True)
+        sys.exit(130)
     for name, ds in results.items():
         click.echo(f"{name}: " + ", ".join(f"{v}{tuple(ds[v].dims)}" for v in ds.data_vars))
 

@@ -1,14 +1,20 @@
-"""Run a validated recipe: load, compile rows, run each analysis batch by batch, write results."""
+"""Run a validated recipe: check everything that can be checked, then load, compile rows, run each
+analysis batch by batch, and write results, figures and summary.md into a resumable run folder."""
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from .errors import UserError
 from .sweeps import expand, stack
 from .analyses import REGISTRY, Context
 from .backends import make_backend
@@ -18,11 +24,11 @@ from .data.sources import load_dataset
 from .labels.rules import select_rows
 from .labels import store as labels_store
 from .labels.capture import label_batch
-from .models.loading import load_model
+from .models.loading import ModelFacts, inspect_model, load_model
 from .recipe import Recipe
 from .plots import draw
-from .results import now, provenance, write_dataset
-from .store import RunStore
+from .results import input_hashes, now, provenance, write_dataset
+from .store import RunStore, result_names
 from .summary import write_summary
 
 log = logging.getLogger("anchorlab")
@@ -50,10 +56,47 @@ def run_batches(
     return {key: np.concatenate(values)[inverse] for key, values in parts.items()}
 
 
-def follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out: Path, run_batches,
-                  needed: bool = False):
+@dataclass
+class Run:
+    """One run's fixed parts: what every result written records (provenance, input hashes) and where
+    it goes (the store's manifest lists each file written)."""
+
+    recipe: Recipe
+    recipe_text: str
+    overrides: tuple
+    bundle: object
+    backend: object
+    store: RunStore
+    out: Path
+    inputs: dict
+
+    def stamp(self, ds: xr.Dataset, started: str) -> xr.Dataset:
+        ds.attrs.update(provenance(self.recipe, self.recipe_text, self.overrides, self.bundle, self.backend.name,
+                                   started, self.inputs))
+        return ds
+
+    def write(self, ds: xr.Dataset, name: str) -> Path:
+        path = write_dataset(ds, self.out / name)
+        self.store.record(path)
+        return path
+
+    def draw(self, ds: xr.Dataset, name: str) -> list[Path]:
+        """Figures never fail a run: a plotting error is one line, and `anchorlab plot OUT` retries."""
+        try:
+            figures = draw(ds, self.out / "figures", name)
+        except Exception as exc:  # noqa: BLE001 - any figure failure is reported, the results stay
+            log.error("figures of %s failed (%s: %s); %s is stored, `anchorlab plot %s` draws them again",
+                      name, type(exc).__name__, exc, self.out / f"{name}.nc", self.out)
+            return []
+        self.store.record(*figures)
+        log.info("wrote %s and %d figure(s) under %s", self.out / f"{name}.nc", len(figures), self.out / "figures")
+        return figures
+
+
+def follow_labels(run: Run, rows, needed: bool = False):
     """Labels per row for `data.filter` or for analyses choosing their own rows (`needed`); None when
     nothing asks for them. Also the attrs every result records."""
+    recipe, out, store = run.recipe, run.out, run.store
     d = recipe.data
     if d.filter == "all" and not needed:
         return None, {"data_filter": "all", "data_filter_rule": "none"}
@@ -68,13 +111,11 @@ def follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, 
     else:
         started = now()
         desc = f"follow labels ({d.filter_rule})"
-        per_row = run_batches(lambda batch, chunk: label_batch(bundle, backend, batch, chunk, d.filter_rule,
+        per_row = run_batches(lambda batch, chunk: label_batch(run.bundle, run.backend, batch, chunk, d.filter_rule,
                                                                 d.max_new_tokens),
-                              bundle, rows, recipe.batch_size, desc, store, "labels")
+                              run.bundle, rows, recipe.batch_size, desc, store, "labels")
         labels = per_row["label"]
-        ds = labels_store.labels_dataset(rows, per_row, recipe)
-        ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
-        write_dataset(ds, out / labels_store.FILE)
+        run.write(run.stamp(labels_store.labels_dataset(rows, per_row, recipe), started), labels_store.FILE)
         store.mark_finished("labels")
         attrs["data_labels"] = str(out / labels_store.FILE)
         log.info("wrote %s", out / labels_store.FILE)
@@ -87,16 +128,57 @@ def follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, 
     return labels, attrs
 
 
-def draw_safely(ds: xr.Dataset, out: Path, name: str) -> list[Path]:
-    """Figures never fail a run: a plotting error is one line, and `anchorlab plot OUT` retries."""
+def check_device(device: str) -> str:
+    """model.device names a device this machine has (checked before anything is loaded); `auto` is
+    the first CUDA device when there is one, else the CPU. Returns the device to load on."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        figures = draw(ds, out / "figures", name)
-    except Exception as exc:  # noqa: BLE001 - any figure failure is reported, the results stay
-        log.error("figures of %s failed (%s: %s); %s is stored, `anchorlab plot %s` draws them again",
-                  name, type(exc).__name__, exc, out / f"{name}.nc", out)
-        return []
-    log.info("wrote %s and %d figure(s) under %s", out / f"{name}.nc", len(figures), out / "figures")
-    return figures
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"model.device: {device!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise UserError(f"model.device: {device!r}, but this machine has no CUDA device (torch "
+                            f"{torch.__version__}); use device: cpu")
+        if dev.index is not None and dev.index >= n:
+            raise UserError(f"model.device: {device!r}, but this machine has {n} CUDA device(s) (0..{n - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"model.device: {device!r}, but MPS is not available here; use device: cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"model.device: {device!r}: anchorlab runs on cpu, cuda, mps (or auto)")
+    return device
+
+
+def check_output(out: Path) -> None:
+    """The run folder can be created and written (checked before any compute)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".anchorlab-write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"output: cannot write to {out} ({exc.strerror or exc})") from None
+
+
+def check_analyses(recipe: Recipe, facts: ModelFacts) -> None:
+    """Every analysis (every swept combination) against the model's layers and heads, all problems at once."""
+    names = result_names([a.model_dump(mode="json") for a in recipe.analyses])
+    problems = []
+    for i, (spec, name) in enumerate(zip(recipe.analyses, names)):
+        for _, sub in expand(spec, f"analyses.{i}"):
+            problems += [p for p in sub.check_model(facts.n_layers, facts.n_heads, f"analyses[{name}]") if p not in problems]
+    for i, (spec, name) in enumerate(zip(recipe.analyses, names)):  # head sets need rankings to come from somewhere
+        if spec.kind in ("heads_block", "heads_amplify"):
+            earlier = any(a.kind == "attribution" for a in recipe.analyses[:i])
+            if spec.heads_from and not Path(spec.heads_from).exists():
+                problems.append(f"analyses[{name}].heads_from: {spec.heads_from} does not exist (an attribution "
+                                "result, e.g. DIR/attribution.nc)")
+            elif not spec.heads_from and not earlier:
+                problems.append(f"analyses[{name}].heads_from is not set and this recipe runs no attribution analysis "
+                                "before it: add `- kind: attribution` earlier or set heads_from: PATH")
+    if problems:
+        raise UserError("; ".join(problems))
 
 
 def run_recipe(
@@ -105,15 +187,22 @@ def run_recipe(
 ) -> dict[str, xr.Dataset]:
     """`simulate_remote`: a `backend: ndif` recipe runs through nnsight's remote="local" (no server)."""
     out = Path(out_dir) if out_dir else recipe.output_dir
-    store = RunStore(out, recipe.model_dump(mode="json"), resume=resume, force=force)
     m = recipe.model
-    samples, data_attrs = load_dataset(recipe.data, recipe.seed)  # data errors before a long model load
+    # Everything that can be checked is checked before the run folder says "running".
+    device = check_device(m.device) if recipe.backend == "local" else m.device
+    samples, data_attrs = load_dataset(recipe.data, recipe.seed)
+    facts = inspect_model(m.id, m.revision)
+    check_analyses(recipe, facts)
+    check_output(out)
     if recipe.backend == "ndif" and not simulate_remote:
         from .backends.ndif import preflight
 
         preflight(m.id, m.revision)  # fail before loading anything when NDIF does not serve the model
-    bundle = load_model(m.id, m.dtype, m.device, m.attn_implementation, m.revision)
+    inputs = input_hashes(recipe, samples, data_attrs, facts)
+    store = RunStore(out, recipe.model_dump(mode="json"), inputs, resume=resume, force=force)
+    bundle = load_model(m.id, m.dtype, "cpu" if device == "auto" else device, m.attn_implementation, m.revision)
     backend = make_backend(recipe.backend, bundle, simulate=simulate_remote, check=False)  # checked above
+    run = Run(recipe, recipe_text, tuple(overrides), bundle, backend, store, out, inputs)
     log.info("model %s (%s family, %d layers × %d heads) on %s, backend %s; results -> %s",
              m.id, bundle.adapter.family, bundle.n_layers, bundle.n_heads, bundle.device, backend.name, out)
     rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
@@ -121,15 +210,12 @@ def run_recipe(
     log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
              ",".join(recipe.data.tasks), len(rows))
     own = {spec.selection() for spec in recipe.analyses} - {"data", "all"}
-    labels, filter_attrs = follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out, run_batches,
-                                         needed=bool(own))
+    labels, filter_attrs = follow_labels(run, rows, needed=bool(own))
     data_attrs.update(filter_attrs)
     results: dict[str, xr.Dataset] = {}
     ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed, style=prompt_style(recipe.data.prompt),
                   results=results)
-    for i, spec in enumerate(recipe.analyses):
-        unnamed = [s.kind for s in recipe.analyses if not s.name]
-        name = spec.name or (spec.kind if unnamed.count(spec.kind) == 1 else f"{spec.kind}_{i}")
+    for i, (spec, name) in enumerate(zip(recipe.analyses, result_names(recipe.model_dump(mode="json")["analyses"]))):
         if store.is_finished(name):
             log.info("analysis %s already finished in %s (resumed)", name, out)
             results[name] = xr.load_dataset(out / f"{name}.nc")
@@ -138,15 +224,15 @@ def run_recipe(
         log.info("analysis %s on %s -> %s", name, m.id, out / f"{name}.nc")
         mark = len(backend.requests)
         mode = spec.selection()
-        selected = select_rows(recipe.data.filter if mode == "data" else mode, labels, len(rows))
+        rule = recipe.data.filter if mode == "data" else mode
+        selected = select_rows(rule, labels, len(rows))
         if not selected.any():
-            rule = recipe.data.filter if mode == "data" else mode
             reason = f"no prompt is selected (rows: {rule}; labels per task: {data_attrs.get('data_filter_counts', 'none')})"
             log.warning("analysis %s not run: %s", name, reason)
-            ds = xr.Dataset(attrs={"analysis": spec.kind, "status": "not run", "not_run_reason": reason})
-            ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
+            ds = run.stamp(xr.Dataset(attrs={"analysis": spec.kind, "status": "not run", "not_run_reason": reason}),
+                           started)
             ds.attrs.update(data_attrs)
-            write_dataset(ds, out / f"{name}.nc")
+            run.write(ds, f"{name}.nc")
             store.mark_finished(name)
             results[name] = ds
             continue
@@ -157,16 +243,17 @@ def run_recipe(
             desc = f"{name} {combo} [{m.id}]" if combo else f"{name} [{m.id}]"
             per_row = run_batches(analysis.run_batch, bundle, rows, recipe.batch_size, desc, store, tag)
             parts.append((combo, analysis.reduce(rows, per_row, selected)))
-        ds = stack(parts)
-        ds.attrs["rows"] = recipe.data.filter if mode == "data" else mode
-        ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
+        ds = run.stamp(stack(parts), started)
+        ds.attrs["rows"] = rule
         ds.attrs.update(backend.summary(mark))
         ds.attrs.update(data_attrs)
-        write_dataset(ds, out / f"{name}.nc")
+        run.write(ds, f"{name}.nc")
         store.mark_finished(name)  # the data is safe: a figure that fails below cannot undo that
         results[name] = ds
-        draw_safely(ds, out, name)
+        run.draw(ds, name)
     if len(results) > 1:
-        log.info("wrote %s", write_summary(results, out, m.id))
+        summary = write_summary(results, out, m.id)
+        store.record(summary)
+        log.info("wrote %s", summary)
     store.complete()
     return results

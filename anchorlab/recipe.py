@@ -22,7 +22,7 @@ class Strict(BaseModel):
 class ModelSpec(Strict):
     id: str = Field(description="hub id, local folder, or a shipped toy as toy:NAME")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)
     attn_implementation: Literal["eager", "sdpa"] = "sdpa"
     revision: str | None = None
 
@@ -82,6 +82,24 @@ class RecipeError(UserError):
     """A recipe problem, already phrased for the user (field path + what is wrong)."""
 
 
+class DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKey(f"line {key_node.start_mark.line + 1}: key {key!r} given twice "
+                                   f"(first on line {seen[key] + 1})")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> tuple[Recipe, str]:
     """Read, apply `--set a.b=value` overrides, validate. Returns the recipe and its source text."""
     path = Path(path)
@@ -90,9 +108,11 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> tuple[Recipe, st
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
+    except DuplicateKey as exc:
+        raise RecipeError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({exc})") from None
+        raise RecipeError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping with keys model, data, analyses, ...")
     return parse_recipe(apply_overrides(data, overrides)), text
@@ -146,7 +166,8 @@ def parse_recipe(data: dict) -> Recipe:
             analyses.extend(_parse_analysis(item, f"analyses.{i}", errors))
     top = {k: v for k, v in data.items() if k != "analyses"}
     if isinstance(raw_analyses, list):
-        top["analyses"] = [] if errors else analyses
+        # with errors in the analyses, validate the rest against a stand-in list (no second, false error)
+        top["analyses"] = analyses or ([AnalysisSpec(kind="placeholder")] if errors else [])
     elif "analyses" in data:
         top["analyses"] = raw_analyses
     try:

@@ -1,7 +1,11 @@
 """Labelled results on disk: provenance attrs (docs/method.md §5) and atomic netCDF writes."""
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
+import subprocess
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -30,7 +34,79 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def provenance(recipe: Recipe, recipe_text: str, overrides, bundle, backend: str, started: str) -> dict:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, cached by (path, size, mtime) so a 15 GB checkpoint is read once."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    cache_file = Path(os.environ.get("ANCHORLAB_CACHE") or Path.home() / ".cache" / "anchorlab") / "sha256.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    if key not in cache:
+        with open(path, "rb") as fh:
+            cache[key] = hashlib.file_digest(fh, "sha256").hexdigest()
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # a read-only cache only costs re-hashing
+    return cache[key]
+
+
+def samples_sha256(samples) -> str:
+    """One hash of the samples as the run sees them: ids, texts, answers, forms and image pixels."""
+    h = hashlib.sha256()
+    for s in samples:
+        fields = {k: v for k, v in vars(s).items() if k != "image"}
+        h.update(json.dumps(fields, sort_keys=True, default=str).encode())
+        if s.image is not None:
+            h.update(str(s.image.size).encode() + np.asarray(s.image.convert("RGB")).tobytes())
+    return h.hexdigest()
+
+
+def input_hashes(recipe: Recipe, samples, data_attrs: dict, facts) -> dict[str, str]:
+    """What a resumed run must find unchanged, by name: the data as loaded (texts and images), the
+    data file, dictionary and reused labels, and the weights (or the hub revision)."""
+    out = {"data_samples": samples_sha256(samples)}
+    d = recipe.data
+    if d.path:
+        out["data_file"] = file_sha256(Path(d.path))
+    dictionary = data_attrs.get("data_dictionary", "")
+    if dictionary and Path(dictionary).is_file():
+        out["data_dictionary"] = file_sha256(Path(dictionary))
+    if d.labels:
+        labels = Path(d.labels) / "labels.nc" if Path(d.labels).is_dir() else Path(d.labels)
+        if labels.is_file():
+            out["data_labels"] = file_sha256(labels)
+    for f in facts.weight_files:
+        out[f"weights:{f.name}"] = file_sha256(f)
+    if not facts.weight_files:
+        out["weights_revision"] = recipe.model.revision or "unpinned (hub default branch)"
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def anchorlab_commit() -> str:
+    """The git commit anchorlab runs from (with `+dirty` for uncommitted changes), or 'not a checkout'."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return "not a checkout"
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head + ("+dirty" if dirty else "")) if head else "unknown"
+
+
+def provenance(recipe: Recipe, recipe_text: str, overrides, bundle, backend: str, started: str,
+               inputs: dict[str, str] | None = None) -> dict:
     cfg = bundle.model.config
     attrs = {
         "recipe": recipe_text,
@@ -48,7 +124,9 @@ def provenance(recipe: Recipe, recipe_text: str, overrides, bundle, backend: str
         "device": str(bundle.device),
         "started": started,
         "finished": now(),
+        "anchorlab_commit": anchorlab_commit(),
     }
+    attrs.update({f"sha256_{k.replace(':', '_')}": v for k, v in (inputs or {}).items()})
     attrs.update({f"version_{k}": v for k, v in package_versions().items()})
     return attrs
 

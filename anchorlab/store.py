@@ -1,5 +1,10 @@
 """A run's output folder as a resumable store: finished chunks are written atomically as they
-complete, so a run killed at any point loses nothing already computed."""
+complete, so a run killed at any point loses nothing already computed.
+
+`run.json` keeps the resolved recipe, the hashes of the run's inputs, what is finished, and a
+manifest of every file anchorlab wrote there (so `--force` removes exactly those, nothing else).
+A folder whose run stored nothing (it failed before its first chunk) is simply reused.
+"""
 from __future__ import annotations
 
 import json
@@ -43,30 +48,102 @@ def recipe_difference(old: dict, new: dict) -> list[str]:
     return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def result_names(analyses: list[dict]) -> list[str]:
+    """Each analysis's result name: its `name`, else its kind (with the index when a kind repeats)."""
+    unnamed = [a["kind"] for a in analyses if not a.get("name")]
+    return [a.get("name") or (a["kind"] if unnamed.count(a["kind"]) == 1 else f"{a['kind']}_{i}")
+            for i, a in enumerate(analyses)]
+
+
 class RunStore:
-    def __init__(self, out: Path, resolved_recipe: dict, resume: bool = False, force: bool = False):
+    def __init__(self, out: Path, resolved_recipe: dict, inputs: dict[str, str] | None = None,
+                 resume: bool = False, force: bool = False):
         self.out = Path(out)
         self.state_path = self.out / STATE
-        state = json.loads(self.state_path.read_text()) if self.state_path.exists() else None
-        ignore_output = {k: v for k, v in resolved_recipe.items() if k != "output"}
-        if state is not None and not force:
+        inputs = inputs or {}
+        state = self._read_state()
+        if state is not None and not force and state.get("status") != "complete" and not self._stored(state):
+            state = None  # the last run failed before storing anything: start afresh in the same folder
+        if state is not None and force:
+            self._remove_written(state)
+            state = None
+        if state is not None:
             if state.get("status") == "complete" and not resume:
                 raise UserError(f"{self.out} already holds a finished run; pass --force to overwrite it or --out elsewhere")
             if not resume:
                 raise UserError(f"{self.out} holds an unfinished run; pass --resume to continue it or --force to start over")
-            diff = recipe_difference({k: v for k, v in state["recipe"].items() if k != "output"}, ignore_output)
-            if diff:
-                raise UserError(f"--resume refused: the recipe changed since {self.out} was started: " + "; ".join(diff))
-        if force and self.out.exists():
-            shutil.rmtree(self.out / CHUNKS, ignore_errors=True)
-            state = None
+            self._check_resume(state, resolved_recipe, inputs)
+            state["recipe"] = resolved_recipe  # accepted changes only touch analyses that stored nothing
         self.out.mkdir(parents=True, exist_ok=True)
-        self.state = state if (state and resume) else {"recipe": resolved_recipe, "status": "running", "finished": []}
-        self.state["status"] = "running"
+        self.state = state or {"recipe": resolved_recipe, "finished": [], "written": []}
+        self.state.update(status="running", inputs=inputs)
         self._write_state()
 
+    # -- opening --------------------------------------------------------------------------------
+    def _read_state(self) -> dict | None:
+        if not self.state_path.exists():
+            return None
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.state_path}: unreadable run state ({exc}); pass --force to start over") from None
+
+    def _stored(self, state: dict, name: str | None = None) -> bool:
+        """Whether anything is stored: for one result name (its chunks, its sweep parts), or at all."""
+        if name is None:
+            chunks = self.out / CHUNKS
+            return bool(state.get("finished")) or (chunks.is_dir() and any(chunks.rglob("*.npz")))
+        if name in state.get("finished", []):
+            return True
+        return any((self.out / CHUNKS).glob(f"{name}/*.npz")) or any((self.out / CHUNKS).glob(f"{name}@*/*.npz"))
+
+    def _check_resume(self, state: dict, recipe: dict, inputs: dict[str, str]) -> None:
+        changed = sorted(k for k in set(state.get("inputs", {})) | set(inputs)
+                         if state.get("inputs", {}).get(k) != inputs.get(k))
+        if changed:
+            raise UserError(f"--resume refused: the run's inputs changed since {self.out} was started: "
+                            f"{', '.join(changed)}; pass --force to start over")
+        old, new = state["recipe"], recipe
+        old_names = result_names(old.get("analyses", []))
+        touched = []
+        for line in recipe_difference({k: v for k, v in old.items() if k != "output"},
+                                      {k: v for k, v in new.items() if k != "output"}):
+            key = line.split(":", 1)[0]
+            parts = key.split(".")
+            if parts[0] == "analyses" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < len(old_names):
+                name = old_names[int(parts[1])]
+                if self._stored(state, name):
+                    touched.append(f"{line} (analysis {name!r} has stored results)")
+            elif self._stored(state):
+                touched.append(line)
+        if touched:
+            raise UserError(f"--resume refused: the recipe changed since {self.out} was started, in what is already "
+                            f"stored: " + "; ".join(touched))
+
+    def _remove_written(self, state: dict) -> None:
+        """--force: remove what anchorlab wrote here before (the manifest), nothing else."""
+        for rel in state.get("written", []):
+            path = self.out / rel
+            if path.is_file():
+                path.unlink()
+        shutil.rmtree(self.out / CHUNKS, ignore_errors=True)
+        figures = self.out / "figures"
+        if figures.is_dir() and not any(figures.iterdir()):
+            figures.rmdir()
+        self.state_path.unlink(missing_ok=True)
+
+    # -- writing --------------------------------------------------------------------------------
     def _write_state(self) -> None:
         _atomic_write(self.state_path, lambda fh: fh.write(json.dumps(self.state, indent=2).encode()))
+
+    def record(self, *paths: Path) -> None:
+        """Add files anchorlab wrote in the run folder to the manifest."""
+        written = self.state.setdefault("written", [])
+        for path in paths:
+            rel = str(Path(path).resolve().relative_to(self.out.resolve()))
+            if rel not in written:
+                written.append(rel)
+        self._write_state()
 
     def _chunk_path(self, name: str, index: int) -> Path:
         return self.out / CHUNKS / name / f"{index:06d}.npz"

@@ -14,7 +14,6 @@ from pydantic import Field
 
 from ..rows.batching import collate
 from ..rows.encoding import encode
-from ..errors import UserError
 from ..labels.rules import answer_forms, classify_answer
 from ..interventions.head_scaling import layer_matched_heads, random_heads, scale_table
 from ..method.stats import bootstrap_ci
@@ -69,16 +68,14 @@ class HeadsAnalysis(Analysis):
     def sweep_values(self) -> list:
         return list(self.spec.n_heads) if self.spec.kind == "heads_block" else list(self.spec.alphas)
 
-    def tables(self, task: str) -> tuple[torch.Tensor, dict]:
-        """Every distinct [L, H] table of this task's sweep, and (setting, value, seed) -> index."""
+    def head_sets(self, task: str) -> dict[tuple[str, int, int], list]:
+        """(setting, sweep index, seed) -> the heads that setting scales for this task."""
         spec, bundle = self.spec, self.ctx.bundle
         n_layers, n_heads = bundle.n_layers, bundle.n_heads
         source = HeadSource(spec.heads_from, self.ctx.results, n_layers, n_heads)
-        unique: dict[bytes, int] = {}
-        tables, index = [], {}
+        sets = {}
         for v, value in enumerate(self.sweep_values()):
             g = value if spec.kind == "heads_block" else spec.n_heads[0]
-            factor = 0.0 if spec.kind == "heads_block" else float(value)
             targeted = source.targeted(task, g)
             for setting in spec.settings:
                 for seed in range(spec.seeds):
@@ -93,12 +90,22 @@ class HeadsAnalysis(Analysis):
                         exclude = set(targeted) if spec.exclude_targeted else set()
                         heads = (random_heads(g, n_layers, n_heads, draw, exclude) if setting == "random"
                                  else layer_matched_heads(targeted, n_heads, draw, exclude))
-                    table = scale_table(heads, factor, n_layers, n_heads)
-                    key = table.numpy().tobytes()
-                    if key not in unique:
-                        unique[key] = len(tables)
-                        tables.append(table)
-                    index[(setting, v, seed)] = unique[key]
+                    sets[(setting, v, seed)] = heads
+        return sets
+
+    def tables(self, task: str) -> tuple[torch.Tensor, dict]:
+        """Every distinct [L, H] table of this task's sweep, and (setting, value, seed) -> index."""
+        bundle = self.ctx.bundle
+        unique: dict[bytes, int] = {}
+        tables, index = [], {}
+        for (setting, v, seed), heads in self.head_sets(task).items():
+            factor = 0.0 if self.spec.kind == "heads_block" else float(self.sweep_values()[v])
+            table = scale_table(heads, factor, bundle.n_layers, bundle.n_heads)
+            key = table.numpy().tobytes()
+            if key not in unique:
+                unique[key] = len(tables)
+                tables.append(table)
+            index[(setting, v, seed)] = unique[key]
         return torch.stack(tables), index
 
     def run_batch(self, batch, rows):
@@ -157,6 +164,11 @@ class HeadsAnalysis(Analysis):
         follows = grid(results["follows"])  # [T, S, settings, V, seeds]
         neutral, applicable = grid(results["neutral_correct"]), grid(results["neutral_applicable"])
         sel = grid(selected)
+        empty = [task for t, task in enumerate(tasks) if not sel[t].any()]
+        if empty:  # the executor only runs an analysis with some selected prompt: at least one task stays
+            keep = [t for t, task in enumerate(tasks) if task not in empty]
+            tasks, follows, neutral, applicable, sel = ([tasks[t] for t in keep], follows[keep], neutral[keep],
+                                                        applicable[keep], sel[keep])
         dims = ("task", "setting", self.sweep_dim, "seed")
         ds = xr.Dataset(coords={"task": tasks, "setting": list(spec.settings), self.sweep_dim: self.sweep_values(),
                                 "seed": list(range(spec.seeds)), "sample": samples, "bound": ["lo", "hi"]})
@@ -164,8 +176,6 @@ class HeadsAnalysis(Analysis):
         ds["selected"] = (("task", "sample"), sel)
         mfr, mfr_ci, acc, acc_ci, n_neutral = [], [], [], [], []
         for t, task in enumerate(tasks):
-            if not sel[t].any():
-                raise UserError(f"task {task}: no prompt is selected by data.filter or the analysis's rows setting; nothing to aggregate")
             f = follows[t, sel[t]].astype(float)  # [n, settings, V, seeds]
             mfr.append(f.mean(0))
             mfr_ci.append(self._ci(f.mean(-1).transpose(1, 2, 0)))  # CI of the seed-averaged MFR
@@ -180,10 +190,17 @@ class HeadsAnalysis(Analysis):
         ds["accuracy"] = (dims, np.array(acc))
         ds["accuracy_ci"] = (("task", "setting", self.sweep_dim, "bound"), np.array(acc_ci))
         ds["n_neutral"] = ("task", np.array(n_neutral))
+        sets = {task: self.head_sets(task) for task in tasks}
+        sizes = [[[len(sets[task][(s, v, 0)]) for v in range(len(self.sweep_values()))] for s in spec.settings]
+                 for task in tasks]
+        ds["set_size"] = (("task", "setting", self.sweep_dim), np.array(sizes))
+        ds["set_size"].attrs["description"] = "heads in the set (seed 0); 0 for original, and for an empty shared set"
         ds["mfr"].attrs["description"] = f"modality following ratio ({spec.rule}) over the task's selected prompts"
         ds["accuracy"].attrs["description"] = "accuracy on no-conflict twins (text context made to agree with the image)"
         ds.attrs.update(analysis=spec.kind, rule=spec.rule, sweep_dim=self.sweep_dim,
                         **param_attrs(spec))
+        if empty:
+            ds.attrs["tasks_not_run"] = f"{', '.join(empty)}: no prompt selected (rows: {self.spec.selection()})"
         return ds
 
     def _ci(self, values):

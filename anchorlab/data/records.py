@@ -49,6 +49,10 @@ def select(records: list[Record], categories: list[str] | None, n: int | None, s
         if unknown:
             raise UserError(f"data.categories: {unknown} not in the data; it has: {', '.join(known) or 'no categories'}")
         records = [r for r in records if r.category in set(categories)]
+    if n is not None and n > len(records):
+        where = f" of categories {categories}" if categories else ""
+        raise UserError(f"data.n_samples: {n} asked for, but the data holds {len(records)} samples{where}; "
+                        f"set n_samples to at most {len(records)} (or leave it out for all)")
     if n is not None and n < len(records):
         keep = sorted(random.Random(f"anchorlab-data-{seed}").sample(range(len(records)), n))
         records = [records[i] for i in keep]
@@ -104,7 +108,9 @@ def load_images(records: list[Record], missing_images: str, seed: int, n: int | 
             log.warning(missing_message(missing, len(records), root, layouts).split(". Set")[0] + "; skipped")
         if not found:
             raise UserError(f"no sample has its image{f' under {root}' if root else ''}; nothing to run")
-        kept = {id(r) for r in select([r for r, _ in found], None, n, seed)}
+        if n is not None and n > len(found):
+            log.warning("data.n_samples: %d asked for, %d samples have their image; using those", n, len(found))
+        kept = {id(r) for r in select([r for r, _ in found], None, min(n, len(found)) if n else n, seed)}
         found = [(r, p) for r, p in found if id(r) in kept]
         skipped = len(missing)
     return [(r, open_image(p, r)) for r, p in found], skipped

@@ -10,6 +10,7 @@ from .sample import ConflictSample
 
 log = logging.getLogger("anchorlab")
 TOY_DEFAULT_N = 64
+TOY_MAX_N = 20_000  # the toy source draws at most this many samples (each carries its image)
 FILE_SOURCES = ("jsonl", "mc2")
 
 
@@ -33,7 +34,10 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     if data_spec.source == "toy":
         from ..toy.data import generate_samples
 
-        samples = generate_samples(data_spec.n_samples or TOY_DEFAULT_N, seed=seed)
+        n = data_spec.n_samples or TOY_DEFAULT_N
+        if n > TOY_MAX_N:
+            raise UserError(f"data.n_samples: the toy source generates at most {TOY_MAX_N} samples, not {n}")
+        samples = generate_samples(n, seed=seed)
     elif data_spec.source in FILE_SOURCES:
         from .dictionary_file import dictionary_for
 

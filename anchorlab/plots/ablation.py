@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from .style import TASK_LABEL, band, plt, save
+from .style import MARKERS, band, legend_outside, plt, save, task_title
 
 CURVES = (  # (variable, selection, y label) drawn when the result has it
     ("ldar", {}, "LDAR"),
@@ -38,9 +38,10 @@ def plot_ablation(ds, fig_dir, name: str) -> list[Path]:
             label_i = ", ".join(f"{p}={v}" for p, v in zip(params, combo))
             color = cmap(i / max(1, len(combos) - 1))
             if ci is not None:
-                band(ax, ds["layer"].values, da.values, ci, color, label_i)
+                band(ax, ds["layer"].values, da.values, ci, color, label_i, marker=MARKERS[i % len(MARKERS)])
             else:
-                ax.plot(ds["layer"].values, da.values, color=color, label=label_i)
-        ax.set(xlabel="layer", ylabel=label, title=f"{TASK_LABEL.get(task, task)}: ablation of {', '.join(params)}")
-    axes[0][-1].legend(fontsize=7)
-    return [save(fig, Path(fig_dir) / f"{name}_ablation.png")]
+                ax.plot(ds["layer"].values, da.values, color=color, label=label_i, marker=MARKERS[i % len(MARKERS)])
+        ax.set(xlabel="layer", ylabel=label, title=task_title(ds, task, f"ablation of {', '.join(params)}"))
+    legend_outside(axes[0][-1])
+    stem = name if name.endswith("ablation") else f"{name}_ablation"  # never signal_ablation_ablation.png
+    return [save(fig, Path(fig_dir) / f"{stem}.png")]

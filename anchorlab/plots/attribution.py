@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from .style import TASK_LABEL, band, plt, save
+from .style import band, error_bars, legend_outside, plt, save, task_title
 
 SUBLAYER_STYLE = {"attn": ("#1f77b4", "attention δ_A"), "mlp": ("#ff7f0e", "MLP δ_F")}
 
@@ -18,7 +18,7 @@ def _bars(ax, ds, task, metric):
     for j, sub in enumerate(("attn", "mlp")):
         mean = ds["delta_mean"].sel(task=task, metric=metric, sublayer=sub).values
         ci = ds["delta_mean_ci"].sel(task=task, metric=metric, sublayer=sub).values
-        err = np.abs(np.stack([mean - ci[:, 0], ci[:, 1] - mean]))
+        err = error_bars(mean, ci)
         color, label = SUBLAYER_STYLE[sub]
         ax.bar(layers + (j - 0.5) * width, mean, width, yerr=err, color=color, label=label, capsize=2,
                error_kw={"lw": 0.8})
@@ -40,20 +40,20 @@ def plot_attribution(ds, fig_dir) -> list[Path]:
         for side, color, label in (("followed", "#2ca02c", "Φ_f (followed)"), ("competitor", "#7f7f7f", "Φ_c (competitor)")):
             band(ax, layers, ds["phi_mean"].sel(task=task, side=side).values,
                  ds["phi_mean_ci"].sel(task=task, side=side).values, color, label)
-        ax.set(xlabel="layer", ylabel="latent logit (mean, 95% CI)", title=f"{TASK_LABEL[task]}: Φ_f vs Φ_c")
-        ax.legend(fontsize=8)
+        ax.set(xlabel="layer", ylabel="latent logit (mean, 95% CI)", title=task_title(ds, task, "Φ_f vs Φ_c"))
+        legend_outside(ax)
         if has_delta:
             _bars(row[1], ds, task, "S_f")
-            row[1].set(ylabel="δ(S_f) (mean, 95% CI)", title=f"{TASK_LABEL[task]}: contributions to S_f")
-            row[1].legend(fontsize=8)
+            row[1].set(ylabel="δ(S_f) (mean, 95% CI)", title=task_title(ds, task, "contributions to S_f"))
+            legend_outside(row[1])
     out.append(save(fig, fig_dir / "attribution_signal.png"))
 
     if has_delta:
         fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.4), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             _bars(ax, ds, task, "dS")
-            ax.set(ylabel="δ(ΔS) (mean, 95% CI)", title=f"{TASK_LABEL[task]}: arbitration margin ΔS")
-            ax.legend(fontsize=8)
+            ax.set(ylabel="δ(ΔS) (mean, 95% CI)", title=task_title(ds, task, "arbitration margin ΔS"))
+            legend_outside(ax)
         out.append(save(fig, fig_dir / "attribution_margin.png"))
 
     if "head_score_mean" in ds:
@@ -77,7 +77,7 @@ def _heatmap(ds, tasks, fig_dir) -> Path:
         for layer, head in zip(*np.nonzero(shared)):
             ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, ec="k", lw=1.6))
         ax.set(xlabel="head", ylabel="layer",
-               title=f"{TASK_LABEL[task]}: δ_A^(l,h)(ΔS)\n{int(shared.sum())} shared heads (boxed) in top {n}")
-        ax.legend(fontsize=7, loc="upper left")
+               title=task_title(ds, task, "δ_A^(l,h)(ΔS)") + f"\n{int(shared.sum())} shared heads (boxed) in top {n}")
+        legend_outside(ax)
         fig.colorbar(im, ax=ax, shrink=0.8)
     return save(fig, fig_dir / "attribution_heads.png")

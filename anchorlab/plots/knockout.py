@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .style import TASK_LABEL, band, plt, save
+from .style import band, error_bars, legend_outside, pathway_color, plt, save, task_title
 
 
 def plot_knockout(ds, fig_dir) -> list[Path]:
@@ -18,25 +18,24 @@ def plot_knockout(ds, fig_dir) -> list[Path]:
         mean = ds["nssd_pathway"].sel(task=task).values
         ci = ds["nssd_pathway_ci"].sel(task=task).values
         y = np.arange(len(pathways))
-        colors = ["#2ca02c" if m > 0 else "#7f7f7f" for m in mean]
-        ax.barh(y, mean, xerr=[mean - ci[:, 0], ci[:, 1] - mean], color=colors, capsize=3)
+        ax.barh(y, mean, xerr=error_bars(mean, ci), color=[pathway_color(p) for p in pathways], capsize=3)
         ax.set_yticks(y, [p.replace("->", " ↛ ") for p in pathways], fontsize=8)
         ax.axvline(0, color="black", lw=0.8)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
-        ax.set(xlabel="NSSD (mean over layers, 95% CI)", title=TASK_LABEL.get(task, task))
+        ax.set(xlabel="NSSD (mean over centre layers, 95% CI)", title=task_title(ds, task))
     out.append(save(fig, fig_dir / "knockout_pathways.png"))
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), squeeze=False, sharey=True)
-    cmap = plt.get_cmap("tab10")
     layers = ds["layer"].values
     for ax, task in zip(axes[0], tasks):
         for i, pathway in enumerate(pathways):
             band(ax, layers, ds["nssd_mean"].sel(task=task, pathway=pathway).values,
-                 ds["nssd_mean_ci"].sel(task=task, pathway=pathway).values, cmap(i % 10), pathway)
+                 ds["nssd_mean_ci"].sel(task=task, pathway=pathway).values, pathway_color(pathway),
+                 pathway.replace("->", " ↛ "), marker="osD^vP*X"[i % 8])
         ax.axhline(0, color="black", lw=0.8)
         ax.set(xlabel=f"centre layer (window {ds.attrs.get('param_window', '?')})", ylabel="NSSD",
-               title=TASK_LABEL.get(task, task))
-    axes[0][-1].legend(fontsize=7, loc="best")
+               title=task_title(ds, task))
+    legend_outside(axes[0][-1], title="knocked out")
     out.append(save(fig, fig_dir / "knockout_layers.png"))
     return out
 
@@ -51,9 +50,9 @@ def plot_path_blocking(ds, fig_dir) -> list[Path]:
     for k, setting in enumerate(settings):
         mean = ds["mfr"].sel(setting=setting).values
         ci = ds["mfr_ci"].sel(setting=setting).values
-        ax.bar(x + (k - (len(settings) - 1) / 2) * width, mean, width, yerr=[mean - ci[:, 0], ci[:, 1] - mean],
+        ax.bar(x + (k - (len(settings) - 1) / 2) * width, mean, width, yerr=error_bars(mean, ci),
                capsize=3, color=colors.get(setting), label=setting.replace("->", " ↛ "))
-    ax.set_xticks(x, [TASK_LABEL.get(t, t) for t in tasks])
+    ax.set_xticks(x, [task_title(ds, t) for t in tasks], fontsize=8)
     ax.set(ylabel="MFR (95% CI)", ylim=(0, 1.05), title=f"path blocking, layers {ds.attrs.get('blocked_layers', '')}")
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     return [save(fig, Path(fig_dir) / "path_blocking_mfr.png")]
