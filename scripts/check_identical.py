@@ -2,6 +2,7 @@
 
     python scripts/check_identical.py record BEFORE.json   # on the old tree
     python scripts/check_identical.py compare BEFORE.json  # on the new tree: exit 1 on any difference
+                                                           # (arrays the new tree adds are listed, not failed)
 
 Each recipe runs from the repository root, small (--set overrides below), into a scratch folder;
 every data variable and coordinate of every .nc file is hashed from its raw bytes (attrs such as
@@ -69,10 +70,12 @@ if __name__ == "__main__":
         path.write_text(json.dumps(now, indent=1, sort_keys=True))
         sys.exit(0)
     before = json.loads(path.read_text())
-    diffs = [f"{r}:{k}" for r in before for k in set(before[r]) | set(now.get(r, {}))
-             if before[r].get(k) != now.get(r, {}).get(k)]
+    diffs = sorted(f"{r}:{k}" for r in before for k in before[r] if before[r][k] != now.get(r, {}).get(k))
+    added = sorted(f"{r}:{k}" for r in now for k in now[r] if k not in before.get(r, {}))
     for d in diffs:
         print("differs:", d)
+    for a in added:
+        print("new (not in the old results):", a)
     total = sum(len(v) for v in before.values())
-    print(f"{total - len(diffs)} of {total} arrays bit-identical over {len(before)} recipes")
+    print(f"{total - len(diffs)} of {total} arrays bit-identical over {len(before)} recipes; {len(added)} new arrays")
     sys.exit(1 if diffs else 0)
