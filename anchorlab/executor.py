@@ -200,60 +200,67 @@ def run_recipe(
         preflight(m.id, m.revision)  # fail before loading anything when NDIF does not serve the model
     inputs = input_hashes(recipe, samples, data_attrs, facts)
     store = RunStore(out, recipe.model_dump(mode="json"), inputs, resume=resume, force=force)
-    bundle = load_model(m.id, m.dtype, "cpu" if device == "auto" else device, m.attn_implementation, m.revision)
-    backend = make_backend(recipe.backend, bundle, simulate=simulate_remote, check=False)  # checked above
-    run = Run(recipe, recipe_text, tuple(overrides), bundle, backend, store, out, inputs)
-    log.info("model %s (%s family, %d layers × %d heads) on %s, backend %s; results -> %s",
-             m.id, bundle.adapter.family, bundle.n_layers, bundle.n_heads, bundle.device, backend.name, out)
-    rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
-    data_attrs["data_samples_unusable"] = len(samples) - len({r.sample.id for r in rows})
-    log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
-             ",".join(recipe.data.tasks), len(rows))
-    own = {spec.selection() for spec in recipe.analyses} - {"data", "all"}
-    labels, filter_attrs = follow_labels(run, rows, needed=bool(own))
-    data_attrs.update(filter_attrs)
-    results: dict[str, xr.Dataset] = {}
-    ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed, style=prompt_style(recipe.data.prompt),
-                  results=results)
-    for i, (spec, name) in enumerate(zip(recipe.analyses, result_names(recipe.model_dump(mode="json")["analyses"]))):
-        if store.is_finished(name):
-            log.info("analysis %s already finished in %s (resumed)", name, out)
-            results[name] = xr.load_dataset(out / f"{name}.nc")
-            continue
-        started = now()
-        log.info("analysis %s on %s -> %s", name, m.id, out / f"{name}.nc")
-        mark = len(backend.requests)
-        mode = spec.selection()
-        rule = recipe.data.filter if mode == "data" else mode
-        selected = select_rows(rule, labels, len(rows))
-        if not selected.any():
-            reason = f"no prompt is selected (rows: {rule}; labels per task: {data_attrs.get('data_filter_counts', 'none')})"
-            log.warning("analysis %s not run: %s", name, reason)
-            ds = run.stamp(xr.Dataset(attrs={"analysis": spec.kind, "status": "not run", "not_run_reason": reason}),
-                           started)
+    try:
+        bundle = load_model(m.id, m.dtype, "cpu" if device == "auto" else device, m.attn_implementation, m.revision)
+        backend = make_backend(recipe.backend, bundle, simulate=simulate_remote, check=False)  # checked above
+        run = Run(recipe, recipe_text, tuple(overrides), bundle, backend, store, out, inputs)
+        log.info("model %s (%s family, %d layers × %d heads) on %s, backend %s; results -> %s",
+                 m.id, bundle.adapter.family, bundle.n_layers, bundle.n_heads, bundle.device, backend.name, out)
+        rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
+        data_attrs["data_samples_unusable"] = len(samples) - len({r.sample.id for r in rows})
+        log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
+                 ",".join(recipe.data.tasks), len(rows))
+        own = {spec.selection() for spec in recipe.analyses} - {"data", "all"}
+        labels, filter_attrs = follow_labels(run, rows, needed=bool(own))
+        data_attrs.update(filter_attrs)
+        results: dict[str, xr.Dataset] = {}
+        ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed, style=prompt_style(recipe.data.prompt),
+                      results=results)
+        for i, (spec, name) in enumerate(zip(recipe.analyses, result_names(recipe.model_dump(mode="json")["analyses"]))):
+            if store.is_finished(name):
+                log.info("analysis %s already finished in %s (resumed)", name, out)
+                results[name] = xr.load_dataset(out / f"{name}.nc")
+                continue
+            started = now()
+            log.info("analysis %s on %s -> %s", name, m.id, out / f"{name}.nc")
+            mark = len(backend.requests)
+            mode = spec.selection()
+            rule = recipe.data.filter if mode == "data" else mode
+            selected = select_rows(rule, labels, len(rows))
+            if not selected.any():
+                reason = f"no prompt is selected (rows: {rule}; labels per task: {data_attrs.get('data_filter_counts', 'none')})"
+                log.warning("analysis %s not run: %s", name, reason)
+                ds = run.stamp(xr.Dataset(attrs={"analysis": spec.kind, "status": "not run", "not_run_reason": reason}),
+                               started)
+                ds.attrs.update(data_attrs)
+                run.write(ds, f"{name}.nc")
+                store.mark_finished(name)
+                results[name] = ds
+                continue
+            parts = []
+            for j, (combo, sub) in enumerate(expand(spec, f"analyses.{i}")):
+                analysis = REGISTRY[spec.kind](sub, ctx)
+                tag = f"{name}@{j}" if combo else name
+                desc = f"{name} {combo} [{m.id}]" if combo else f"{name} [{m.id}]"
+                per_row = run_batches(analysis.run_batch, bundle, rows, recipe.batch_size, desc, store, tag)
+                parts.append((combo, analysis.reduce(rows, per_row, selected)))
+            ds = run.stamp(stack(parts), started)
+            ds.attrs["rows"] = rule
+            ds.attrs.update(backend.summary(mark))
             ds.attrs.update(data_attrs)
             run.write(ds, f"{name}.nc")
-            store.mark_finished(name)
+            store.mark_finished(name)  # the data is safe: a figure that fails below cannot undo that
             results[name] = ds
-            continue
-        parts = []
-        for j, (combo, sub) in enumerate(expand(spec, f"analyses.{i}")):
-            analysis = REGISTRY[spec.kind](sub, ctx)
-            tag = f"{name}@{j}" if combo else name
-            desc = f"{name} {combo} [{m.id}]" if combo else f"{name} [{m.id}]"
-            per_row = run_batches(analysis.run_batch, bundle, rows, recipe.batch_size, desc, store, tag)
-            parts.append((combo, analysis.reduce(rows, per_row, selected)))
-        ds = run.stamp(stack(parts), started)
-        ds.attrs["rows"] = rule
-        ds.attrs.update(backend.summary(mark))
-        ds.attrs.update(data_attrs)
-        run.write(ds, f"{name}.nc")
-        store.mark_finished(name)  # the data is safe: a figure that fails below cannot undo that
-        results[name] = ds
-        run.draw(ds, name)
-    if len(results) > 1:
-        summary = write_summary(results, out, m.id)
-        store.record(summary)
-        log.info("wrote %s", summary)
+            run.draw(ds, name)
+        if len(results) > 1:
+            summary = write_summary(results, out, m.id)
+            store.record(summary)
+            log.info("wrote %s", summary)
+    except KeyboardInterrupt:
+        store.stop("interrupted")
+        raise
+    except BaseException:
+        store.stop("failed")
+        raise
     store.complete()
     return results

@@ -167,6 +167,11 @@ class RunStore:
         self.state["finished"].append(name)
         self._write_state()
 
+    def stop(self, why: str) -> None:
+        """The run ended early ("failed" or "interrupted"): what is stored stays for --resume."""
+        self.state["status"] = why
+        self._write_state()
+
     def complete(self) -> None:
         self.state["status"] = "complete"
         self._write_state()

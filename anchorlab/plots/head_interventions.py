@@ -5,6 +5,7 @@ Every setting has its own colour, marker and a small x offset, so lines that coi
 (and a note names them); a setting whose head set is empty (no shared heads) gets no line."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,16 @@ COLORS = {"original": "#7f7f7f", "targeted": "#d62728", "random": "#1f77b4", "ra
 
 
 def _coinciding(curves: dict[str, np.ndarray]) -> list[str]:
-    names = list(curves)
-    return [f"{a} = {b}" for i, a in enumerate(names) for b in names[i + 1:] if np.allclose(curves[a], curves[b])]
+    """Groups of settings whose curves are the same ("original = targeted = random"), for a note."""
+    groups: list[list[str]] = []
+    for name, values in curves.items():
+        for group in groups:
+            if np.allclose(curves[group[0]], values):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return [" = ".join(g) for g in groups if len(g) > 1]
 
 
 def plot_heads(ds, fig_dir) -> list[Path]:
@@ -43,8 +52,9 @@ def plot_heads(ds, fig_dir) -> list[Path]:
                      offset=offset)
             same = _coinciding(curves)
             if same:
-                ax.text(0.01, 0.02, "identical: " + "; ".join(same).replace("_", " "), transform=ax.transAxes,
-                        fontsize=6, color="#555555")
+                note = "lines coincide: " + "; ".join(same).replace("_", " ")
+                ax.text(0.02, 0.5, textwrap.fill(note, 48), transform=ax.transAxes, fontsize=6.5, color="#444444",
+                        va="center")
             ax.set(ylim=(-0.02, 1.02), ylabel=f"{label} (95% CI)")
             if row == 0:
                 n_sets = int(ds.attrs.get("param_seeds", ds.sizes.get("seed", 1)))
@@ -54,8 +64,13 @@ def plot_heads(ds, fig_dir) -> list[Path]:
                 ax.set_title(f"no-conflict twins: n = {int(ds['n_neutral'].sel(task=task))}", fontsize=9)
                 ax.set_xlabel("heads blocked (G)" if sweep == "n_heads" else "amplification α")
     legend_outside(axes[0][-1])
+    notes = []
+    if ds.attrs.get("tasks_not_run"):
+        notes.append(f"not run: {ds.attrs['tasks_not_run']}")
     empty_sets = [s for s in settings if "set_size" in ds and s != "original" and int(ds["set_size"].sel(setting=s).max()) == 0]
     if empty_sets:
-        fig.text(0.01, 0.005, f"not drawn (empty head set): {', '.join(empty_sets)}", fontsize=7, color="#555555")
+        notes.append(f"not drawn (empty head set): {', '.join(empty_sets)}")
+    if notes:
+        fig.text(0.01, 0.005, "; ".join(notes), fontsize=7, color="#444444")
     name = "heads_block_mfr.png" if sweep == "n_heads" else "heads_amplify_mfr.png"
     return [save(fig, Path(fig_dir) / name)]

@@ -33,7 +33,9 @@ def pathway_color(pathway: str) -> str:
 def n_of(ds, task) -> int:
     """Prompts behind a task's aggregates: the selected rows, else every sample."""
     if "selected" in ds:
-        return int(ds["selected"].sel(task=task).sum())
+        sel = ds["selected"].sel(task=task)
+        sel = sel.isel({d: 0 for d in sel.dims if d != "sample"})  # a sweep repeats the same selection
+        return int(sel.sum())
     return int(ds.sizes.get("sample", 0))
 
 

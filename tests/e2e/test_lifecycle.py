@@ -68,7 +68,7 @@ def test_resume_accepts_changes_to_what_stored_nothing_and_names_what_did(tmp_pa
         anchorlab.run(recipe, out=out)
     monkeypatch.undo()
     state = json.loads((out / "run.json").read_text())
-    assert state["finished"] == ["signal"] and state["status"] == "running"
+    assert state["finished"] == ["signal"] and state["status"] == "interrupted"
     # the knockout stored nothing: a change there is accepted on --resume
     done = anchorlab.run(recipe, out=out, overrides=["analyses.1.layers=[2]"], resume=True)
     assert list(done["knockout"]["layer"].values) == [2]
