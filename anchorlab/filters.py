@@ -11,6 +11,7 @@ import torch
 from .analyses.layout import decision_rows
 from .backends import envoy_at
 from .lens import restricted_logits, rms_norm
+from .engines.prefix import no_logits
 
 
 def decision_capture(envoy, layers_path, final, last, dec_w, norm_w, eps):
@@ -25,7 +26,7 @@ def first_token_margin(bundle, backend, batch, rows) -> np.ndarray:
     norm = bundle.module(bundle.adapter.final_norm)
     eps = bundle.norm_eps
     last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
-    logits = backend.trace(batch.inputs, decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
+    logits = backend.trace(no_logits(batch.inputs), decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
                            unembed[decision_rows(rows).to(bundle.device)], norm.weight.detach(), eps)
     return (logits[:, 0] - logits[:, 1]).float().cpu().numpy()
 

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..engines.prefix import no_logits
 
 MODALITIES = ("vision", "text")
 SIDES = ("followed", "competitor")
@@ -59,7 +60,7 @@ def dictionary_best(ctx, batch, rows) -> torch.Tensor:
     norm = bundle.module(bundle.adapter.final_norm)
     eps = bundle.norm_eps
     last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
-    logits = ctx.backend.trace(batch.inputs, decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
+    logits = ctx.backend.trace(no_logits(batch.inputs), decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
                                unembed[ids.to(bundle.device)], norm.weight.detach(), eps).cpu()
     out = torch.empty((len(rows), 2), dtype=torch.long)
     for i, row in enumerate(rows):

@@ -14,6 +14,7 @@ from ..lens import pool_forms, restricted_logits, rms_norm, top_k_mean
 from ..metrics import bootstrap_ci, ldar, synchrony
 from .base import Analysis, PhiSpec, param_attrs
 from .layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
+from ..engines.prefix import no_logits
 
 class SignalSpec(PhiSpec):
     kind: Literal["signal"] = "signal"
@@ -62,7 +63,7 @@ class SignalAnalysis(Analysis):
         dec = decision_rows(rows)  # [B, 2] = (followed, competitor) answer tokens
         dev = bundle.device
         pooled, decision = self.ctx.backend.trace(
-            batch.inputs, lens_capture, bundle.adapter.layers, read, sites.to(dev), unembed[ids.to(dev)],
+            no_logits(batch.inputs), lens_capture, bundle.adapter.layers, read, sites.to(dev), unembed[ids.to(dev)],
             member.to(dev), unembed[dec.to(dev)], norm.weight.detach(), eps, spec.final_norm, spec.pool,
         )
         keep = [read.index(layer) for layer in layers]
