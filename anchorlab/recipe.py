@@ -23,7 +23,8 @@ class ModelSpec(Strict):
     id: str = Field(description="hub id, local folder, or a shipped toy as toy:NAME")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "cpu"
-    attn_implementation: Literal["eager", "sdpa"] = "sdpa"
+    # flash_attention_2: knockout and path blocking switch the model to sdpa (attrs: attn_implementation_used)
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
     revision: str | None = None
 
 

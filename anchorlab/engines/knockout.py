@@ -18,6 +18,7 @@ from ..errors import UserError
 from ..interventions.knockout import (
     apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges, window_layers,
 )
+from .attention import ensure_dense_mask
 from .prefix import clean_capture, final_logits, model_paths, no_logits, placeholder, stack_rows, suffix_inputs
 
 
@@ -64,6 +65,7 @@ class KnockoutEngine:
     def __init__(self, bundle, backend, mode: str = "fast", variants_per_pass: int = 16):
         self.bundle, self.backend, self.mode, self.per_pass = bundle, backend, mode, variants_per_pass
         self.paths = model_paths(bundle.adapter)
+        ensure_dense_mask(bundle)
 
     def sweep(self, batch, rows, pathways: list[tuple[str, str, str]], centres: list[int], width: int,
               decision: torch.Tensor | None = None) -> Sweep:
