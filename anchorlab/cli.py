@@ -213,8 +213,9 @@ def shapes_group() -> None:
 @click.option("--vision-layers", type=int, default=None, help="vision-tower layers (default: full depth)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True)
+@click.option("--config-only", is_flag=True, help="config, tokenizer and processor, no weights (for anchorlab estimate)")
 @user_errors
-def shapes_build(name: str, out: Path, layers, vision_layers, seed: int, dtype: str) -> None:
+def shapes_build(name: str, out: Path, layers, vision_layers, seed: int, dtype: str, config_only: bool) -> None:
     """Write NAME (qwen2.5-vl-7b, internvl3-8b, llava-1.5-7b, qwen2.5-7b) with random weights to OUT;
     `model.id: OUT` then loads it through from_pretrained like a hub checkpoint."""
     from .models.shapes import build_shape, get_shape
@@ -223,9 +224,10 @@ def shapes_build(name: str, out: Path, layers, vision_layers, seed: int, dtype: 
     for flag, value in (("--layers", layers), ("--vision-layers", vision_layers)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1")
-    path = build_shape(name, out, layers, vision_layers, seed, dtype)
+    path = build_shape(name, out, layers, vision_layers, seed, dtype, config_only)
+    weights = "no weights" if config_only else "random weights"
     click.echo(f"wrote {name} ({shape.hub_id} shape: {shape.notes}; layers={layers or 'full'}, "
-               f"vision layers={vision_layers or 'full'}, random weights, {dtype}) to {path}")
+               f"vision layers={vision_layers or 'full'}, {weights}, {dtype}) to {path}")
 
 
 @shapes_group.command("list")

@@ -112,7 +112,7 @@ data: {{source: jsonl, path: examples/conflicts/samples.jsonl, n_samples: 1, tas
         filter_rule: first_token}}
 analyses:
   - {{kind: signal, n_bootstrap: 10}}
-  - {{kind: knockout, layers: [1], pathways: [vision->last, context->instruction], n_bootstrap: 10}}
+  - {{kind: knockout, layers: [1], window: 1, pathways: [vision->last, context->instruction], n_bootstrap: 10}}
   - {{kind: path_blocking, layers: [1], max_new_tokens: 2, n_bootstrap: 10}}
   - {{kind: attribution, top_g: 4, n_bootstrap: 10}}
   - {{kind: heads_block, n_heads: [1], seeds: 1, rule: first_token, rows: all, n_bootstrap: 10}}

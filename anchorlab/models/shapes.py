@@ -212,13 +212,20 @@ MODEL_CLASSES = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "internvl":
 
 
 def build_shape(name: str, out_dir: str | Path, layers: int | None = None, vision_layers: int | None = None,
-                seed: int = 0, dtype: str = "bfloat16") -> Path:
-    """Write `name` with random weights into out_dir (save_pretrained), deterministic in the arguments."""
+                seed: int = 0, dtype: str = "bfloat16", config_only: bool = False) -> Path:
+    """Write `name` with random weights into out_dir (save_pretrained), deterministic in the arguments.
+    `config_only`: config, tokenizer and processors but no weights (enough for `anchorlab estimate`)."""
     shape = get_shape(name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = shape_tokenizer(shape)
     config = _config(shape, layers, vision_layers)
+    if config_only:
+        config.dtype = dtype
+        config.save_pretrained(out)
+        _write_rest(shape, tok, out, {"shape": name, "hub_id": shape.hub_id, "layers": layers,
+                                      "vision_layers": vision_layers, "config_only": True, "notes": shape.notes})
+        return out
     torch.manual_seed(seed)
     cls = getattr(T, MODEL_CLASSES[shape.family])
     torch_dtype = getattr(torch, dtype)
@@ -230,6 +237,13 @@ def build_shape(name: str, out_dir: str | Path, layers: int | None = None, visio
         torch.set_default_dtype(previous)
     model.to(torch_dtype).save_pretrained(out)
     del model
+    _write_rest(shape, tok, out, {"shape": name, "hub_id": shape.hub_id, "layers": layers,
+                                  "vision_layers": vision_layers, "seed": seed, "dtype": dtype,
+                                  "random_weights": True, "notes": shape.notes})
+    return out
+
+
+def _write_rest(shape: Shape, tok, out: Path, meta: dict) -> None:
     tok.save_pretrained(out)
     processor, processor_config = _processors(shape, tok)
     if processor is not None:
@@ -237,10 +251,7 @@ def build_shape(name: str, out_dir: str | Path, layers: int | None = None, visio
     if processor_config is not None:
         (out / "processor_config.json").write_text(json.dumps(processor_config, indent=2) + "\n")
     _set_tokenizer_class(out, SPECS[shape.family].hub_class)
-    (out / "anchorlab_shape.json").write_text(json.dumps(
-        {"shape": name, "hub_id": shape.hub_id, "layers": layers, "vision_layers": vision_layers, "seed": seed,
-         "dtype": dtype, "random_weights": True, "notes": shape.notes}, indent=2) + "\n")
-    return out
+    (out / "anchorlab_shape.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def shape_path(name: str, layers: int | None = None, vision_layers: int | None = None, seed: int = 0,
