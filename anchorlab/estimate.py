@@ -120,11 +120,33 @@ def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None
             if s.image is not None:
                 object.__setattr__(s, "image", Image.new("RGB", image_size))
     bundle = meta_bundle(recipe.model)
-    rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
+    rows = []
+    for start in range(0, len(samples), 64):  # pixels are dropped as we go: only their shape is priced
+        part = compile_rows(bundle, samples[start : start + 64], recipe.data.tasks, prompt_style(recipe.data.prompt),
+                            on_unusable="skip")
+        for r in part:
+            for key, value in r.encoded.extras.items():
+                if key == "pixel_values":
+                    r.encoded.extras[key] = torch.empty(value.shape, dtype=value.dtype, device="meta")
+        rows += part
     n_layers = bundle.n_layers
     dims = memory.dims_of(bundle)
     weights = sum(p.numel() * p.element_size() for p in bundle.model.parameters())
-    batches = list(batches_like_a_run(bundle, rows, recipe.batch_size))
+    budget = None
+    if recipe.batch_size == "auto":
+        from .autobatch import choose, default_budget, parse_bytes
+
+        # the meta model has no device: without memory_budget, this machine's free memory
+        budget = parse_bytes(recipe.memory_budget) if recipe.memory_budget is not None else default_budget(bundle)
+    cache: dict[int, list] = {}
+
+    def batches_for(spec) -> tuple[list, int]:
+        size, per_pass = (recipe.batch_size, None) if budget is None else choose(bundle, rows, spec, budget)
+        if size not in cache:
+            cache[size] = list(batches_like_a_run(bundle, rows, size))
+        return cache[size], per_pass
+
+    batches, _ = batches_for(None)
     forward_cells = sum(n_layers * b.inputs["input_ids"].numel() for b, _ in batches)
     ctx = Context(bundle=bundle, backend=None, seed=recipe.seed, style=prompt_style(recipe.data.prompt), results={})
     costs: list[Cost] = []
@@ -132,7 +154,7 @@ def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None
     d = recipe.data
     if d.filter != "all" and d.labels is None:
         c = Cost(f"labels ({d.filter_rule})", prompts=len(rows), variants=1)
-        for batch, chunk in batches:
+        for batch, chunk in batches_for(None)[0]:
             b, s = batch.inputs["input_ids"].shape
             gen = 0 if d.filter_rule == "first_token" else (d.max_new_tokens - 1) * n_layers * b
             c.cells_fast += n_layers * s * b + gen
@@ -147,9 +169,14 @@ def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None
         combos = expand(spec, f"analyses.{i}")
         total = Cost(name, prompts=len(rows))
         for _, sub in combos:
+            sub_batches, per_pass = batches_for(sub)
+            if per_pass is not None and sub.kind == "knockout":
+                sub = sub.model_copy(update={"variants_per_pass": per_pass})
+            elif per_pass is not None and sub.kind in ("heads_block", "heads_amplify"):
+                sub = sub.model_copy(update={"settings_per_pass": per_pass})
             analysis = REGISTRY[sub.kind](sub, ctx)
             c = Cost(name)
-            for batch, chunk in batches:
+            for batch, chunk in sub_batches:
                 b, s = batch.inputs["input_ids"].shape
                 patches = memory.n_patches(batch)
                 plain = n_layers * s * b

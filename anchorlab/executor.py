@@ -71,8 +71,16 @@ def run_recipe(
     log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
              ",".join(recipe.data.tasks), len(rows))
     own = {spec.selection() for spec in recipe.analyses} - {"data", "all"}
-    labels, filter_attrs = follow_labels(recipe, recipe_text, overrides, bundle, backend, rows, store, out, run_batches,
-                                         needed=bool(own))
+    budget = None
+    if recipe.batch_size == "auto":
+        from .autobatch import choose, default_budget, parse_bytes
+
+        budget = parse_bytes(recipe.memory_budget) if recipe.memory_budget is not None else default_budget(bundle)
+        data_attrs["memory_budget_bytes"] = budget
+    label_recipe = recipe if budget is None else recipe.model_copy(
+        update={"batch_size": choose(bundle, rows, None, budget)[0]})
+    labels, filter_attrs = follow_labels(label_recipe, recipe_text, overrides, bundle, backend, rows, store, out,
+                                         run_batches, needed=bool(own))
     data_attrs.update(filter_attrs)
     results: dict[str, xr.Dataset] = {}
     ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed, style=prompt_style(recipe.data.prompt),
@@ -91,13 +99,24 @@ def run_recipe(
         selected = select_rows(recipe.data.filter if mode == "data" else mode, labels, len(rows))
         parts = []
         for j, (combo, sub) in enumerate(expand(spec, f"analyses.{i}")):
+            batch_size = recipe.batch_size
+            if budget is not None:
+                batch_size, per_pass = choose(bundle, rows, sub, budget)
+                knob = {"knockout": "variants_per_pass", "heads_block": "settings_per_pass",
+                         "heads_amplify": "settings_per_pass"}.get(sub.kind)
+                if knob:
+                    sub = sub.model_copy(update={knob: per_pass})
+                log.info("%s: batch_size auto -> %d prompts%s under a %.0f MiB budget", name, batch_size,
+                         f", {knob} {per_pass}" if knob else "", budget / 2**20)
             analysis = REGISTRY[spec.kind](sub, ctx)
             tag = f"{name}@{j}" if combo else name
             desc = f"{name} {combo} [{m.id}]" if combo else f"{name} [{m.id}]"
-            per_row = run_batches(analysis.run_batch, bundle, rows, recipe.batch_size, desc, store, tag)
+            per_row = run_batches(analysis.run_batch, bundle, rows, batch_size, desc, store, tag)
             parts.append((combo, analysis.reduce(rows, per_row, selected)))
         ds = stack(parts)
         ds.attrs["rows"] = recipe.data.filter if mode == "data" else mode
+        if budget is not None:
+            ds.attrs["batch_size_used"] = batch_size
         ds.attrs.update(provenance(recipe, recipe_text, overrides, bundle, backend.name, started))
         ds.attrs.update(backend.summary(mark))
         ds.attrs.update(data_attrs)

@@ -70,7 +70,10 @@ class Recipe(Strict):
     data: DataSpec = Field(default_factory=DataSpec)
     analyses: list[SerializeAsAny[AnalysisSpec]] = Field(min_length=1)
     backend: Literal["local", "ndif"] = "local"  # ndif: NDIF_HOST / NDIF_API_KEY (README "Running on NDIF")
-    batch_size: int = Field(8, ge=1)
+    # auto: prompts per batch (and knockout variants / head settings per pass) from the memory model
+    batch_size: int | Literal["auto"] = Field(8, description="prompts per batch, or auto (see memory_budget)")
+    memory_budget: str | int | None = Field(None, description="batch_size auto: bytes a batch may add beyond the "
+                                            "weights (512MiB, 2GiB, ...); default 90% of free device memory")
     seed: int = 0
     output: str | None = None  # None: outputs/<name>
 
