@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from .ablation import expand
 from .analyses import ANALYSES, AnalysisSpec
@@ -71,11 +71,18 @@ class Recipe(Strict):
     analyses: list[SerializeAsAny[AnalysisSpec]] = Field(min_length=1)
     backend: Literal["local", "ndif"] = "local"  # ndif: NDIF_HOST / NDIF_API_KEY (README "Running on NDIF")
     # auto: prompts per batch (and knockout variants / head settings per pass) from the memory model
-    batch_size: int | Literal["auto"] = Field(8, description="prompts per batch, or auto (see memory_budget)")
+    batch_size: int | str = Field(8, description="prompts per batch, or auto (see memory_budget)")
     memory_budget: str | int | None = Field(None, description="batch_size auto: bytes a batch may add beyond the "
                                             "weights (512MiB, 2GiB, ...); default 90% of free device memory")
     seed: int = 0
     output: str | None = None  # None: outputs/<name>
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, value):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"give a number of prompts >= 1 or 'auto' (got {value!r})")
 
     @property
     def output_dir(self) -> Path:
