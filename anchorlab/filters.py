@@ -26,8 +26,8 @@ def first_token_margin(bundle, backend, batch, rows) -> np.ndarray:
     norm = bundle.module(bundle.adapter.final_norm)
     eps = bundle.norm_eps
     last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
-    logits = backend.trace(no_logits(batch.inputs), decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
-                           unembed[decision_rows(rows).to(bundle.device)], norm.weight.detach(), eps)
+    logits = backend.trace(no_logits(batch.inputs), decision_capture, bundle.adapter.layers,
+                           bundle.n_layers - 1, last, unembed[decision_rows(rows).to(bundle.device)], norm.weight.detach(), eps)
     return (logits[:, 0] - logits[:, 1]).float().cpu().numpy()
 
 

@@ -60,8 +60,8 @@ def dictionary_best(ctx, batch, rows) -> torch.Tensor:
     norm = bundle.module(bundle.adapter.final_norm)
     eps = bundle.norm_eps
     last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
-    logits = ctx.backend.trace(no_logits(batch.inputs), decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
-                               unembed[ids.to(bundle.device)], norm.weight.detach(), eps).cpu()
+    logits = ctx.backend.trace(no_logits(batch.inputs), decision_capture, bundle.adapter.layers,
+                               bundle.n_layers - 1, last, unembed[ids.to(bundle.device)], norm.weight.detach(), eps).cpu()
     out = torch.empty((len(rows), 2), dtype=torch.long)
     for i, row in enumerate(rows):
         for side, modality in enumerate((row.followed, row.competitor)):
