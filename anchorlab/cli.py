@@ -183,6 +183,74 @@ def bench(args: tuple[str, ...]) -> None:
     runpy.run_module("benchmarks", run_name="__main__", alter_sys=True)
 
 
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="override a recipe field")
+@click.option("--tokens-per-s", type=float, default=None, help="throughput of a plain forward, for the time column")
+@click.option("--probe", is_flag=True, help="measure tokens/s with two plain forwards of the first batch (loads weights)")
+@click.option("--image-size", metavar="WxH", default=None,
+              help="price every image at this size (e.g. 640x480, COCO's usual) instead of the files'")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="also write the estimate here")
+@user_errors
+def estimate(recipe: Path, overrides, tokens_per_s, probe, image_size, json_path) -> None:
+    """Price RECIPE without running it: prompts, variants, decoder cells fast / naive, forward-
+    equivalents, peak memory per batch and time. Reads the recipe, the data and the model config only
+    (meta device: no weights)."""
+    import json
+
+    from .estimate import estimate_recipe, format_report
+
+    size = None
+    if image_size:
+        try:
+            w, h = (int(x) for x in image_size.lower().split("x"))
+            size = (w, h)
+        except ValueError:
+            raise UserError(f"--image-size {image_size!r}: write it as WIDTHxHEIGHT, e.g. 640x480") from None
+    est = estimate_recipe(recipe, list(overrides), tokens_per_s, probe, size)
+    click.echo(format_report(est))
+    if json_path:
+        json_path.write_text(json.dumps(est, indent=2))
+
+
+@main.group("shapes")
+def shapes_group() -> None:
+    """The paper's models at their real shapes, with random weights (no download)."""
+
+
+@shapes_group.command("build")
+@click.argument("name")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder for the checkpoint")
+@click.option("--layers", type=int, default=None, help="decoder layers (default: the model's full depth)")
+@click.option("--vision-layers", type=int, default=None, help="vision-tower layers (default: full depth)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True)
+@click.option("--config-only", is_flag=True, help="config, tokenizer and processor, no weights (for anchorlab estimate)")
+@user_errors
+def shapes_build(name: str, out: Path, layers, vision_layers, seed: int, dtype: str, config_only: bool) -> None:
+    """Write NAME (qwen2.5-vl-7b, internvl3-8b, llava-1.5-7b, qwen2.5-7b) with random weights to OUT;
+    `model.id: OUT` then loads it through from_pretrained like a hub checkpoint."""
+    from .models.shapes import build_shape, get_shape
+
+    shape = get_shape(name)
+    for flag, value in (("--layers", layers), ("--vision-layers", vision_layers)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1")
+    path = build_shape(name, out, layers, vision_layers, seed, dtype, config_only)
+    weights = "no weights" if config_only else "random weights"
+    click.echo(f"wrote {name} ({shape.hub_id} shape: {shape.notes}; layers={layers or 'full'}, "
+               f"vision layers={vision_layers or 'full'}, {weights}, {dtype}) to {path}")
+
+
+@shapes_group.command("list")
+def shapes_list() -> None:
+    """The shapes `anchorlab shapes build` knows."""
+    from .models.shapes import SHAPES
+
+    for name, shape in SHAPES.items():
+        click.echo(f"{name:15s} {shape.hub_id:32s} {shape.notes}")
+
+
 @main.group()
 def toy() -> None:
     """The shipped toy MLLM."""

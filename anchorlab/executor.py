@@ -27,6 +27,7 @@ from .labels.capture import label_batch
 from .models.loading import ModelFacts, inspect_model, load_model
 from .recipe import Recipe
 from .plots import draw
+from .engines.autobatch import choose, default_budget, parse_bytes
 from .results import input_hashes, now, provenance, write_dataset
 from .store import RunStore, result_names
 from .summary import write_summary
@@ -93,7 +94,19 @@ class Run:
         return figures
 
 
-def follow_labels(run: Run, rows, needed: bool = False):
+def fit_budget(bundle, rows, spec, budget: int, name: str):
+    """`batch_size: auto`: prompts per batch and variants / settings per pass under the memory budget."""
+    batch_size, per_pass = choose(bundle, rows, spec, budget)
+    knob = {"knockout": "variants_per_pass", "heads_block": "settings_per_pass",
+            "heads_amplify": "settings_per_pass"}.get(spec.kind)
+    if knob:
+        spec = spec.model_copy(update={knob: per_pass})
+    log.info("%s: batch_size auto -> %d prompts%s under a %.0f MiB budget", name, batch_size,
+             f", {knob} {per_pass}" if knob else "", budget / 2**20)
+    return batch_size, spec
+
+
+def follow_labels(run: Run, rows, batch_size: int, needed: bool = False):
     """Labels per row for `data.filter` or for analyses choosing their own rows (`needed`); None when
     nothing asks for them. Also the attrs every result records."""
     recipe, out, store = run.recipe, run.out, run.store
@@ -113,7 +126,7 @@ def follow_labels(run: Run, rows, needed: bool = False):
         desc = f"follow labels ({d.filter_rule})"
         per_row = run_batches(lambda batch, chunk: label_batch(run.bundle, run.backend, batch, chunk, d.filter_rule,
                                                                 d.max_new_tokens),
-                              run.bundle, rows, recipe.batch_size, desc, store, "labels")
+                              run.bundle, rows, batch_size, desc, store, "labels")
         labels = per_row["label"]
         run.write(run.stamp(labels_store.labels_dataset(rows, per_row, recipe), started), labels_store.FILE)
         store.mark_finished("labels")
@@ -211,7 +224,12 @@ def run_recipe(
         log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
                  ",".join(recipe.data.tasks), len(rows))
         own = {spec.selection() for spec in recipe.analyses} - {"data", "all"}
-        labels, filter_attrs = follow_labels(run, rows, needed=bool(own))
+        budget = None
+        if recipe.batch_size == "auto":
+            budget = parse_bytes(recipe.memory_budget) if recipe.memory_budget is not None else default_budget(bundle)
+            data_attrs["memory_budget_bytes"] = budget
+        label_batch_size = recipe.batch_size if budget is None else choose(bundle, rows, None, budget)[0]
+        labels, filter_attrs = follow_labels(run, rows, label_batch_size, needed=bool(own))
         data_attrs.update(filter_attrs)
         results: dict[str, xr.Dataset] = {}
         ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed, style=prompt_style(recipe.data.prompt),
@@ -239,13 +257,18 @@ def run_recipe(
                 continue
             parts = []
             for j, (combo, sub) in enumerate(expand(spec, f"analyses.{i}")):
+                batch_size = recipe.batch_size
+                if budget is not None:
+                    batch_size, sub = fit_budget(bundle, rows, sub, budget, name)
                 analysis = REGISTRY[spec.kind](sub, ctx)
                 tag = f"{name}@{j}" if combo else name
                 desc = f"{name} {combo} [{m.id}]" if combo else f"{name} [{m.id}]"
-                per_row = run_batches(analysis.run_batch, bundle, rows, recipe.batch_size, desc, store, tag)
+                per_row = run_batches(analysis.run_batch, bundle, rows, batch_size, desc, store, tag)
                 parts.append((combo, analysis.reduce(rows, per_row, selected)))
             ds = run.stamp(stack(parts), started)
             ds.attrs["rows"] = rule
+            if budget is not None:
+                ds.attrs["batch_size_used"] = batch_size
             ds.attrs.update(backend.summary(mark))
             ds.attrs.update(data_attrs)
             run.write(ds, f"{name}.nc")

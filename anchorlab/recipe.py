@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from .sweeps import expand
 from .analyses import ANALYSES, AnalysisSpec
@@ -23,7 +23,8 @@ class ModelSpec(Strict):
     id: str = Field(description="hub id, local folder, or a shipped toy as toy:NAME")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "cpu"  # cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)
-    attn_implementation: Literal["eager", "sdpa"] = "sdpa"
+    # flash_attention_2: knockout and path blocking switch the model to sdpa (attrs: attn_implementation_used)
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
     revision: str | None = None
 
 
@@ -69,9 +70,19 @@ class Recipe(Strict):
     data: DataSpec = Field(default_factory=DataSpec)
     analyses: list[SerializeAsAny[AnalysisSpec]] = Field(min_length=1)
     backend: Literal["local", "ndif"] = "local"  # ndif: NDIF_HOST / NDIF_API_KEY (README "Running on NDIF")
-    batch_size: int = Field(8, ge=1)
+    # auto: prompts per batch (and knockout variants / head settings per pass) from the memory model
+    batch_size: int | str = Field(8, description="prompts per batch, or auto (see memory_budget)")
+    memory_budget: str | int | None = Field(None, description="batch_size auto: bytes a batch may add beyond the "
+                                            "weights (512MiB, 2GiB, ...); default 90% of free device memory")
     seed: int = 0
     output: str | None = None  # None: outputs/<name>
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, value):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"give a number of prompts >= 1 or 'auto' (got {value!r})")
 
     @property
     def output_dir(self) -> Path:

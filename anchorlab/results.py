@@ -119,6 +119,8 @@ def provenance(recipe: Recipe, recipe_text: str, overrides, bundle, backend: str
         "model_family": bundle.adapter.family,
         "model_dtype": recipe.model.dtype,
         "attn_implementation": recipe.model.attn_implementation,
+        "attn_implementation_used": str(getattr(bundle.lm_config, "_attn_implementation", None)
+                                        or recipe.model.attn_implementation),
         "seed": recipe.seed,
         "backend": backend,
         "device": str(bundle.device),

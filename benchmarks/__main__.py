@@ -2,6 +2,7 @@
 peak memory); also written as JSON (default outputs/bench.json).
 
     python -m benchmarks [--samples N] [--json PATH] [--only knockout,attribution]
+    python -m benchmarks --gpu [--reduced] [--shapes ...]   # benchmarks/gpu.py: full-depth real shapes in bf16
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ BENCHMARKS = ("knockout", "attribution", "heads")  # module names under benchmar
 def main(argv=None) -> list[dict]:
     from common import table
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--gpu" in argv:
+        import gpu
+
+        return gpu.main([a for a in argv if a != "--gpu"])
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--json", type=Path, default=HERE.parent / "outputs" / "bench.json")

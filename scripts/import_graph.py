@@ -23,7 +23,7 @@ STAGES = [
     ("anchorlab.interventions", 7), ("anchorlab.engines", 8), ("anchorlab.backends", 9),
     ("anchorlab.labels", 10), ("anchorlab.analyses", 11), ("anchorlab.sweeps", 12), ("anchorlab.recipe", 12),
     ("anchorlab.results", 13), ("anchorlab.summary", 13), ("anchorlab.store", 13), ("anchorlab.plots", 14),
-    ("anchorlab.executor", 15), ("anchorlab.api", 16), ("anchorlab.toy.train", 16), ("anchorlab.cli", 17),
+    ("anchorlab.executor", 15), ("anchorlab.api", 16), ("anchorlab.estimate", 16), ("anchorlab.toy.train", 16), ("anchorlab.cli", 17),
     ("anchorlab.__main__", 18), ("anchorlab", 18),
 ]
 

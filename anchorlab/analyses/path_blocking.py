@@ -53,6 +53,9 @@ class PathBlockingAnalysis(Analysis):
         from ..labels.rules import answer_forms, classify_answer
 
         bundle, backend = self.ctx.bundle, self.ctx.backend
+        from ..engines.attention import ensure_dense_mask
+
+        ensure_dense_mask(bundle, "path blocking")
         a, dev = bundle.adapter, bundle.device
         prompt_mask = batch.inputs["attention_mask"].to(dev)
         labels = np.zeros((len(rows), len(SETTINGS)), dtype=np.int8)

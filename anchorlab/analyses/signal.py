@@ -15,6 +15,7 @@ from ..method.stats import bootstrap_ci
 from ..method.signal import ldar, synchrony
 from .base import Analysis, layers_out_of_range, PhiSpec, param_attrs
 from ..rows.layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
+from ..rows.batching import no_logits
 
 class SignalSpec(PhiSpec):
     kind: Literal["signal"] = "signal"
@@ -62,7 +63,7 @@ class SignalAnalysis(Analysis):
         dec = decision_rows(rows)  # [B, 2] = (followed, competitor) answer tokens
         dev = bundle.device
         pooled, decision = self.ctx.backend.trace(
-            batch.inputs, lens_capture, bundle.adapter.layers, read, sites.to(dev), lens.rows(ids),
+            no_logits(batch.inputs), lens_capture, bundle.adapter.layers, read, sites.to(dev), lens.rows(ids),
             member.to(dev), lens.rows(dec), lens.norm, spec.final_norm, spec.pool,
         )
         keep = [read.index(layer) for layer in layers]

@@ -17,6 +17,7 @@ from ..adapters.paths import envoy_at
 from ..interventions.head_scaling import scale_heads
 from .generation import greedy_generate
 from .knockout import role_mask
+from ..rows.batching import no_logits
 from .prefix import clean_capture, final_logits, model_paths, suffix_inputs
 
 
@@ -96,8 +97,8 @@ def fast_heads(t, bundle, inputs, paths, tables, where, dec_w, rule, max_new_tok
     n_layers, head_dim = tables.shape[1], bundle.head_dim
     key_mask = inputs["attention_mask"].to(where.device)
     p0 = int(torch.where(where.any(0))[0].min())
-    embeds, positions, _, _, cache = t.trace(dict(inputs, use_cache=True), clean_capture, paths,
-                                             bundle.adapter.is_multimodal, s, n_layers, dec_w)
+    embeds, positions, _, _, cache = t.trace(no_logits(dict(inputs, use_cache=True)), clean_capture, paths,
+                                             bundle.adapter.is_multimodal, s, n_layers, dec_w, [])
     outputs, cells = [], n_layers * s * b
     for start in range(0, len(tables), per_pass):
         chunk = tables[start : start + per_pass]

@@ -15,8 +15,12 @@ import torch
 from ..rows.layout import decision_rows
 from ..adapters.paths import envoy_at
 from ..errors import UserError
-from ..interventions.knockout import apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges, window_layers
-from .prefix import clean_capture, final_logits, model_paths, suffix_inputs
+from ..interventions.knockout import (
+    apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges, window_layers,
+)
+from .attention import ensure_dense_mask
+from ..rows.batching import no_logits
+from .prefix import clean_capture, final_logits, model_paths, placeholder, stack_rows, suffix_inputs
 
 
 @dataclass
@@ -62,6 +66,7 @@ class KnockoutEngine:
     def __init__(self, bundle, backend, mode: str = "fast", variants_per_pass: int = 16):
         self.bundle, self.backend, self.mode, self.per_pass = bundle, backend, mode, variants_per_pass
         self.paths = model_paths(bundle.adapter)
+        ensure_dense_mask(bundle)
 
     def sweep(self, batch, rows, pathways: list[tuple[str, str, str]], centres: list[int], width: int,
               decision: torch.Tensor | None = None) -> Sweep:
@@ -106,45 +111,86 @@ def naive_sweep(t, inputs, paths, edges, windows, key_mask, dec_w, n_layers):
     return out, clean.cpu(), cells
 
 
-def fast_sweep(t, inputs, paths, multimodal, lm_config, per_pass, edges, windows, key_mask, dec_w, n_layers):
-    """As naive_sweep, from one clean pass (KV cache + hidden states) and suffix passes (module docstring)."""
-    b, s = key_mask.shape
-    starts = [int(first_affected(k).min()) for k in edges]
-    start = min(min(starts), s - 1)
-    embeds, positions, hidden, clean, cache = t.trace(
-        dict(inputs, use_cache=True), clean_capture, paths, multimodal, start, n_layers, dec_w)
-    out = torch.empty((b, len(edges), len(windows), 2))
-    cells = n_layers * s * b
-    # variants sharing (first changed position, lowest window layer) recompute exactly the same
-    # cells, so they share a pass: no layer is recomputed for a variant that did not need it
-    # (a pathway whose only changed position is `last` is one query: its passes are so small that one
-    # pass from its lowest window costs less than a pass per window start)
+@dataclass(frozen=True)
+class SuffixPass:
+    """One suffix pass of the fast engine: positions p0.. of g = len(variants) stacked copies of the
+    batch, layers below `first_layer` skipped (their clean outputs stand in)."""
+
+    p0: int
+    first_layer: int
+    variants: tuple[tuple[int, int], ...]  # (pathway, centre) indices, in row-block order
+
+
+def plan_passes(starts: list[int], windows: list[list[int]], s: int, n_layers: int, per_pass: int
+                ) -> tuple[list[SuffixPass], list[tuple[int, int]]]:
+    """The fast engine's passes, from each pathway's first changed position (`starts`, S when no
+    row has an edge) and each centre's window; pure, so `anchorlab estimate` counts exactly what a
+    run computes. Returns (passes, unchanged variants).
+
+    Variants sharing (first changed position, lowest window layer) recompute exactly the same
+    cells, so they share a pass: no layer is recomputed for a variant that did not need it (a
+    pathway whose only changed position is `last` is one query: its passes are so small that one
+    pass from its lowest window costs less than a pass per window start)."""
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for p in range(len(edges)):
+    for p in range(len(starts)):
         for c, window in enumerate(windows):
             low = min(window, default=n_layers)
             groups.setdefault((starts[p], low if s - starts[p] > 1 else 0), []).append((p, c))
+    passes, unchanged = [], []
     for (p0, _), variants in sorted(groups.items()):
         if p0 >= s:  # no row has an edge to remove (every dst precedes every src): nothing changes
-            for p, c in variants:
-                out[:, p, c] = clean.cpu()
+            unchanged.extend(variants)
             continue
         variants.sort(key=lambda v: min(windows[v[1]], default=n_layers))  # chunks of similar window starts
-        for chunk in (variants[i : i + per_pass] for i in range(0, len(variants), per_pass)):
-            g = len(chunk)
-            skip_below = min(min(windows[c], default=n_layers) for _, c in chunk)
-            active = {}
-            for k, (_, c) in enumerate(chunk):
-                for layer in windows[c]:
-                    active.setdefault(layer, torch.zeros(g * b, dtype=torch.bool, device=key_mask.device))
-                    active[layer][k * b : (k + 1) * b] = True
-            pass_inputs = suffix_inputs(embeds, positions, key_mask, cache, p0, g, lm_config)
-            skip = [hidden[j][:, p0 - start :].repeat(g, 1, 1) for j in range(skip_below)]
-            knocked = torch.cat([edges[p][:, p0:] for p, _ in chunk])
-            allowed = base_allowed(key_mask, p0).repeat(g, 1, 1)
-            res = t.trace(pass_inputs, suffix_capture, paths, skip_below, skip, active, allowed,
-                          knocked, dec_w.repeat(g, 1, 1)).view(g, b, 2).cpu()
-            for k, (p, c) in enumerate(chunk):
-                out[:, p, c] = res[k]
-            cells += (n_layers - skip_below) * (s - p0) * g * b
+        for i in range(0, len(variants), per_pass):
+            chunk = tuple(variants[i : i + per_pass])
+            first = min(min(windows[c], default=n_layers) for _, c in chunk)
+            passes.append(SuffixPass(p0, first, chunk))
+    return passes, unchanged
+
+
+def pass_cells(plan: SuffixPass, s: int, b: int, n_layers: int) -> int:
+    return (n_layers - plan.first_layer) * (s - plan.p0) * len(plan.variants) * b
+
+
+def fast_sweep(t, inputs, paths, multimodal, lm_config, per_pass, edges, windows, key_mask, dec_w, n_layers):
+    """As naive_sweep, from one clean pass (KV cache + hidden states) and suffix passes (module docstring).
+
+    Memory: the clean pass keeps only the outputs a pass reads (the input of each pass's first
+    recomputed layer, from the earliest changed position on) and no logits; a pass gets that one
+    hidden state for its copies (a view when B = 1), a zero-byte placeholder for every skipped
+    layer below it and for the embeddings, and the prefix KV cache only for the layers it recomputes."""
+    b, s = key_mask.shape
+    starts = [int(first_affected(k).min()) for k in edges]
+    start = min(min(starts), s - 1)
+    passes, unchanged = plan_passes(starts, windows, s, n_layers, per_pass)
+    keep = sorted({plan.first_layer - 1 for plan in passes if plan.first_layer > 0})
+    embeds, positions, hidden, clean, cache = t.trace(
+        no_logits(dict(inputs, use_cache=True)), clean_capture, paths, multimodal, start, n_layers, dec_w, keep)
+    out = torch.empty((b, len(edges), len(windows), 2))
+    cells = n_layers * s * b
+    for p, c in unchanged:
+        out[:, p, c] = clean.cpu()
+    for plan in passes:
+        p0, skip_below, chunk = plan.p0, plan.first_layer, plan.variants
+        g = len(chunk)
+        active = {}
+        for k, (_, c) in enumerate(chunk):
+            for layer in windows[c]:
+                active.setdefault(layer, torch.zeros(g * b, dtype=torch.bool, device=key_mask.device))
+                active[layer][k * b : (k + 1) * b] = True
+        pass_inputs = suffix_inputs(embeds, positions, key_mask, cache, p0, g, lm_config, skip_below)
+        if skip_below > 0:
+            below = stack_rows(hidden[skip_below - 1][:, p0 - start :], g)  # what layer skip_below reads
+            # the lower skipped layers' outputs only feed skipped layers: nothing reads them
+            skip = [placeholder(below, below.shape)] * (skip_below - 1) + [below]
+        else:
+            skip = []
+        knocked = torch.cat([edges[p][:, p0:] for p, _ in chunk])
+        allowed = stack_rows(base_allowed(key_mask, p0), g)
+        res = t.trace(pass_inputs, suffix_capture, paths, skip_below, skip, active, allowed,
+                      knocked, stack_rows(dec_w, g)).view(g, b, 2).cpu()
+        for k, (p, c) in enumerate(chunk):
+            out[:, p, c] = res[k]
+        cells += pass_cells(plan, s, b, n_layers)
     return out, clean.cpu(), cells

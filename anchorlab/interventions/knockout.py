@@ -67,6 +67,10 @@ def as_mask_like(received, allowed: torch.Tensor):
 def apply_knockout(attn_envoy, allowed, knocked, active):
     """In a trace: replace this layer's attention mask (a new tensor; HF shares one mask object
     across layers, so it is never edited in place). `active` [R] marks rows knocked in this layer."""
+    impl = getattr(getattr(attn_envoy._module, "config", None), "_attn_implementation", None)
+    if impl not in (None, "sdpa", "eager"):  # flash kernels take no dense mask: it would be silently ignored
+        raise UserError(f"attention knockout needs a dense attention mask, which {impl} ignores: load the model "
+                        "with model.attn_implementation: sdpa (or eager); the engines switch it (engines/attention.py)")
     args, kwargs = attn_envoy.inputs
     mask = allowed & ~(knocked & active[:, None, None])
     kwargs = dict(kwargs)

@@ -11,6 +11,7 @@ import torch
 
 from ..adapters.paths import envoy_at
 from ..method.lens import restricted_logits
+from ..rows.batching import no_logits
 from ..rows.layout import decision_rows, entity_rows
 from .rules import answer_forms, classify_answer
 
@@ -26,7 +27,7 @@ def first_token_margin(bundle, backend, batch, rows) -> np.ndarray:
     """Per row: logit(y_f) - logit(y_c) of the model's next token at `last`."""
     lens = bundle.lens
     last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
-    logits = backend.trace(batch.inputs, decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
+    logits = backend.trace(no_logits(batch.inputs), decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
                            lens.rows(decision_rows(rows)), lens.norm)
     return (logits[:, 0] - logits[:, 1]).float().cpu().numpy()
 
@@ -44,7 +45,7 @@ def dictionary_best(ctx, batch, rows) -> torch.Tensor:
     ids, member = entity_rows(rows)
     lens = bundle.lens
     last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
-    logits = ctx.backend.trace(batch.inputs, decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
+    logits = ctx.backend.trace(no_logits(batch.inputs), decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
                                lens.rows(ids), lens.norm).cpu()
     out = torch.empty((len(rows), 2), dtype=torch.long)
     for i, row in enumerate(rows):

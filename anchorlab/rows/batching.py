@@ -47,3 +47,10 @@ def layer_chunks(n_layers: int, per_layer_elements: int, budget_elements: int) -
     """Split layers so one chunk's [B, Lc, H, P, d] block stays under the budget (at least 1 layer)."""
     size = max(1, budget_elements // max(1, per_layer_elements))
     return [range(s, min(s + size, n_layers)) for s in range(0, n_layers, size)]
+
+
+def no_logits(inputs: dict) -> dict:
+    """Model inputs that compute no full-vocabulary logits at all (an empty `logits_to_keep` index):
+    every analysis reads the decision / dictionary tokens through the restricted lens instead, and
+    152k × 1,000 positions of fp32 logits would be 0.6 GB per prompt."""
+    return dict(inputs, logits_to_keep=torch.zeros(0, dtype=torch.long))

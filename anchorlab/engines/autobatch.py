@@ -1,0 +1,87 @@
+"""`batch_size: auto` with a `memory_budget` (issue 13): prompts per batch and, for knockout,
+variants per pass, chosen from the memory model (engines/memory.py) so that no batch is predicted to
+add more than the budget to the loaded model.
+
+The budget is what the work may add beyond the weights: `memory_budget` ("512MiB", "2GiB", "1.5GB"
+or bytes), default 90% of the device's free memory after loading (CUDA: torch.cuda.mem_get_info;
+CPU: half of MemAvailable). Batches are sized on the longest prompts (rows are batched by length,
+so every other batch is shorter), trying 64, 32, ..., 1 prompts and, for knockout, 16, 8, ..., 1
+variants per pass; if even one prompt with one variant does not fit, the run stops with the
+predicted need.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..rows.batching import collate
+from . import memory
+from ..interventions.knockout import window_layers
+from ..errors import UserError
+
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+BATCHES = (64, 32, 16, 8, 4, 2, 1)
+PER_PASS = (16, 8, 4, 2, 1)
+
+
+def parse_bytes(value) -> int:
+    if isinstance(value, (int, float)):
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in UNITS:
+        raise UserError(f"memory_budget {value!r}: write bytes or a size such as 512MiB, 2GiB, 1.5GB")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def default_budget(bundle) -> int:
+    dev = bundle.device
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(0.9 * free)
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024 // 2
+    except (OSError, KeyError, ValueError):
+        return 4 * 2**30
+
+
+def predicted_bytes(bundle, spec, batch, rows, per_pass: int = 1) -> int:
+    """Bytes one batch adds beyond the weights, for analysis `spec` (None: the follow-label pass)."""
+    dims = memory.dims_of(bundle)
+    b, s = batch.inputs["input_ids"].shape
+    patches = memory.n_patches(batch)
+    kind = getattr(spec, "kind", None)
+    if kind == "knockout" and spec.engine == "fast":
+        from .analyses import Context
+        from .analyses.knockout import KnockoutAnalysis
+
+        centres = KnockoutAnalysis(spec, Context(bundle=bundle, backend=None, seed=0)).centres()
+        windows = [window_layers(c, spec.window, bundle.n_layers) for c in centres]
+        starts = memory.starts_of(batch, rows, [(p, *p.split("->")) for p in spec.pathways])
+        return memory.knockout_fast_bytes(dims, b, s, starts, windows, per_pass, patches)
+    if kind in ("heads_block", "heads_amplify") and spec.engine == "fast":
+        return memory.kv_bytes(dims, b, s, bundle.n_layers) + memory.pass_bytes(dims, b, s, 0, per_pass, 0, 0) + \
+            memory.forward_bytes(dims, b, s, 1, patches, cache=True)
+    generates = kind in ("path_blocking", "heads_block", "heads_amplify") or spec is None
+    return memory.forward_bytes(dims, b, s, 1 if generates else 0, patches, cache=generates)
+
+
+def choose(bundle, rows, spec, budget: int) -> tuple[int, int]:
+    """(prompts per batch, variants / settings per pass) for `spec` under `budget` bytes."""
+    longest = sorted(rows, key=lambda r: len(r.encoded.input_ids), reverse=True)
+    kind = getattr(spec, "kind", None)
+    passes = PER_PASS if kind in ("knockout", "heads_block", "heads_amplify") and spec.engine == "fast" else (1,)
+    need = None
+    for n in BATCHES:
+        if n > len(rows) and n != 1:
+            continue
+        chunk = longest[:n]
+        batch = collate([r.encoded for r in chunk], bundle.adapter, bundle.pad_token_id)
+        for g in passes:
+            need = predicted_bytes(bundle, spec, batch, chunk, g)
+            if need <= budget:
+                return n, g
+    raise UserError(f"memory_budget: {budget / 2**20:.0f} MiB is less than one prompt needs "
+                    f"({need / 2**20:.0f} MiB predicted for {kind or 'labels'}); raise memory_budget")
