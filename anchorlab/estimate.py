@@ -23,6 +23,7 @@ from .sweeps import expand
 from .analyses import REGISTRY, Context
 from .rows.batching import collate
 from .rows.compiler import compile_rows, prompt_style
+from .rows.encoding import encode
 from .data.sources import load_dataset
 from .engines import memory
 from .engines.knockout import first_affected, knocked_edges, pass_cells, plan_passes, role_mask, window_layers
@@ -264,7 +265,10 @@ def probe_tokens_per_s(recipe, rows, n: int = 2) -> float:
 
     m = recipe.model
     bundle = load_model(m.id, m.dtype, m.device, m.attn_implementation, m.revision)
-    batch = collate([r.encoded for r in rows[: min(len(rows), recipe.batch_size)]], bundle.adapter, bundle.pad_token_id)
+    size = recipe.batch_size if isinstance(recipe.batch_size, int) else 8
+    # rows were encoded against the meta-device model: encode the probe batch again with the real one
+    encoded = [encode(bundle, r.prompt) for r in rows[: min(len(rows), size)]]
+    batch = collate(encoded, bundle.adapter, bundle.pad_token_id)
     inputs = {k: v.to(bundle.device) if isinstance(v, torch.Tensor) else v for k, v in batch.inputs.items()}
     with torch.inference_mode():
         bundle.model(**inputs, logits_to_keep=1)
