@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,10 +36,14 @@ def numeric_fields(kind: str) -> list[str]:
 FIELDS = [(kind, field) for kind in ANALYSES for field in numeric_fields(kind)]
 
 
+RANKINGS = Path(tempfile.mkdtemp(prefix="anchorlab-fuzz-")) / "attribution.nc"  # exists: preflight checks only that
+RANKINGS.touch()
+
+
 def recipe_with(kind: str, field: str, value) -> dict:
     analysis = {"kind": kind, field: value}
     if kind.startswith("heads"):
-        analysis.update(rows="all", heads_from="/nonexistent.nc") if field != "heads_from" else None
+        analysis.update(rows="all", heads_from=str(RANKINGS))
     return {"model": {"id": "toy:arbiter"}, "data": {"source": "toy", "n_samples": 2, "filter": "all"},
             "analyses": [analysis]}
 
