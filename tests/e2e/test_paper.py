@@ -8,7 +8,7 @@ from anchorlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ("signal", "signal_ablation", "knockout", "path_blocking", "attribution", "heads_block", "heads_amplify")
-FIGURES = ("signal_ldar.png", "signal_trajectory.png", "signal_ablation_ablation.png", "knockout_pathways.png",
+FIGURES = ("signal_ldar.png", "signal_trajectory.png", "signal_ablation.png", "knockout_pathways.png",
            "knockout_layers.png", "path_blocking_mfr.png", "heads_block_mfr.png", "heads_amplify_mfr.png")
 
 
