@@ -34,6 +34,10 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
         from ..toy.data import generate_samples
 
         samples = generate_samples(data_spec.n_samples or TOY_DEFAULT_N, seed=seed)
+    elif data_spec.source == "organism":  # toy:anchored's held-out prompts (the ground-truth checks' prompts)
+        from ..toy.organism_data import generate_samples as organism_samples
+
+        samples = organism_samples(data_spec.n_samples or TOY_DEFAULT_N, seed=seed)
     elif data_spec.source in FILE_SOURCES:
         from ..dictionary import dictionary_for
 
