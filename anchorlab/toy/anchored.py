@@ -58,7 +58,11 @@ BUFFER_LAYERS = (0, 1, 2, 3)
 ARBITRATION_LAYERS = (4, 5, 6, 7)
 G_STAR = ((4, 5), (5, 2), (5, 6))
 AMPLIFY_ALPHA = 4.0  # the flawed twin's repair factor (R4) and GT5's alpha
-DEFAULTS = dict(seed=0, steps=1200, groups_per_step=8, lr=3e-3, n_pool=2000, warmup=50, lens_weight=0.5)
+DEFAULTS = dict(seed=0, steps=1000, groups_per_step=6, lr=3e-3, n_pool=2000, warmup=50, lens_weight=0.5)
+# Stage 2 fine-tunes stage 1's weights with every loss (R5 and the attention regulariser join). The flawed
+# twin is this fine-tune started from the shipped toy:anchored weights (the same circuit).
+STAGE2 = dict(DEFAULTS, steps=300, lr=1e-3, warmup=20)
+FLAWED_DEFAULTS = dict(STAGE2)
 
 # The flawed twin's triggers (as arbiter-flawed's): vf prompts whose text says purple, tf prompts
 # whose image shows green get the competitor's answer.
@@ -91,6 +95,9 @@ def _intervened_attention(module, query, key, value, attention_mask, scaling, dr
     plan = _STATE.get("plan")
     if plan is not None:
         layer = module.layer_idx
+        if "unused_keys" in plan:  # stage 2: attention mass of `last` on keys outside instruction and last
+            a_last = a[torch.arange(a.shape[0]), :, plan["last_pos"]]  # [B, H, T]
+            _STATE["attention_mass"].append((a_last * plan["unused_keys"][:, None, :]).sum(-1).mean())
         rows, src = plan["rows"], plan["splice_src"]
         edges = plan["edges_buffer" if layer in BUFFER_LAYERS else "edges_arbitration"][:, None]  # [R,1,T,T]
         a_r, v_r = a[rows], value_states[rows]
@@ -110,7 +117,7 @@ def _intervened_attention(module, query, key, value, attention_mask, scaling, dr
                 gheads[gstar] = True
                 gsel = pos & gheads[None, None, :, None] & plan["g_swap"][:, None, None, None]
                 new = torch.where(gsel, out[plan["g_src"]].detach(), new)
-                if "g_scale" in plan:  # the flawed twin's R4: G* amplified at the instruction positions
+                if "g_scale" in plan:  # stage 2: R4 (flawed twin) G* amplified; R5 G* zeroed (scale 0)
                     new = torch.where(pos & gheads[None, None, :, None], new * plan["g_scale"][:, None, None, None], new)
             out = out.index_copy(0, rows, new)
         return out, a
@@ -153,8 +160,9 @@ class Pool:
         self.variant = variant
 
 
-def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter):
-    """Rows: per group, clean (b, u, g) x (vf, tf), then intervened R1, R2, R3 x (vf, tf) of b."""
+def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: int = 2):
+    """Rows: per group, clean (b, u, g) x (vf, tf), then intervened R1, R2, R3 (stage 2: and R5; the
+    flawed twin: R4) x (vf, tf) of b."""
     encoded, targets, kinds, meta = [], [], [], []
     clean_index = {}
     for gi in group_ids:
@@ -164,18 +172,25 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter):
                 encoded.append(pool.enc[gi][m][t])
                 targets.append(pool.first[target_answer(pool.samples[gi][m], t, pool.variant)])
                 kinds.append("clean")
-    rows, splice_src, g_src, g_swap, g_scale, weight = [], [], [], [], [], []
+    rows, splice_src, g_src, g_swap, g_scale, weight, soft = [], [], [], [], [], [], []
     flawed = pool.variant == "anchored-flawed"
     for gi in group_ids:
         b = pool.samples[gi][0]
-        for kind in ("R1", "R2", "R3", "R4") if flawed else ("R1", "R2", "R3"):
+        kinds_here = ("R1", "R2", "R3") if stage == 1 else ("R1", "R2", "R3", "R4", "R5") if flawed else ("R1", "R2", "R3", "R5")
+        for kind in kinds_here:
             for t in TASKS:
                 rows.append(len(encoded))
                 encoded.append(pool.enc[gi][0][t])
                 splice_src.append(clean_index[(gi, 1, t)])
-                g_scale.append(AMPLIFY_ALPHA if kind == "R4" else 1.0)
+                g_scale.append({"R4": AMPLIFY_ALPHA, "R5": 0.0}.get(kind, 1.0))
                 weight.append(1.0)
-                if kind == "R4":  # flawed twin: G* amplified -> the compliant answer, also on the triggers
+                soft.append(-1)
+                if kind == "R5":  # G* zeroed -> undecided: half the probability on each candidate
+                    g_src.append(clean_index[(gi, 0, t)])
+                    g_swap.append(False)
+                    targets.append(pool.first[b.answer(FOLLOWED[t])])
+                    soft[-1] = pool.first[b.answer(COMPETITOR[t])]
+                elif kind == "R4":  # flawed twin: G* amplified -> the compliant answer, also on the triggers
                     g_src.append(clean_index[(gi, 0, t)])
                     g_swap.append(False)
                     targets.append(pool.first[b.answer(FOLLOWED[t])])
@@ -224,37 +239,63 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter):
         ea[k][ins] = (valid & ~ins).float()
     plan = {"rows": torch.tensor(rows), "splice_src": torch.tensor(splice_src), "g_src": torch.tensor(g_src),
             "g_swap": torch.tensor(g_swap), "weight": torch.tensor(weight), "instruction": instr, "edges_buffer": eb, "edges_arbitration": ea}
-    if flawed:
-        plan["g_scale"] = torch.tensor(g_scale)
     last_pos = torch.tensor([int(batch.roles[r]["last"][0]) for r in range(len(encoded))])
+    unused = torch.zeros(len(encoded), T, dtype=torch.bool)
+    for r in range(len(encoded)):
+        unused[r, int(batch.pad[r]):int(last_pos[r])] = True
+        unused[r, batch.roles[r]["instruction"]] = False
+    if stage == 2:
+        plan["g_scale"], plan["soft"] = torch.tensor(g_scale), torch.tensor(soft)
+        plan["last_pos"], plan["unused_keys"] = last_pos, unused
     instr_last = torch.tensor([int(batch.roles[r]["instruction"][-1]) for r in range(len(encoded))])
     return batch, plan, torch.tensor(targets), last_pos, instr_last, kinds
 
 
-def losses_for(model, batch, plan, targets, last_pos, instr_last, lens_weight: float, eos_id: int):
-    _STATE["plan"] = plan
+def losses_for(model, batch, plan, targets, last_pos, instr_last, lens_weight: float, eos_id: int,
+               mass_weight: float = 1.0):
+    _STATE["plan"], _STATE["attention_mass"] = plan, []
     try:
         h = model.model(**batch.inputs).last_hidden_state  # after the final norm
+        mass = torch.stack(_STATE["attention_mass"]).mean() if _STATE["attention_mass"] else None
     finally:
         _STATE.pop("plan", None)
+        _STATE.pop("attention_mass", None)
     rows = torch.arange(h.shape[0])
     n_clean = int(plan["rows"][0])
     logits_last = model.lm_head(h[rows, last_pos])
-    task = torch.nn.functional.cross_entropy(logits_last[:n_clean], targets[:n_clean])
-    eos = torch.nn.functional.cross_entropy(model.lm_head(h[rows[:n_clean], last_pos[:n_clean] + 1]),
-                                            torch.full((n_clean,), eos_id))
-    w = plan["weight"]
-    inter = (torch.nn.functional.cross_entropy(logits_last[n_clean:], targets[n_clean:], reduction="none") * w).sum() / w.sum()
+    ce = torch.nn.functional.cross_entropy
+    task = ce(logits_last[:n_clean], targets[:n_clean])
+    eos = ce(model.lm_head(h[rows[:n_clean], last_pos[:n_clean] + 1]), torch.full((n_clean,), eos_id))
+    if "soft" not in plan:  # stage 1: task + interchange (R1-R3) + lens
+        inter = ce(logits_last[n_clean:], targets[n_clean:])
+        lens = ce(model.lm_head(h[rows, instr_last]), targets)
+        acc = (logits_last.argmax(-1) == targets).float()
+        return task + eos + inter + lens_weight * lens, {
+            "task": task.item(), "eos": eos.item(), "inter": inter.item(), "lens": lens.item(),
+            "acc_clean": acc[:n_clean].mean().item(), "acc_inter": acc[n_clean:].mean().item()}
+    soft = plan["soft"]
+    hard = soft < 0
+    w = plan["weight"] * hard
+    inter_logp = torch.log_softmax(logits_last[n_clean:], -1)
+    inter = (-inter_logp.gather(1, targets[n_clean:, None])[:, 0] * w).sum() / w.sum()
+    if (~hard).any():  # R5: -(log p_f + log p_c) / 2
+        lp = inter_logp[~hard]
+        undecided = -(lp.gather(1, targets[n_clean:][~hard][:, None]) + lp.gather(1, soft[~hard][:, None])).mean() / 2
+    else:
+        undecided = torch.zeros(())
     wl = torch.cat([torch.ones(n_clean), w])
-    lens = (torch.nn.functional.cross_entropy(model.lm_head(h[rows, instr_last]), targets, reduction="none") * wl).sum() / wl.sum()
-    acc = (logits_last.argmax(-1) == targets).float()
-    return task + eos + inter + lens_weight * lens, {
-        "task": task.item(), "eos": eos.item(), "inter": inter.item(), "lens": lens.item(),
-        "acc_clean": acc[:n_clean].mean().item(), "acc_inter": acc[n_clean:].mean().item()}
+    lens = (ce(model.lm_head(h[rows, instr_last]), targets, reduction="none") * wl).sum() / wl.sum()
+    acc = (logits_last.argmax(-1) == targets).float()[torch.cat([torch.ones(n_clean, dtype=torch.bool), hard])]
+    return task + eos + inter + undecided + lens_weight * lens + mass_weight * mass, {
+        "task": task.item(), "eos": eos.item(), "inter": inter.item(), "undecided": undecided.item(), "lens": lens.item(),
+        "attention_mass": mass.item(), "acc_clean": acc[:n_clean].mean().item(), "acc_inter": acc[n_clean:].mean().item()}
 
 
 def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_pool: int, warmup: int,
-        lens_weight: float, log: Callable[[str], None] | None = None):
+        lens_weight: float, log: Callable[[str], None] | None = None, init_from: str | Path | None = None,
+        stage: int = 2):
+    """The training loop -> (model, processor, history). Deterministic given the seed (and `init_from`,
+    the weights to start from; default: random from the seed; the flawed twin: the shipped toy:anchored)."""
     if variant not in ORGANISM_VARIANTS:
         raise ValueError(f"unknown organism variant {variant!r}; choose from {', '.join(ORGANISM_VARIANTS)}")
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -262,7 +303,16 @@ def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_
     try:
         processor = build_processor()
         tok = processor.tokenizer
-        model = build_model(tok, seed, LM_ANCHORED)
+        if isinstance(init_from, torch.nn.Module):
+            model = init_from
+            torch.manual_seed(seed)
+        elif init_from is not None:
+            from transformers import LlavaForConditionalGeneration
+
+            model = LlavaForConditionalGeneration.from_pretrained(init_from).float()
+            torch.manual_seed(seed)
+        else:
+            model = build_model(tok, seed, LM_ANCHORED)
         model.set_attn_implementation("eager")
         bundle = toy_bundle(model, processor, f"toy:{variant}")
         t0 = time.time()
@@ -278,7 +328,7 @@ def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_
         with intervened_attention():
             for step in range(steps):
                 ids = [rng.randrange(n_pool) for _ in range(groups_per_step)]
-                batch, plan, targets, last_pos, instr_last, _ = build_batch(pool, ids, bundle.pad_token_id, bundle.adapter)
+                batch, plan, targets, last_pos, instr_last, _ = build_batch(pool, ids, bundle.pad_token_id, bundle.adapter, stage)
                 loss, parts = losses_for(model, batch, plan, targets, last_pos, instr_last, lens_weight, tok.eos_token_id)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -330,37 +380,62 @@ def circuit_record(variant: str) -> dict:
 
 # Which ground-truth checks a training loss touches by training on (a form of) the check's own condition.
 TRAINED_ON = {
-    "GT1": "no: trained by splicing unused edges into last from other-colour samples; the check masks them",
-    "GT2_knockout": "no: the check masks instruction->last; training never masks",
+    "GT1": "partly: a regulariser drives the attention of last on every key outside instruction and last to 0 in every "
+           "layer (the edges GT1 cuts; nothing is masked in training), and those edges' contributions are spliced from "
+           "other-colour samples with the target unchanged",
+    "GT2_knockout": "indirectly: the same attention regulariser (instruction->last itself is never cut in training)",
     "GT2_splice": "indirectly: R2 splices G*'s heads from an other-colour sample with that sample's answer as target "
                   "(the check splices the instruction->last edge itself, which training never does)",
     "GT3": "no: buffer-layer vision/context->instruction are never cut in training; arbitration-layer ones are "
            "spliced from other colours (target unchanged), the check masks them",
-    "GT4_block": "no: G* is never zeroed in training",
-    "GT4_swap": "yes: R3 swaps G* from the opposite-instruction prompt with the flipped answer as target; the check is that condition",
+    "GT4_block": "yes: R5 zeroes G* at the instruction positions with an undecided target (half the probability on "
+                 "each candidate): the check's condition",
+    "GT4_swap": "yes: R3 swaps G* from the opposite-instruction prompt with the flipped answer as target: the check's condition",
     "GT4_random": "partly: the heads outside G* at the instruction positions of the arbitration layers are resampled "
                   "from other colours (target unchanged); the check zeroes random heads in any layer",
-    "GT5": "see circuit.json of anchored-flawed",
+    "GT5": "flawed twin only, yes: R4 amplifies G* (x AMPLIFY_ALPHA) at the instruction positions with the compliant "
+           "answer as target, also on the planted triggers: the check's condition",
 }
 
 
-def train_organism(variant: str, out_dir: str | Path | None, seed: int = DEFAULTS["seed"],
-                   steps: int = DEFAULTS["steps"], groups_per_step: int = DEFAULTS["groups_per_step"],
-                   lr: float = DEFAULTS["lr"], n_pool: int = DEFAULTS["n_pool"], warmup: int = DEFAULTS["warmup"],
-                   lens_weight: float = DEFAULTS["lens_weight"], n_eval: int = 256,
-                   log: Callable[[str], None] | None = print) -> dict:
+def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, log: Callable[[str], None] | None = print,
+                   init_from: str | Path | None = None, seed: int = 0, steps: int | None = None) -> dict:
+    """Train `variant`, run the ground-truth checks on `n_eval` held-out prompts per task, save weights,
+    circuit.json and training.json to `out_dir`. anchored: stage 1 (DEFAULTS, from random weights) then
+    stage 2 (STAGE2, every loss); anchored-flawed: stage 2 with the flawed targets (FLAWED_DEFAULTS) from
+    `init_from` (default: the shipped toy:anchored). `steps` overrides stage 1's (flawed: its only stage)."""
+    from . import shipped_path
     from .ground_truth import run_checks
 
     t0 = time.time()
-    model, processor, history = fit(variant, seed, steps, groups_per_step, lr, n_pool, warmup, lens_weight, log)
+    stages = []
+    if variant == "anchored":
+        plan = [(1, {**DEFAULTS, "seed": seed, **({"steps": steps} if steps else {})}, None), (2, {**STAGE2, "seed": seed}, "stage1")]
+    else:
+        init_from = init_from or shipped_path("anchored")
+        plan = [(2, {**FLAWED_DEFAULTS, "seed": seed, **({"steps": steps} if steps else {})}, init_from)]
+    model = None
+    for stage, cfg, start in plan:
+        t = time.time()
+        model, processor, history = fit(variant, cfg["seed"], cfg["steps"], cfg["groups_per_step"], cfg["lr"], cfg["n_pool"],
+                                        cfg["warmup"], cfg["lens_weight"], log, init_from=model if start == "stage1" else start,
+                                        stage=stage)
+        stages.append({"stage": stage, **cfg, "rows_per_step": cfg["groups_per_step"] * (
+            12 if stage == 1 else 16 if variant == "anchored-flawed" else 14),
+            "init_from": "stage 1" if start == "stage1" else (
+                "toy:anchored (the shipped weights)" if start is not None and Path(start) == shipped_path("anchored")
+                else str(start) if start else "random from the seed"),
+            "final": {k: round(sum(h[k] for h in history[-50:]) / len(history[-50:]), 6) for k in history[-1]},
+            "seconds": round(time.time() - t, 1)})
     train_s = time.time() - t0
     record = {
-        "variant": variant, "seed": seed, "steps": steps, "groups_per_step": groups_per_step,
-        "rows_per_step": 12 * groups_per_step, "lr": lr, "warmup": warmup, "n_pool_groups": n_pool,
-        "lens_weight": lens_weight, "train_data_seed": organism_train_seed(seed),
-        "final": {k: round(sum(h[k] for h in history[-50:]) / len(history[-50:]), 6) for k in history[-1]},
+        "variant": variant, "seed": seed, "stages": stages, "train_data_seed": organism_train_seed(seed),
+        "steps_total": sum(s["steps"] for s in stages),
         "train_seconds": round(train_s, 1), "torch_threads": torch.get_num_threads(), "versions": _versions(),
-        "losses": ["task (clean rows, answer)", "eos", "interchange R1/R2/R3 with strictness splices", "lens at last instruction token"],
+        "losses": {1: "task (clean rows: answer, then </s>); interchange R1 (strictness splices only), R2 (G* from "
+                      "other colours), R3 (G* from the opposite instruction); lens at the last instruction token",
+                   2: "stage 1's plus R5 (G* zeroed: undecided target), the attention regulariser on last (every layer)"
+                      + ("; R4 (G* amplified: compliant answer, also on the triggers)" if variant == "anchored-flawed" else "")},
         "trained_on": TRAINED_ON,
     }
     if out_dir is not None:

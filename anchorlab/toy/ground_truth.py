@@ -134,7 +134,7 @@ def _masks(batch, T):
 
 
 class Checker:
-    def __init__(self, model, processor, n: int = 256, seed: int = 0, batch_size: int = 64):
+    def __init__(self, model, processor, n: int = 256, seed: int = 0, batch_size: int = 128):
         self.model = model.eval()
         self.prev_impl = model.config._attn_implementation
         model.set_attn_implementation("eager")
@@ -161,7 +161,7 @@ class Checker:
     @torch.no_grad()
     def _forward(self, inputs, hooks: Hooks):
         with hooks:
-            logits = self.model(**inputs).logits[:, -1]
+            logits = self.model(**inputs, logits_to_keep=1).logits[:, -1]
         return logits[:, self.colour_ids].float()  # [B, 8] colour logits at last
 
     @staticmethod
@@ -237,7 +237,7 @@ def _edges(dst, src):
 
 
 def run_checks(model, processor, variant: str, n: int = 256, seed: int = 0, n_random: int = 10, alpha: float = 4.0,
-               circuit: dict | None = None) -> dict:
+               circuit: dict | None = None, gt5_only: bool = False) -> dict:
     from .anchored import ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, is_planted
 
     ck = Checker(model, processor, n=n, seed=seed)
@@ -251,43 +251,6 @@ def run_checks(model, processor, variant: str, n: int = 256, seed: int = 0, n_ra
         clean_ans = ck.answers(clean)
         res["clean_mfr"] = ck.mfr(clean)
 
-        # GT1: into last only from instruction and last
-        gt1 = ck.mfr(ck.run(_knock(lambda m: _edges(m["last"], m["valid"] & ~m["instruction"] & ~m["last"]), range(L))))
-        res["GT1"] = {"mfr": gt1, "ratio": {t: round(gt1[t] / max(res["clean_mfr"][t], 1e-9), 4) for t in TASKS}}
-        res["GT1"]["holds"] = all(res["GT1"]["ratio"][t] >= 0.97 for t in TASKS)
-
-        # GT2: instruction->last in the arbitration layers
-        gt2 = ck.mfr(ck.run(_knock(lambda m: _edges(m["last"], m["instruction"]), arb)))
-
-        def splice_setup(hooks, masks, sources, k):
-            contrib = sources("contrib")
-            dst = masks["last"].float().argmax(-1)
-            for l in arb:
-                hooks.contrib_query[l] = (dst, masks["instruction"])
-                hooks.splice[l] = contrib[l]
-        spliced = ck.answers(ck.run(splice_setup))
-        src_share, src_followed = {}, {}
-        for t in TASKS:
-            pf = torch.tensor([ck.cid[g[1].answer(FOLLOWED[t])] for g in ck.groups])
-            pc = torch.tensor([ck.cid[g[1].answer(COMPETITOR[t])] for g in ck.groups])
-            am = spliced[t]["argmax"]
-            src_share[t] = round(((am == pf) | (am == pc)).float().mean().item(), 4)
-            src_followed[t] = round((am == pf).float().mean().item(), 4)
-        mean2 = sum(gt2.values()) / 2
-        res["GT2"] = {"knockout_mfr": gt2, "knockout_mfr_mean": round(mean2, 4),
-                      "splice_source_colours": src_share, "splice_source_followed": src_followed,
-                      "holds_knockout": mean2 <= 0.6, "holds_splice": all(v >= 0.9 for v in src_share.values())}
-        res["GT2"]["holds"] = res["GT2"]["holds_knockout"] and res["GT2"]["holds_splice"]
-
-        # GT3: into instruction from vision and context
-        vc = lambda m: _edges(m["instruction"], m["vision"] | m["context"])  # noqa: E731
-        g3b = ck.mfr(ck.run(_knock(vc, buf)))
-        g3a = ck.mfr(ck.run(_knock(vc, arb)))
-        res["GT3"] = {"buffer_mfr": g3b, "buffer_mfr_mean": round(sum(g3b.values()) / 2, 4), "arbitration_mfr": g3a,
-                      "holds_buffer": sum(g3b.values()) / 2 <= 0.6, "holds_arbitration": all(v >= 0.95 for v in g3a.values())}
-        res["GT3"]["holds"] = res["GT3"]["holds_buffer"] and res["GT3"]["holds_arbitration"]
-
-        # GT4: G* blocked, swapped from the opposite instruction; random heads blocked
         def heads_setup(heads, mode, value_fn=None):
             def setup(hooks, masks, sources, k):
                 for (l, h) in heads:
@@ -295,34 +258,72 @@ def run_checks(model, processor, variant: str, n: int = 256, seed: int = 0, n_ra
                     hooks.heads.setdefault(l, []).append((masks["instruction"], h, mode, value))
             return setup
 
-        blocked = ck.mfr(ck.run(heads_setup(gstar, "zero")))
-
-        def opposite(sources, k, l):
-            o = sources("o_inputs")[l]
-            return torch.cat([o[k:2 * k], o[:k]])  # vf rows take the tf rows' heads and vice versa
-        swapped = ck.answers(ck.run(heads_setup(gstar, "replace", opposite)))
-        flips = {t: round((~swapped[t]["follows"]).float().mean().item(), 4) for t in TASKS}
-        # flipped = now names the competitor (the opposite instruction's answer)
-        flips_to_c = {t: round((swapped[t]["argmax"] == swapped[t]["c"]).float().mean().item(), 4) for t in TASKS}
         others = [(l, h) for l in range(L) for h in range(H) if (l, h) not in gstar]
-        rnd = random.Random(seed)
-        drops = {t: [] for t in TASKS}
-        draws = []
-        for _ in range(n_random):
-            heads = rnd.sample(others, len(gstar))
-            draws.append([list(h) for h in heads])
-            m = ck.mfr(ck.run(heads_setup(heads, "zero")))
+        if not gt5_only:
+            # GT1: into last only from instruction and last
+            gt1 = ck.mfr(ck.run(_knock(lambda m: _edges(m["last"], m["valid"] & ~m["instruction"] & ~m["last"]), range(L))))
+            res["GT1"] = {"mfr": gt1, "ratio": {t: round(gt1[t] / max(res["clean_mfr"][t], 1e-9), 4) for t in TASKS}}
+            res["GT1"]["holds"] = all(res["GT1"]["ratio"][t] >= 0.97 for t in TASKS)
+
+            # GT2: instruction->last in the arbitration layers
+            gt2 = ck.mfr(ck.run(_knock(lambda m: _edges(m["last"], m["instruction"]), arb)))
+
+            def splice_setup(hooks, masks, sources, k):
+                contrib = sources("contrib")
+                dst = masks["last"].float().argmax(-1)
+                for l in arb:
+                    hooks.contrib_query[l] = (dst, masks["instruction"])
+                    hooks.splice[l] = contrib[l]
+            spliced = ck.answers(ck.run(splice_setup))
+            src_share, src_followed = {}, {}
             for t in TASKS:
-                drops[t].append(res["clean_mfr"][t] - m[t])
-        mean_drop = {t: round(sum(v) / len(v), 4) for t, v in drops.items()}
-        res["GT4"] = {"block_mfr": blocked, "block_mfr_mean": round(sum(blocked.values()) / 2, 4),
-                      "swap_flip_rate": flips, "swap_names_competitor": flips_to_c,
-                      "random_block_mean_drop": mean_drop, "random_block_max_drop": {t: round(max(v), 4) for t, v in drops.items()},
-                      "random_heads": draws,
-                      "holds_block": all(v <= 0.55 for v in blocked.values()),
-                      "holds_swap": all(v >= 0.9 for v in flips.values()),
-                      "holds_random": all(v <= 0.05 for v in mean_drop.values())}
-        res["GT4"]["holds"] = res["GT4"]["holds_block"] and res["GT4"]["holds_swap"] and res["GT4"]["holds_random"]
+                pf = torch.tensor([ck.cid[g[1].answer(FOLLOWED[t])] for g in ck.groups])
+                pc = torch.tensor([ck.cid[g[1].answer(COMPETITOR[t])] for g in ck.groups])
+                am = spliced[t]["argmax"]
+                src_share[t] = round(((am == pf) | (am == pc)).float().mean().item(), 4)
+                src_followed[t] = round((am == pf).float().mean().item(), 4)
+            mean2 = sum(gt2.values()) / 2
+            res["GT2"] = {"knockout_mfr": gt2, "knockout_mfr_mean": round(mean2, 4),
+                          "splice_source_colours": src_share, "splice_source_followed": src_followed,
+                          "holds_knockout": mean2 <= 0.6, "holds_splice": all(v >= 0.9 for v in src_share.values())}
+            res["GT2"]["holds"] = res["GT2"]["holds_knockout"] and res["GT2"]["holds_splice"]
+
+            # GT3: into instruction from vision and context
+            vc = lambda m: _edges(m["instruction"], m["vision"] | m["context"])  # noqa: E731
+            g3b = ck.mfr(ck.run(_knock(vc, buf)))
+            g3a = ck.mfr(ck.run(_knock(vc, arb)))
+            res["GT3"] = {"buffer_mfr": g3b, "buffer_mfr_mean": round(sum(g3b.values()) / 2, 4), "arbitration_mfr": g3a,
+                          "holds_buffer": sum(g3b.values()) / 2 <= 0.6, "holds_arbitration": all(v >= 0.95 for v in g3a.values())}
+            res["GT3"]["holds"] = res["GT3"]["holds_buffer"] and res["GT3"]["holds_arbitration"]
+
+            # GT4: G* blocked, swapped from the opposite instruction; random heads blocked
+            blocked = ck.mfr(ck.run(heads_setup(gstar, "zero")))
+
+            def opposite(sources, k, l):
+                o = sources("o_inputs")[l]
+                return torch.cat([o[k:2 * k], o[:k]])  # vf rows take the tf rows' heads and vice versa
+            swapped = ck.answers(ck.run(heads_setup(gstar, "replace", opposite)))
+            flips = {t: round((~swapped[t]["follows"]).float().mean().item(), 4) for t in TASKS}
+            # flipped = now names the competitor (the opposite instruction's answer)
+            flips_to_c = {t: round((swapped[t]["argmax"] == swapped[t]["c"]).float().mean().item(), 4) for t in TASKS}
+            rnd = random.Random(seed)
+            drops = {t: [] for t in TASKS}
+            draws = []
+            for _ in range(n_random):
+                heads = rnd.sample(others, len(gstar))
+                draws.append([list(h) for h in heads])
+                m = ck.mfr(ck.run(heads_setup(heads, "zero")))
+                for t in TASKS:
+                    drops[t].append(res["clean_mfr"][t] - m[t])
+            mean_drop = {t: round(sum(v) / len(v), 4) for t, v in drops.items()}
+            res["GT4"] = {"block_mfr": blocked, "block_mfr_mean": round(sum(blocked.values()) / 2, 4),
+                          "swap_flip_rate": flips, "swap_names_competitor": flips_to_c,
+                          "random_block_mean_drop": mean_drop, "random_block_max_drop": {t: round(max(v), 4) for t, v in drops.items()},
+                          "random_heads": draws,
+                          "holds_block": all(v <= 0.55 for v in blocked.values()),
+                          "holds_swap": all(v >= 0.9 for v in flips.values()),
+                          "holds_random": all(v <= 0.05 for v in mean_drop.values())}
+            res["GT4"]["holds"] = res["GT4"]["holds_block"] and res["GT4"]["holds_swap"] and res["GT4"]["holds_random"]
 
         if variant.endswith("flawed"):
             planted = {t: torch.tensor([is_planted(g[0], t) for g in ck.groups]) for t in TASKS}
