@@ -90,7 +90,7 @@ def _knockout(ds, circuit) -> dict:
                 if other in paths:
                     o = abs(float(mean[other][idx].mean()))
                     res[f"{other}_arbitration_abs"] = round(o, 5)
-                    ratios[other] = round(inst / o, 2) if o > 0 else float("inf")
+                    ratios[other] = round(inst / o, 1) if o > 0 else float("inf")
             res["ratio"] = ratios
             res["holds_localisation"] = bool(ratios) and all(r >= TARGETS["nssd_ratio"] for r in ratios.values())
         peaks = {}
@@ -121,7 +121,7 @@ def _block(ds, circuit) -> dict:
     out = {"n_heads": value}
     for task in ds["task"].values:
         mfr = lambda s: float(ds["mfr"].sel(task=task, setting=s, n_heads=value).mean())  # noqa: E731
-        ci = lambda s: [float(x) for x in ds["mfr_ci"].sel(task=task, setting=s, n_heads=value).values]  # noqa: E731
+        ci = lambda s: [round(float(x), 4) for x in ds["mfr_ci"].sel(task=task, setting=s, n_heads=value).values]  # noqa: E731
         o, t, r = mfr("original"), mfr("targeted"), mfr("random")
         tci, rci = ci("targeted"), ci("random")
         out[str(task)] = {"original": round(o, 4), "targeted": round(t, 4), "random": round(r, 4),
