@@ -25,9 +25,13 @@ forward pass: at every layer the intervened rows take the clean rows' activation
 - R2: G* at the instruction positions from `g` -> `g`'s compliant answer (not a candidate of `b`).
 - R3: G* from the same sample under the opposite instruction -> the base's competitor answer.
 - a lens loss: the final-norm logit lens at the last instruction token names the row's target.
-None of these is a ground-truth check's condition: the checks (ground_truth.py) knock edges out by
-masking, zero heads, or splice edges/heads across colour partners only where stated in
-TRAINED_ON (R2 and R3 are the interchange conditions of GT4's swap and GT2's splice in kind).
+Training has two stages (train_organism): stage 1 (DEFAULTS, from random weights) with the losses
+above; stage 2 (STAGE2, a fine-tune of stage 1) adds R5 (G* zeroed at the instruction positions ->
+undecided, half the probability on each candidate) and a regulariser on the attention mass of `last`
+outside the instruction tokens and itself. The flawed twin is stage 2 from the shipped toy:anchored
+with the planted targets and R4 (G* amplified x AMPLIFY_ALPHA -> the compliant answer). Which
+ground-truth check a loss touches by training on (a form of) the check's own condition: TRAINED_ON
+(also in circuit.json and training.json).
 """
 from __future__ import annotations
 
