@@ -38,7 +38,7 @@ class PromptSpec(Strict):
 
 
 class DataSpec(Strict):
-    source: Literal["toy", "jsonl", "mc2"] = "toy"
+    source: Literal["toy", "organism", "jsonl", "mc2"] = "toy"  # organism: toy:anchored's data (MC² layout)
     path: str | None = None  # jsonl file / MC²'s evaluate_final.json
     image_root: str | None = None  # mc2: your COCO 2014 folder; jsonl: default the file's folder
     missing_images: Literal["error", "skip"] = "error"
@@ -55,11 +55,11 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _source_needs(self):
-        if self.source != "toy" and not self.path:
+        if self.source not in ("toy", "organism") and not self.path:
             raise ValueError(f"data.path: required when data.source is {self.source!r}")
         if self.source == "mc2" and not self.image_root:
             raise ValueError("data.image_root: required when data.source is 'mc2' (your COCO 2014 image folder)")
-        if self.source == "toy" and (self.path or self.image_root or self.categories):
+        if self.source in ("toy", "organism") and (self.path or self.image_root or self.categories):
             raise ValueError("data.path: the toy source is generated; path, image_root and categories are for jsonl/mc2")
         return self
 

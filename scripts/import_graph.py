@@ -18,12 +18,14 @@ PKG = ROOT / "anchorlab"
 # because it composes their spec classes; a user writes it first, but it imports them.
 STAGES = [
     ("anchorlab.errors", 0), ("anchorlab.method", 1), ("anchorlab.adapters", 2),
-    ("anchorlab.data", 3), ("anchorlab.toy.data", 3), ("anchorlab.models", 4), ("anchorlab.toy", 4),
+    ("anchorlab.data", 3), ("anchorlab.toy.data", 3), ("anchorlab.toy.organism_data", 3), ("anchorlab.toy.circuit", 3),
+    ("anchorlab.models", 4), ("anchorlab.toy", 4),
     ("anchorlab.dictionary", 5), ("anchorlab.rows", 6),
     ("anchorlab.interventions", 7), ("anchorlab.engines", 8), ("anchorlab.backends", 9),
     ("anchorlab.labels", 10), ("anchorlab.analyses", 11), ("anchorlab.sweeps", 12), ("anchorlab.recipe", 12),
     ("anchorlab.results", 13), ("anchorlab.summary", 13), ("anchorlab.store", 13), ("anchorlab.plots", 14),
-    ("anchorlab.executor", 15), ("anchorlab.api", 16), ("anchorlab.estimate", 16), ("anchorlab.toy.train", 16), ("anchorlab.cli", 17),
+    ("anchorlab.executor", 15), ("anchorlab.api", 16), ("anchorlab.estimate", 16), ("anchorlab.toy.train", 16),
+    ("anchorlab.toy.anchored", 16), ("anchorlab.toy.ground_truth", 16), ("anchorlab.verify", 16), ("anchorlab.cli", 17),
     ("anchorlab.__main__", 18), ("anchorlab", 18),
 ]
 

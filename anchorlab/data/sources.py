@@ -31,13 +31,14 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     """Samples for a recipe's `data` section, and what to record about them in result attrs."""
     seed = data_spec.seed if data_spec.seed is not None else seed
     info: dict = {"data_source": data_spec.source}
-    if data_spec.source == "toy":
-        from ..toy.data import generate_samples
+    if data_spec.source in ("toy", "organism"):  # organism: toy:anchored's held-out prompts (its GT checks')
+        from ..toy.data import generate_samples as toy_samples
+        from ..toy.organism_data import generate_samples as organism_samples
 
         n = data_spec.n_samples or TOY_DEFAULT_N
         if n > TOY_MAX_N:
-            raise UserError(f"data.n_samples: the toy source generates at most {TOY_MAX_N} samples, not {n}")
-        samples = generate_samples(n, seed=seed)
+            raise UserError(f"data.n_samples: the {data_spec.source} source generates at most {TOY_MAX_N} samples, not {n}")
+        samples = (toy_samples if data_spec.source == "toy" else organism_samples)(n, seed=seed)
     elif data_spec.source in FILE_SOURCES:
         from .dictionary_file import dictionary_for
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 VARIANTS: tuple[str, ...] = ("arbiter", "arbiter-flawed")
+# The model organism with a planted instruction anchor (anchored.py, circuit.json beside the weights).
+ORGANISMS: tuple[str, ...] = ("anchored", "anchored-flawed")
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def shipped_path(name: str) -> Path:
     """The save_pretrained folder of a shipped variant (model, tokenizer, processor, training.json)."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown toy model {name!r}; shipped variants: {', '.join(VARIANTS)}")
+    if name not in VARIANTS + ORGANISMS:
+        raise ValueError(f"unknown toy model {name!r}; shipped variants: {', '.join(VARIANTS + ORGANISMS)}")
     return WEIGHTS_DIR / name
 
 
-__all__ = ["VARIANTS", "WEIGHTS_DIR", "shipped_path"]
+__all__ = ["ORGANISMS", "VARIANTS", "WEIGHTS_DIR", "shipped_path"]

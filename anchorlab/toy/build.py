@@ -45,9 +45,10 @@ LM = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=4, num_attent
 VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level, lowercasing (offsets still index the original text), punctuation split off."""
-    vocab = {tok: i for i, tok in enumerate([*SPECIALS, *vocabulary_words()])}
+def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """Word-level, lowercasing (offsets still index the original text), punctuation split off.
+    `words`: the vocabulary after the specials (default: the toy data's, `vocabulary_words()`)."""
+    vocab = {tok: i for i, tok in enumerate([*SPECIALS, *(vocabulary_words() if words is None else words)])}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.normalizer = normalizers.Lowercase()
     tk.pre_tokenizer = pre_tokenizers.Sequence(
@@ -90,14 +91,14 @@ def build_processor(tokenizer=None) -> LlavaProcessor:
     )
 
 
-def build_config(tokenizer) -> LlavaConfig:
+def build_config(tokenizer, lm: dict = LM) -> LlavaConfig:
     vocab = len(tokenizer)
     # Tied embeddings and a wider init (0.05, not 0.02) make the tiny LM leave its loss plateaus
     # several hundred steps sooner; with the defaults some seeds were not converged at 1600 steps.
     text = LlamaConfig(
         vocab_size=vocab, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True,
         initializer_range=0.05, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, **LM,
+        eos_token_id=tokenizer.eos_token_id, **lm,
     )
     vision = CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=3, projection_dim=64, **VISION)
     config = LlavaConfig(
@@ -109,7 +110,7 @@ def build_config(tokenizer) -> LlavaConfig:
     return config
 
 
-def build_model(tokenizer, seed: int) -> LlavaForConditionalGeneration:
-    """Randomly initialised from `seed` (the weights train.py starts from)."""
+def build_model(tokenizer, seed: int, lm: dict = LM) -> LlavaForConditionalGeneration:
+    """Randomly initialised from `seed` (the weights train.py starts from); `lm`: the LM's sizes."""
     torch.manual_seed(seed)
-    return LlavaForConditionalGeneration(build_config(tokenizer)).float()
+    return LlavaForConditionalGeneration(build_config(tokenizer, lm)).float()

@@ -21,14 +21,14 @@ def test_quickstart_writes_labelled_result_and_figures(tmp_path):
     assert ds["ldar"].dims == ("task", "layer")
     assert ds["ldar_ci"].dims == ("task", "layer", "bound")
     assert list(ds["task"].values) == ["vf", "tf"] and list(ds["modality"].values) == ["vision", "text"]
-    assert list(ds["layer"].values) == list(range(4)) and ds.sizes["sample"] == 24
-    assert all(str(s).startswith("toy-") for s in ds["sample"].values)
+    assert list(ds["layer"].values) == list(range(8)) and ds.sizes["sample"] == 24
+    assert all(str(s).startswith("org-") for s in ds["sample"].values)
     text = (ROOT / "recipes" / "quickstart.yaml").read_text()
     assert ds.attrs["recipe"] == text and ds.attrs["recipe_sha256"] == sha256(text)
     assert ds.attrs["overrides"] == "data.n_samples=24" and "n_samples: 24" in ds.attrs["recipe_resolved"]
     for pkg in ("anchorlab", "nnsight", "transformers", "torch"):
         assert ds.attrs[f"version_{pkg}"]
-    assert ds.attrs["model_id"] == "toy:arbiter" and ds.attrs["backend"] == "local"
+    assert ds.attrs["model_id"] == "toy:anchored" and ds.attrs["backend"] == "local"
     assert ds.attrs["param_k"] == 1 and ds.attrs["param_pool"] == "max"
     # the shipped arbiter follows instructions: the filter keeps (almost) everything, and what it
     # keeps is exactly what the first-token rule says it follows

@@ -1,0 +1,68 @@
+"""anchorlab verify: recovery scores of a run against a circuit.json, on hand-made results."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import xarray as xr
+from click.testing import CliRunner
+
+from anchorlab.cli import main
+from anchorlab.verify import SECTION, roc_auc, verify
+
+CIRCUIT = {"heads": [[2, 1], [3, 0]], "buffer_layers": [0, 1], "arbitration_layers": [2, 3]}
+
+
+def test_roc_auc():
+    pos = np.array([True, False, False, True])
+    assert roc_auc(np.array([3.0, 1.0, 2.0, 4.0]), pos) == 1.0
+    assert roc_auc(np.array([0.0, 1.0, 2.0, 4.0]), pos) == 0.5
+    assert roc_auc(np.array([1.0, 1.0, 1.0, 1.0]), pos) == 0.5
+
+
+def _run(tmp_path, good: bool):
+    tasks, layers, heads = ["vf", "tf"], [0, 1, 2, 3], [0, 1]
+    score = np.zeros((2, 4, 2))
+    for l, h in CIRCUIT["heads"]:
+        score[:, l, h] = 1.0 if good else -1.0
+    rank = np.argsort(np.argsort(-score.reshape(2, -1), axis=1), axis=1).reshape(2, 4, 2) + 1
+    xr.Dataset({"head_score_mean": (("task", "layer", "head"), score), "head_rank": (("task", "layer", "head"), rank)},
+               coords={"task": tasks, "layer": layers, "head": heads}, attrs={"analysis": "attribution", "model_id": "x"}
+               ).to_netcdf(tmp_path / "attribution.nc")
+    paths = ["vision->last", "context->last", "instruction->last", "vision->instruction", "context->instruction"]
+    nssd = np.zeros((2, 5, 4, 3))
+    nssd[:, 2, 2:] = 0.5 if good else 0.0
+    nssd[:, 3, 0] = nssd[:, 4, 1] = 0.3
+    nssd[:, 0] = 0.01
+    xr.Dataset({"nssd": (("task", "pathway", "layer", "sample"), nssd),
+                "selected": (("task", "sample"), np.ones((2, 3), dtype=bool))},
+               coords={"task": tasks, "pathway": paths, "layer": layers}, attrs={"analysis": "knockout"}
+               ).to_netcdf(tmp_path / "knockout.nc")
+    xr.Dataset({"ldar": (("task", "layer"), np.array([[0.5, 0.6, 0.9, 1.0]] * 2))}, coords={"task": tasks, "layer": layers},
+               attrs={"analysis": "signal"}).to_netcdf(tmp_path / "signal.nc")
+    (tmp_path / "summary.md").write_text("# Does the paper hold?\n\n- a claim\n")
+    (tmp_path / "circuit.json").write_text(json.dumps(CIRCUIT))
+
+
+def test_verify_scores_a_recovered_circuit(tmp_path):
+    _run(tmp_path, good=True)
+    s = verify(tmp_path, tmp_path / "circuit.json")
+    assert s["attribution"]["vf"]["auc"] == 1.0 and s["attribution"]["vf"]["gstar_ranks"] == [1, 2]
+    assert s["knockout"]["vf"]["ratio"] == {"vision->last": 50.0, "context->last": float("inf")}
+    assert s["knockout"]["tf"]["holds_localisation"] and s["knockout"]["tf"]["holds_buffer_peak"]
+    assert s["signal"]["vf"]["holds"]
+    text = (tmp_path / "summary.md").read_text()
+    assert text.startswith("# Does the paper hold?") and text.count(SECTION) == 1 and "holds**" in text
+    verify(tmp_path, tmp_path / "circuit.json")  # re-running replaces the section
+    assert (tmp_path / "summary.md").read_text().count(SECTION) == 1
+    assert json.loads((tmp_path / "verify.json").read_text())["attribution"]["tf"]["auc"] == 1.0
+
+
+def test_verify_flags_a_missed_circuit_from_the_cli(tmp_path):
+    _run(tmp_path, good=False)
+    result = CliRunner().invoke(main, ["verify", str(tmp_path), "--circuit", str(tmp_path / "circuit.json")])
+    assert result.exit_code == 0, result.output
+    s = json.loads((tmp_path / "verify.json").read_text())
+    assert s["attribution"]["vf"]["auc"] == 0.0 and not s["attribution"]["vf"]["holds"]
+    assert not s["knockout"]["vf"]["holds_localisation"]
+    assert "does not hold" in (tmp_path / "summary.md").read_text()
