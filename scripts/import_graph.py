@@ -75,12 +75,18 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
             else:
                 prefix = node.module or ""
             targets = [prefix] + [f"{prefix}.{a.name}" for a in node.names]
+        for t in targets[:1] if isinstance(node, ast.ImportFrom) else targets:
+            if t.startswith("anchorlab") and t not in modules:
+                UNRESOLVED.append(f"{me}: line {node.lineno} imports {t}, which does not exist")
         for t in targets:
             while t and t not in modules:
                 t = t.rpartition(".")[0]
             if t and t != me and t.startswith("anchorlab"):
                 found.add(t)
     return found
+
+
+UNRESOLVED: list[str] = []
 
 
 def graph() -> dict[str, set[str]]:
@@ -125,10 +131,12 @@ if __name__ == "__main__":
     cyc = cycles(g)
     for c in cyc:
         print("cycle:", " <-> ".join(c))
+    for line in UNRESOLVED:
+        print("unresolved:", line)
     back = backward_arrows(g)
     for m, t in back:
         print(f"later stage: {m} (stage {stage(m)}) imports {t} (stage {stage(t)})")
     top = sorted(m for m in g if m.count(".") == 1 and not (PKG / m.split(".")[1]).is_dir())
     print(f"{len(top)} top-level modules: {', '.join(top)}")
     print(f"{len(g)} modules, {sum(map(len, g.values()))} imports, {len(cyc)} cycles, {len(back)} backward arrows")
-    sys.exit(1 if cyc or back or len(top) > 12 else 0)
+    sys.exit(1 if cyc or back or UNRESOLVED or len(top) > 12 else 0)

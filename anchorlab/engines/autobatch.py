@@ -54,10 +54,7 @@ def predicted_bytes(bundle, spec, batch, rows, per_pass: int = 1) -> int:
     patches = memory.n_patches(batch)
     kind = getattr(spec, "kind", None)
     if kind == "knockout" and spec.engine == "fast":
-        from .analyses import Context
-        from .analyses.knockout import KnockoutAnalysis
-
-        centres = KnockoutAnalysis(spec, Context(bundle=bundle, backend=None, seed=0)).centres()
+        centres = sorted(set(spec.layers)) if spec.layers is not None else list(range(bundle.n_layers))
         windows = [window_layers(c, spec.window, bundle.n_layers) for c in centres]
         starts = memory.starts_of(batch, rows, [(p, *p.split("->")) for p in spec.pathways])
         return memory.knockout_fast_bytes(dims, b, s, starts, windows, per_pass, patches)
