@@ -15,7 +15,8 @@ from pydantic import Field, model_validator
 
 from ..method.head_contribution import head_contributions, margin, side_order, sublayer_deltas
 from ..rows.batching import layer_chunks
-from ..method.lens import phi_states
+from ..method.lens import PhiInputs, phi_states
+from ..rows.batching import no_logits
 from ..adapters.paths import envoy_at
 from ..errors import UserError
 from .base import Analysis, PhiSpec, param_attrs
@@ -43,8 +44,7 @@ class AttributionSpec(PhiSpec):
         return self
 
 
-def attribution_capture(envoy, layers_path, o_proj_path, sites, valid, rows, member, w_o, norm, k, pool,
-                        n_heads, want_heads, budget):
+def attribution_capture(envoy, layers_path, o_proj_path, sites, phi: PhiInputs, w_o, n_heads, want_heads, budget):
     """Runs inside the trace: Φ (vision, text) of H^{-1..L-1}, of H^{l-1} + A^l, and of H^{l-1} + head^{l,h}."""
     layers = envoy_at(envoy, layers_path)
     n_layers = len(layers)
@@ -57,10 +57,9 @@ def attribution_capture(envoy, layers_path, o_proj_path, sites, valid, rows, mem
             z.append(o_proj.input[b, sites])
         attn.append(o_proj.output[b, sites])
     states.append(layers[n_layers - 1].output[b, sites])
-    lens = dict(rows=rows, member=member, valid=valid, k=k, pool=pool, norm=norm)
     h = torch.stack(states, 1).float()  # [B, L+1, P, d]: H^{-1} .. H^{L-1}
-    phi_state = phi_states(h, **lens)  # [B, L+1, 2]
-    phi_attn = phi_states(h[:, :-1] + torch.stack(attn, 1).float(), **lens)  # [B, L, 2]
+    phi_state = phi_states(h, phi)  # [B, L+1, 2]
+    phi_attn = phi_states(h[:, :-1] + torch.stack(attn, 1).float(), phi)  # [B, L, 2]
     if not want_heads:
         return phi_state, phi_attn, torch.empty(0)
     z = torch.stack(z, 1)  # [B, L, P, H*hd]
@@ -69,7 +68,7 @@ def attribution_capture(envoy, layers_path, o_proj_path, sites, valid, rows, mem
     for chunk in layer_chunks(n_layers, n_b * n_heads * n_p * d, budget):
         c = head_contributions(z[:, chunk], torch.stack([w_o[i] for i in chunk]), n_heads)  # [B, Lc, H, P, d]
         x = h[:, chunk, None] + c
-        phi_heads.append(phi_states(x.flatten(1, 2), **lens).unflatten(1, (len(chunk), n_heads)))
+        phi_heads.append(phi_states(x.flatten(1, 2), phi).unflatten(1, (len(chunk), n_heads)))
     return phi_state, phi_attn, torch.cat(phi_heads, 1)  # [B, L, H, 2]
 
 
@@ -86,13 +85,12 @@ class AttributionAnalysis(Analysis):
         lens = bundle.lens
         w_o = [bundle.module(f"{bundle.adapter.layers}.{i}.{bundle.adapter.o_proj}").weight.detach()
                for i in range(bundle.n_layers)]
-        # the lens needs no model logits: keep none (an empty index list), so nothing vocabulary-sized is built
-        inputs = {**batch.inputs, "logits_to_keep": torch.zeros(0, dtype=torch.long)}
         budget = spec.lens_memory_mb * 2**20 // 4
-        phi_state, phi_attn, phi_heads = self.ctx.backend.trace(
-            inputs, attribution_capture, bundle.adapter.layers, bundle.adapter.o_proj, sites.to(dev), valid.to(dev),
-            lens.rows(ids), member.to(dev), w_o, lens.norm if spec.final_norm else None,
-            spec.k, spec.pool, bundle.n_heads, spec.heads, budget,
+        phi = PhiInputs(lens.rows(ids), member.to(dev), valid.to(dev), spec.k, spec.pool,
+                        lens.norm if spec.final_norm else None)
+        phi_state, phi_attn, phi_heads = self.ctx.backend.trace(  # the lens needs no model logits at all
+            no_logits(batch.inputs), attribution_capture, bundle.adapter.layers, bundle.adapter.o_proj,
+            sites.to(dev), phi, w_o, bundle.n_heads, spec.heads, budget,
         )
         followed = torch.tensor([0 if r.followed == "vision" else 1 for r in rows])
         phi_state, phi_attn = side_order(phi_state.cpu(), followed), side_order(phi_attn.cpu(), followed)

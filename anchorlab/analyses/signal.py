@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..adapters.paths import envoy_at
 from ..errors import UserError
-from ..method.lens import pooled_logits, restricted_logits, top_k_mean
+from ..method.lens import PhiInputs, pooled_logits, restricted_logits, top_k_mean
 from ..method.stats import bootstrap_ci
 from ..method.signal import ldar, synchrony
 from .base import Analysis, layers_out_of_range, PhiSpec, param_attrs
@@ -25,17 +25,18 @@ class SignalSpec(PhiSpec):
         return layers_out_of_range(self.layers, n_layers, f"{where}.layers")
 
 
-def lens_capture(envoy, layers_path, read_layers, sites, rows_w, member, dec_w, norm, use_norm, pool):
+def lens_capture(envoy, layers_path, read_layers, sites, phi: PhiInputs, dec_w, norm):
     """Runs inside the trace: pooled dictionary logits per (layer, modality, site), and the final
-    layer's logits of the two decision tokens at `last` (the model's own prediction). Φ's top-K
-    step (method.lens.top_k_mean) follows outside the trace, as in `phi_states`."""
+    layer's logits of the two decision tokens at `last` (the model's own prediction, through `norm`
+    whether or not the lens uses it). Φ's top-K step (method.lens.top_k_mean) follows outside the
+    trace, as in `phi_states`."""
     layers = envoy_at(envoy, layers_path)
     b = torch.arange(sites.shape[0], device=sites.device)[:, None]
     pooled, decision = [], None
     final = len(layers) - 1
     for layer in read_layers:
         h = layers[layer].output[b, sites]
-        pooled.append(pooled_logits(h, rows_w, member, pool, norm if use_norm else None))
+        pooled.append(pooled_logits(h, phi.rows, phi.member, phi.pool, phi.norm))
         if layer == final:
             decision = restricted_logits(norm(h[:, -1:]), dec_w)[:, 0]
     return torch.stack(pooled, 1), decision
@@ -63,8 +64,10 @@ class SignalAnalysis(Analysis):
         dec = decision_rows(rows)  # [B, 2] = (followed, competitor) answer tokens
         dev = bundle.device
         pooled, decision = self.ctx.backend.trace(
-            no_logits(batch.inputs), lens_capture, bundle.adapter.layers, read, sites.to(dev), lens.rows(ids),
-            member.to(dev), lens.rows(dec), lens.norm, spec.final_norm, spec.pool,
+            no_logits(batch.inputs), lens_capture, bundle.adapter.layers, read, sites.to(dev),
+            PhiInputs(lens.rows(ids), member.to(dev), valid.to(dev), spec.k, spec.pool,
+                      lens.norm if spec.final_norm else None),
+            lens.rows(dec), lens.norm,
         )
         keep = [read.index(layer) for layer in layers]
         pooled = pooled[:, keep].float().cpu()  # [B, L, 2, P+1]

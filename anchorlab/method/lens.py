@@ -71,6 +71,20 @@ class LensWeights:
         return self.unembed[ids.to(self.unembed.device)]
 
 
+@dataclass(frozen=True)
+class PhiInputs:
+    """What Φ needs besides the states, as one small frozen argument that travels into a trace (and to
+    NDIF): the dictionary rows of the unembedding [B, M, d], each row's modality [B, 2, M] (vision,
+    text), the positions that count [B, P], K, the pooling, and the final norm (None: the raw lens)."""
+
+    rows: torch.Tensor
+    member: torch.Tensor
+    valid: torch.Tensor
+    k: int = 1
+    pool: str = "max"
+    norm: FinalNorm | None = None
+
+
 def pooled_logits(h: torch.Tensor, rows: torch.Tensor, member: torch.Tensor, pool: str,
                   norm: FinalNorm | None) -> torch.Tensor:
     """Per modality, the dictionary logits of each position pooled over forms: h [B, ..., P, d]
@@ -84,8 +98,8 @@ def pooled_logits(h: torch.Tensor, rows: torch.Tensor, member: torch.Tensor, poo
     return torch.stack([pool_forms(logits, member[:, m].reshape(shape), pool) for m in range(2)], -2)
 
 
-def phi_states(h: torch.Tensor, rows: torch.Tensor, member: torch.Tensor, valid: torch.Tensor, k: int, pool: str,
-               norm: FinalNorm | None) -> torch.Tensor:
-    """Φ of both modalities for many states: h [B, X, P, d], rows [B, M, d], member [B, 2, M],
-    valid [B, P] -> [B, X, 2]. Top-K positions are chosen per state and modality."""
-    return top_k_mean(pooled_logits(h.float(), rows, member, pool, norm), valid[:, None, None, :], k)
+def phi_states(h: torch.Tensor, phi: PhiInputs) -> torch.Tensor:
+    """Φ of both modalities for many states: h [B, X, P, d] -> [B, X, 2]. Top-K positions are chosen per
+    state and modality."""
+    pooled = pooled_logits(h.float(), phi.rows, phi.member, phi.pool, phi.norm)
+    return top_k_mean(pooled, phi.valid[:, None, None, :], phi.k)

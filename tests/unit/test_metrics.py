@@ -92,3 +92,45 @@ def test_top_k_mean_over_valid_positions():
     assert top_k_mean(pooled, valid, 2).item() == 2.5
     # k larger than the valid count averages over what is there
     assert top_k_mean(pooled, valid, 4).item() == pytest.approx(2.0)
+
+
+def test_phi_states_equal_a_brute_force_loop():
+    """Φ_m = mean of the top-K over valid positions of max over m's forms of (E_u · norm(h))_y."""
+    from anchorlab.method.lens import FinalNorm, PhiInputs, phi_states
+
+    g = torch.Generator().manual_seed(0)
+    b, x, p, d, m = 2, 3, 5, 8, 6
+    h = torch.randn(b, x, p, d, generator=g)
+    rows = torch.randn(b, m, d, generator=g)
+    member = torch.zeros(b, 2, m, dtype=torch.bool)
+    member[:, 0, :2], member[:, 1, 2:] = True, True
+    valid = torch.tensor([[True] * 5, [True, True, False, True, False]])
+    norm = FinalNorm(torch.rand(d, generator=g) + 0.5, 1e-6)
+    got = phi_states(h, PhiInputs(rows, member, valid, k=2, pool="max", norm=norm))
+    for i in range(b):
+        for s in range(x):
+            for mod in range(2):
+                scores = []
+                for pos in range(p):
+                    if not valid[i, pos]:
+                        continue
+                    v = h[i, s, pos]
+                    normed = norm.weight * (v / torch.sqrt(v.pow(2).mean() + 1e-6))
+                    scores.append(max(float(normed @ rows[i, j]) for j in range(m) if member[i, mod, j]))
+                top = sorted(scores, reverse=True)[:2]
+                assert abs(float(got[i, s, mod]) - sum(top) / len(top)) < 1e-4
+
+
+def test_head_contributions_sum_to_o_proj_output():
+    """Σ_h head^{l,h} W_O^{l,h} = o_proj(z) without bias; each term uses only its head's slice."""
+    from anchorlab.method.head_contribution import head_contributions
+
+    g = torch.Generator().manual_seed(1)
+    n_heads, hd, d = 4, 3, 12
+    z = torch.randn(2, 1, 5, n_heads * hd, generator=g)  # [B, L, P, H*hd]
+    w_o = torch.randn(1, d, n_heads * hd, generator=g)  # [L, d, H*hd]
+    c = head_contributions(z, w_o, n_heads)  # [B, L, H, P, d]
+    torch.testing.assert_close(c.sum(2), z @ w_o[0].T, atol=1e-5, rtol=0)
+    for h in range(n_heads):
+        part = z[..., h * hd:(h + 1) * hd] @ w_o[0][:, h * hd:(h + 1) * hd].T
+        torch.testing.assert_close(c[:, :, h], part, atol=1e-5, rtol=0)
