@@ -51,16 +51,21 @@ class ModelFacts:
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
 
 
-def inspect_model(model_id: str, revision: str | None = None) -> ModelFacts:
-    """The model's family and size, and a check that a local folder's weights are there and readable:
-    every recipe check against the model runs on this, before anything heavy is loaded."""
+def _read_config(model_id: str, revision: str | None):
+    """(path, from_pretrained kwargs, config, adapter) of a model id; an unreadable config names model.id."""
     path = resolve_model_path(model_id)
     kwargs = {"revision": revision} if revision else {}
     try:
         config = transformers.AutoConfig.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"model.id {model_id!r}: cannot read a model config there ({exc})") from None
-    adapter = adapter_for(config)
+    return path, kwargs, config, adapter_for(config)
+
+
+def inspect_model(model_id: str, revision: str | None = None) -> ModelFacts:
+    """The model's family and size, and a check that a local folder's weights are there and readable:
+    every recipe check against the model runs on this, before anything heavy is loaded."""
+    path, kwargs, config, adapter = _read_config(model_id, revision)
     lm = adapter.lm_config(config)
     files: tuple[Path, ...] = ()
     folder = Path(path)
@@ -75,17 +80,18 @@ def inspect_model(model_id: str, revision: str | None = None) -> ModelFacts:
 
 
 def _check_safetensors(model_id: str, path: Path) -> None:
-    """Header and size of a safetensors file: a truncated or foreign file is named before loading."""
+    """Header and tensor index of a safetensors file: a truncated or foreign file is named before loading."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
             keys = list(fh.keys())
-            ends = [fh.get_slice(k).get_shape() for k in keys[:1]]  # the header parsed and indexes work
+            if keys:
+                fh.get_slice(keys[0]).get_shape()
     except Exception as exc:  # noqa: BLE001 - any parse failure means an unreadable file
         raise ModelLoadError(f"model.id {model_id!r}: weights file {path} is unreadable or corrupt "
                              f"({type(exc).__name__}: {exc})") from None
-    if not keys or ends is None:
+    if not keys:
         raise ModelLoadError(f"model.id {model_id!r}: weights file {path} holds no tensors")
 
 
@@ -147,13 +153,7 @@ def load_model(
     attn_implementation: str = "sdpa",
     revision: str | None = None,
 ) -> ModelBundle:
-    path = resolve_model_path(model_id)
-    kwargs = {"revision": revision} if revision else {}
-    try:
-        config = transformers.AutoConfig.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"model.id {model_id!r}: cannot read a model config there ({exc})") from None
-    adapter = adapter_for(config)
+    path, kwargs, config, adapter = _read_config(model_id, revision)
     cls = getattr(transformers, adapter.model_class)
     log.info("loading %s (%s family, %s, %s, attention=%s)", model_id, adapter.family, dtype, device, attn_implementation)
     try:
