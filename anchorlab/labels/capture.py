@@ -57,7 +57,7 @@ def dictionary_best(ctx, batch, rows) -> torch.Tensor:
 
 
 def generate_answers(bundle, batch, max_new_tokens: int = 16, backend=None, **generate_kwargs) -> list[str]:
-    """Greedy answers for a collated batch (anchorlab.batching.collate), for every family.
+    """Greedy answers for a collated batch (anchorlab.rows.batching.collate), for every family.
 
     With a `backend`, through its nnsight traces (local or NDIF, the same greedy loop interventions
     use); without one, through the HF model's own `generate` (the toy trainer, no nnsight needed).
