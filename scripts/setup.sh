@@ -18,4 +18,4 @@ need_debian "$WORDNET_DIR/index.sense" wordnet-sense-index
 "$PY" -m pip install -q -e ".[test]"
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 # Make WordNet readable by NLTK now (copies Debian's files + lexnames into anchorlab's cache once).
-"$PY" -c "from anchorlab.dictionary.wordnet import locate; print('WordNet:', locate()[1])" || true
+"$PY" -c "from anchorlab.dictionary.wordnet import locate; print('WordNet:', locate()[1])"
