@@ -23,8 +23,8 @@ MC2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "mc2" / "evaluat
 QWEN_SHAPE = dict(num_layers=12, num_heads=16, hidden_size=256, vocab_size=32768, image_size=448, patch_size=14)
 
 
-def mc2_samples(n: int) -> list[ConflictSample]:
-    """MC²-length text (context, question, answers) around a 448×448 stand-in image."""
+def mc2_samples(n: int, side: int = 448) -> list[ConflictSample]:
+    """MC²-length text (context, question, answers) around a side×side stand-in image."""
     records = json.loads(MC2.read_text()) if MC2.exists() else []
     rng = np.random.default_rng(0)
     out = []
@@ -32,7 +32,7 @@ def mc2_samples(n: int) -> list[ConflictSample]:
         r = records[i * 250 % len(records)] if records else {
             "question": "What are the sheep doing?", "answer_vision": "eating", "answer_text": "playing",
             "context": "Several sheep are playfully bounding around in a field beside a road. " * 4}
-        pixels = rng.integers(0, 256, (448, 448, 3), dtype=np.uint8)
+        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
         out.append(ConflictSample(id=f"mc2-{i}", question=r["question"], context=r["context"],
                                   answer_vision=r["answer_vision"], answer_text=r["answer_text"],
                                   image=Image.fromarray(pixels)))

@@ -92,7 +92,7 @@ def sweep_tables(n_layers: int, n_heads: int) -> torch.Tensor:
 
 
 def bench_bundle(bundle, label: str, n_samples: int, side: int, pathways_names) -> list[dict]:
-    from memory import samples
+    from common import mc2_samples
 
     from anchorlab.analyses import Context
     from anchorlab.analyses.attribution import AttributionAnalysis, AttributionSpec
@@ -106,7 +106,7 @@ def bench_bundle(bundle, label: str, n_samples: int, side: int, pathways_names) 
 
     cuda = bundle.device.type == "cuda"
     backend = LocalBackend(bundle)
-    rows = compile_rows(bundle, samples(n_samples, side), ["vf", "tf"], PromptStyle())
+    rows = compile_rows(bundle, mc2_samples(n_samples, side), ["vf", "tf"], PromptStyle())
     batch = collate([r.encoded for r in rows], bundle.adapter, bundle.pad_token_id)
     inputs = {k: v.to(bundle.device) if isinstance(v, torch.Tensor) else v for k, v in batch.inputs.items()}
     b, s = batch.inputs["input_ids"].shape

@@ -17,17 +17,14 @@ then last `ratio X` = peak(fast) / peak(forward) (target <= 1.5).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MC2, isolated, table, timed, worker_main  # noqa: E402
+from common import isolated, mc2_samples, table, timed, worker_main  # noqa: E402
 
 TARGET = 1.5
 SHAPE = "qwen2.5-vl-7b"
@@ -36,23 +33,6 @@ SHAPE = "qwen2.5-vl-7b"
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def samples(n: int, side: int):
-    from anchorlab.data.sample import ConflictSample
-
-    records = json.loads(MC2.read_text()) if MC2.exists() else []
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        r = records[i * 250 % len(records)] if records else {
-            "question": "What are the sheep doing?", "answer_vision": "eating", "answer_text": "playing",
-            "context": "Several sheep are playfully bounding around in a field beside a road. " * 4}
-        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-        out.append(ConflictSample(id=f"mc2-{i}", question=r["question"], context=r["context"],
-                                  answer_vision=r["answer_vision"], answer_text=r["answer_text"],
-                                  image=Image.fromarray(pixels)))
-    return out
 
 
 def setup(n_samples: int, side: int, layers: int):
@@ -64,7 +44,7 @@ def setup(n_samples: int, side: int, layers: int):
     from anchorlab.rows.prompts import PromptStyle
 
     bundle = load_model(str(shape_path(SHAPE, layers=layers, vision_layers=1)), dtype="bfloat16")
-    rows = compile_rows(bundle, samples(n_samples, side), ["vf", "tf"], PromptStyle())
+    rows = compile_rows(bundle, mc2_samples(n_samples, side), ["vf", "tf"], PromptStyle())
     batch = collate([r.encoded for r in rows], bundle.adapter, bundle.pad_token_id)
     return bundle, LocalBackend(bundle), rows, batch
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import transformers as T
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from .tiny import _set_tokenizer_class
+from .tiny import _set_tokenizer_class, build_once
 from .tiny_tokenizer import SPECS, build_tokenizer, corpus_digest
 
 QWEN_SPECIALS = (  # Qwen2 / Qwen2.5 tokenizer_config.json added tokens, ids 151643..151664
@@ -261,17 +259,4 @@ def shape_path(name: str, layers: int | None = None, vision_layers: int | None =
     key = json.dumps([name, layers, vision_layers, seed, dtype, code, corpus_digest(), T.__version__])
     root = Path(os.environ.get("ANCHORLAB_CACHE") or Path.home() / ".cache" / "anchorlab") / "shapes"
     path = root / f"{name}-{layers}L-{vision_layers}V-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    if (path / "config.json").exists():
-        return path
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-    try:
-        build_shape(name, tmp, layers, vision_layers, seed, dtype)
-        try:
-            tmp.rename(path)
-        except OSError:
-            if not (path / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return build_once(path, lambda tmp: build_shape(name, tmp, layers, vision_layers, seed, dtype))

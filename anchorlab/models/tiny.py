@@ -75,14 +75,20 @@ def tiny_model_path(family: str, seed: int = 0, **overrides) -> Path:
     code = hashlib.sha256(Path(__file__).read_bytes() + Path(build_tokenizer.__code__.co_filename).read_bytes())
     key = json.dumps([family, seed, dataclasses.asdict(s), corpus_digest(), code.hexdigest(), T.__version__])
     path = cache_root() / f"{family}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return build_once(path, lambda tmp: build_tiny(family, tmp, seed, **overrides))
+
+
+def build_once(path: Path, build) -> Path:
+    """A cached checkpoint folder: `build(tmp)` writes it into a temporary sibling that is renamed into
+    place (atomic: a concurrent builder either wins or finds ours complete); an existing one is reused."""
     if (path / "config.json").exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
-        build_tiny(family, tmp, seed, **overrides)
+        build(tmp)
         try:
-            tmp.rename(path)  # atomic: a concurrent builder either wins or finds ours complete
+            tmp.rename(path)
         except OSError:
             if not (path / "config.json").exists():
                 raise
