@@ -54,25 +54,10 @@ class Cost:
 
 def meta_bundle(model_spec):
     """A ModelBundle whose model lives on the meta device (config, tokenizer and processors real)."""
-    import transformers
+    from .models.loading import load_model
 
-    from .adapters import adapter_for
-    from .models.loading import DTYPES, ModelBundle, _optional, resolve_model_path
-
-    path = resolve_model_path(model_spec.id)
-    kwargs = {"revision": model_spec.revision} if model_spec.revision else {}
-    config = transformers.AutoConfig.from_pretrained(path, **kwargs)
-    adapter = adapter_for(config)
-    cls = getattr(transformers, adapter.model_class)
-    with torch.device("meta"):
-        build = cls.from_config if cls.__name__.startswith("Auto") else cls._from_config
-        model = build(config, dtype=DTYPES[model_spec.dtype])
-    model.eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, **kwargs)
-    processor = _optional(transformers.AutoProcessor, path, kwargs) if adapter.is_multimodal else None
-    image_processor = (getattr(processor, "image_processor", None) or _optional(transformers.AutoImageProcessor, path, kwargs)
-                       if adapter.is_multimodal else None)
-    return ModelBundle(model, tokenizer, processor, image_processor, adapter, model_spec.id, path, model_spec.revision)
+    m = model_spec
+    return load_model(m.id, m.dtype, "cpu", m.attn_implementation, m.revision, weights=False)
 
 
 def batches_like_a_run(bundle, rows, batch_size):

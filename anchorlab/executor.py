@@ -194,6 +194,18 @@ def check_analyses(recipe: Recipe, facts: ModelFacts) -> None:
         raise UserError("; ".join(problems))
 
 
+def open_backend(recipe: Recipe, device: str, simulate_remote: bool):
+    """(bundle, backend). Under NDIF the bundle is weightless (meta device: config, tokenizer, processor);
+    a simulated server loads the weights here to execute the requests, which are built without them."""
+    m = recipe.model
+    if recipe.backend == "local":
+        bundle = load_model(m.id, m.dtype, "cpu" if device == "auto" else device, m.attn_implementation, m.revision)
+        return bundle, make_backend("local", bundle)
+    bundle = load_model(m.id, m.dtype, "cpu", m.attn_implementation, m.revision, weights=False)
+    server = load_model(m.id, m.dtype, "cpu", m.attn_implementation, m.revision) if simulate_remote else None
+    return bundle, make_backend("ndif", bundle, simulate=simulate_remote, check=False, server=server)  # checked above
+
+
 def run_recipe(
     recipe: Recipe, recipe_text: str, out_dir: str | Path | None = None, overrides=(), resume: bool = False,
     force: bool = False, simulate_remote: bool = False,
@@ -214,8 +226,7 @@ def run_recipe(
     inputs = input_hashes(recipe, samples, data_attrs, facts)
     store = RunStore(out, recipe.model_dump(mode="json"), inputs, resume=resume, force=force)
     try:
-        bundle = load_model(m.id, m.dtype, "cpu" if device == "auto" else device, m.attn_implementation, m.revision)
-        backend = make_backend(recipe.backend, bundle, simulate=simulate_remote, check=False)  # checked above
+        bundle, backend = open_backend(recipe, device, simulate_remote)
         run = Run(recipe, recipe_text, tuple(overrides), bundle, backend, store, out, inputs)
         log.info("model %s (%s family, %d layers × %d heads) on %s, backend %s; results -> %s",
                  m.id, bundle.adapter.family, bundle.n_layers, bundle.n_heads, bundle.device, backend.name, out)

@@ -83,7 +83,7 @@ class AttributionAnalysis(Analysis):
         ids, member = entity_rows(rows)
         dev = bundle.device
         lens = bundle.lens
-        w_o = [bundle.module(f"{bundle.adapter.layers}.{i}.{bundle.adapter.o_proj}").weight.detach()
+        w_o = [bundle.weight(f"{bundle.adapter.layers}.{i}.{bundle.adapter.o_proj}.weight")
                for i in range(bundle.n_layers)]
         budget = spec.lens_memory_mb * 2**20 // 4
         phi = PhiInputs(lens.rows(ids), member.to(dev), valid.to(dev), spec.k, spec.pool,

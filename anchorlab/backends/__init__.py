@@ -9,8 +9,8 @@ from ..adapters.paths import envoy_at
 
 
 def make_backend(kind: str, bundle, simulate: bool = False, **ndif_options):
-    """`local` or `ndif` (host from NDIF_HOST, key from NDIF_API_KEY); `simulate` runs NDIF requests
-    through nnsight's remote="local" (no server)."""
+    """`local` or `ndif` (host from NDIF_HOST, key from NDIF_API_KEY; `bundle` weightless); `simulate`
+    runs NDIF requests through nnsight's remote="local" against `server=` (a bundle with weights)."""
     if kind == "local":
         return LocalBackend(bundle)
     if kind == "ndif":

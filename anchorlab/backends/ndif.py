@@ -2,15 +2,15 @@
 
 Every `trace` / `run` is one request: an nnsight session whose body is `session.run_in_session`,
 serialized by nnsight (source + the values it references) and run where the model lives. The
-server cannot import anchorlab, so the package is shipped by value (`nnsight.register`); model
-parameters in the arguments travel as names (`ParamRef`); results come back detached, on CPU, and
-only as large as the analysis reduced them to. Transient failures (connection, 5xx) are retried
+client holds no weights: its model is built on the meta device (config, tokenizer and processor
+only), and every weight a trace needs travels as a name (`adapters.paths.WeightRef`) read on the
+server. The server cannot import anchorlab, so the package is shipped by value (`nnsight.register`);
+results come back detached, on CPU, and only as large as the analysis reduced them to. Transient failures (connection, 5xx) are retried
 with exponential backoff; what still fails surfaces as a UserError, and `--resume` continues from
 the last stored batch. `NDIF_API_KEY` is only ever put in request headers, never logged or stored.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -23,7 +23,7 @@ import nnsight
 import torch
 
 from ..errors import UserError
-from .session import ParamRef, bundle_stand_in, map_tensors, one_trace, run_in_session
+from .session import bundle_stand_in, map_tensors, one_trace, run_in_session
 from .transport import CountingRemote, SimulatedTransport, TransientError, is_transient
 
 log = logging.getLogger("anchorlab")
@@ -144,30 +144,42 @@ class RequestStats:
 
 
 class NdifBackend:
-    """Same interface as LocalBackend (`name`, `bundle`, `trace`, `run`); `simulate=True` is nnsight's
-    `remote="local"`: serialized as for the server, anchorlab hidden, run here (no server needed)."""
+    """Same interface as LocalBackend (`name`, `bundle`, `trace`, `run`). `bundle` is the client's,
+    normally weightless (`load_model(..., weights=False)`). `simulate=True` is nnsight's
+    `remote="local"`: each request serialized as for the server, then deserialized with anchorlab hidden
+    against `server` (a bundle with weights, by default `bundle` itself) and run in this process."""
 
     name = "ndif"
 
     def __init__(self, bundle, host: str | None = None, simulate: bool = False, retries: int = 4,
-                 backoff: float = 2.0, check: bool = True):
+                 backoff: float = 2.0, check: bool = True, server=None):
         ClientModel = _client_model_class()
         self.bundle, self.simulate, self.retries, self.backoff = bundle, simulate, retries, backoff
         self.host = host or ndif_host()
         self.task = task_for(bundle.adapter)
         self.model_key = model_key(str(bundle.path), bundle.revision, self.task)
-        self.model = ClientModel(bundle.model, task=self.task, revision=bundle.revision, tokenizer=bundle.tokenizer,
-                                 processor=bundle.processor)
-        self.model.repo_id = str(bundle.path)
+        self.model = self._wrap(ClientModel, bundle)
         if self.model.to_model_key() != self.model_key:  # pragma: no cover - guards an nnsight change
             raise UserError(f"NDIF model key mismatch: {self.model.to_model_key()} vs {self.model_key}")
+        self.server = None
+        if simulate:
+            server = server or bundle
+            if not server.has_weights:
+                raise ValueError("simulate=True runs requests here: pass server=, a bundle with weights")
+            self.server = self._wrap(ClientModel, server)
         # The server cannot import anchorlab: ship the whole (already imported) package by value. Looked up,
         # not imported, so this backend does not depend on the stages that use it.
         nnsight.register(sys.modules[__name__.partition(".")[0]])
-        self._params = {(p.data_ptr(), tuple(p.shape), p.dtype): n for n, p in bundle.model.named_parameters()}
         self.requests: list[RequestStats] = []
         if check and not simulate:
             self.check_served()
+
+    @staticmethod
+    def _wrap(cls, bundle):
+        model = cls(bundle.model, task=task_for(bundle.adapter), revision=bundle.revision, tokenizer=bundle.tokenizer,
+                    processor=bundle.processor)
+        model.repo_id = str(bundle.path)
+        return model
 
     def check_served(self) -> None:
         """Fail before a long run when the server does not run this exact model."""
@@ -206,23 +218,26 @@ class NdifBackend:
 
     def _request(self, fn, args):
         model = self.model
-        transport = SimulatedTransport(model) if self.simulate else CountingRemote(
+        transport = SimulatedTransport(self.server) if self.simulate else CountingRemote(
             self.model_key, host=self.host, api_key=_api_key(), env=model._remoteable_get_env())
         with torch.inference_mode():
             with model.session(backend=transport):
                 result = nnsight.save(run_in_session(model, fn, args))
-        received = _saved_size(result) if self.simulate else transport.received
-        return result, transport.sent, received
+        return result, transport.sent, transport.received
 
     def _refs(self, args):
-        """Whole model parameters in the args become ParamRefs, the ModelBundle a stand-in: both are
-        resolved to the server's own model (weights and tokenizers never travel)."""
-        def ref(t):
-            name = self._params.get((t.data_ptr(), tuple(t.shape), t.dtype))
-            return ParamRef(name) if name is not None and t.numel() > 0 else t
+        """The ModelBundle becomes a stand-in resolved to the server's model (weights and tokenizers never
+        travel; weights a trace reads are WeightRefs already). A meta tensor here is a weight read on the
+        client: refused, naming the request, before anything is sent."""
+        def no_meta(t):
+            if t.is_meta:
+                raise ValueError(f"NDIF request {label}: an argument holds a meta tensor {tuple(t.shape)}, a weight "
+                                 "read on the weightless client; take it with bundle.weight(name) / bundle.lens")
+            return t
 
+        label = getattr(args[1], "__name__", "") if len(args) > 1 and callable(args[1]) else ""
         args = tuple(bundle_stand_in(a) if a is self.bundle else a for a in args)
-        return map_tensors(args, ref)
+        return map_tensors(args, no_meta)
 
     def summary(self, since: int = 0) -> dict:
         """Totals of the requests made since request index `since` (for result attrs)."""
@@ -235,18 +250,6 @@ class NdifBackend:
 
 def _api_key() -> str | None:
     return os.environ.get("NDIF_API_KEY") or None
-
-
-def _saved_size(result) -> int:
-    """What the result weighs on the wire (torch.save, zstd as nnsight's server sends it)."""
-    buffer = io.BytesIO()
-    torch.save(result, buffer)
-    try:
-        import zstandard
-
-        return len(zstandard.ZstdCompressor(level=3).compress(buffer.getvalue()))
-    except ImportError:  # pragma: no cover
-        return buffer.tell()
 
 
 __all__ = ["NdifBackend", "RequestStats", "TransientError", "model_key", "served_models", "task_for"]

@@ -1,7 +1,7 @@
 """What runs inside an nnsight session, locally or on an NDIF server.
 
 An NDIF server cannot import anchorlab: this module (like every anchorlab function a trace calls) is
-shipped by value with each request (`nnsight.register`), so it may only use torch and nnsight. A
+shipped by value with each request (`nnsight.register`), so it may only use torch, nnsight and anchorlab code shipped the same way. A
 `Session` is what a backend's `run(fn, *args)` hands to `fn`: its `trace(inputs, capture, *args)`
 runs one forward with `capture(envoy, *args)` inside, and values returned by one trace (a KV cache,
 hidden states) feed the next without leaving the machine that holds the model.
@@ -14,16 +14,7 @@ from types import SimpleNamespace
 import nnsight
 import torch
 
-
-class ParamRef:
-    """A model parameter named instead of sent: resolved to the server's own tensor (W_O of every
-    layer is gigabytes at 7B; its name is a few bytes)."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"ParamRef({self.name!r})"
+from ..adapters.paths import WeightRef
 
 
 def _packed(obj) -> bool:
@@ -64,9 +55,9 @@ def bundle_stand_in(bundle):
 
 
 def resolve_params(obj, module):
-    """Replace every ParamRef / ModuleRef in nested args by the named parameter (detached) / the model."""
-    if isinstance(obj, ParamRef):
-        return module.get_parameter(obj.name).detach()
+    """Replace every WeightRef / ModuleRef in nested args by the named weight (its rows) / the model."""
+    if isinstance(obj, WeightRef):
+        return obj.read(module)
     if isinstance(getattr(obj, "model", None), ModuleRef):
         return dataclasses.replace(obj, model=module)
     if _packed(obj):

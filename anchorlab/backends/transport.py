@@ -6,8 +6,12 @@ editable install (`pip install -e .`) finds anchorlab again through its import h
 that forgot to ship anchorlab would still pass. `SimulatedTransport` also blocks those imports."""
 from __future__ import annotations
 
+import importlib
+import io
 import linecache
+import pickle
 import sys
+import types
 
 from nnsight.intervention.backends.display import StatusDisplay
 from nnsight.intervention.backends.local import LocalSimulationBackend
@@ -74,13 +78,35 @@ class _BlockClientOnly:
         return None
 
 
-class SimulatedTransport(LocalSimulationBackend):
-    """nnsight's `remote="local"`: serialize exactly as for the server (compressed, to count bytes),
-    deserialize with local modules hidden and client-only imports blocked, run here."""
+def _client_class(module: str, qualname: str) -> type:
+    target = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
 
-    def __init__(self, model):
-        super().__init__(model)
-        self.sent = 0
+
+class _ResultPickler(pickle.Pickler):
+    """A class that arrived by value (anchorlab's, e.g. a result dataclass) goes back as a pointer to
+    the client's own class, as NDIF's result pickler does; plain pickle refuses the twin."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, type) and obj.__module__.partition(".")[0] in CLIENT_ONLY:
+            return _client_class, (obj.__module__, obj.__qualname__)
+        return NotImplemented
+
+
+_RESULT_PICKLE = types.SimpleNamespace(Pickler=_ResultPickler, __name__="anchorlab_result_pickle")
+
+
+class SimulatedTransport(LocalSimulationBackend):
+    """nnsight's `remote="local"`, run the way NDIF's model actor runs a request: serialized exactly as
+    for the server (compressed, to count bytes), deserialized with local modules hidden and client-only
+    imports blocked against `server`'s modules (the client's own model may be weightless, on the meta
+    device), executed, its saved values sent back as bytes and pushed into the caller's frame."""
+
+    def __init__(self, server):
+        super().__init__(server)
+        self.sent = self.received = 0
 
     def __call__(self, tracer) -> None:
         from nnsight.ndif import pull_env
@@ -104,5 +130,39 @@ class SimulatedTransport(LocalSimulationBackend):
                 linecache.cache[filename] = saved_line
             else:
                 linecache.cache.pop(filename, None)
-        tracer.info.code = restored.info.code
-        tracer.execute(tracer.info.code)
+        self._push(tracer, self._respond(self._execute(restored)))
+
+    @staticmethod
+    def _execute(restored) -> dict:
+        """The server's half: run the restored block in a trace scope, collect what it saved."""
+        from nnsight.tracing.tracer import _saves, dec, inc
+
+        inc()
+        try:
+            restored.execute(restored.info.code)
+            saves = _saves()
+            return {name: value for name, value in restored.info.frame.f_locals.items() if id(value) in saves}
+        finally:
+            dec()
+
+    def _respond(self, saved: dict) -> dict:
+        """The saved values through the bytes NDIF would send (torch.save, zstd), counted."""
+        import zstandard
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(saved, buffer, pickle_module=_RESULT_PICKLE)
+        content = zstandard.ZstdCompressor(level=3).compress(buffer.getvalue())
+        self.received = len(content)
+        return torch.load(io.BytesIO(zstandard.ZstdDecompressor().decompress(content)), map_location="cpu",
+                          weights_only=False)
+
+    @staticmethod
+    def _push(tracer, result: dict) -> None:
+        """As nnsight's RemoteBackend does with a blocking request's result."""
+        from nnsight.tracing.tracer import save
+        from nnsight.tracing.util import push
+
+        for value in result.values():
+            save(value)
+        push(tracer.info.frame, result)

@@ -64,7 +64,7 @@ class LensWeights:
     """What the logit lens reads from a model: the unembedding matrix and the final norm
     (`adapters.paths.lens_weights` finds them; `rows(ids)` picks the dictionary rows)."""
 
-    unembed: torch.Tensor  # [V, d]
+    unembed: torch.Tensor  # [V, d]; a named reference on a weightless NDIF client, read on the server
     norm: FinalNorm
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:

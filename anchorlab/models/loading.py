@@ -11,7 +11,7 @@ import transformers
 from torch import nn
 
 from ..adapters import Adapter, adapter_for
-from ..adapters.paths import lens_weights
+from ..adapters.paths import lens_weights, weight
 from ..method.lens import LensWeights
 from ..errors import UserError
 
@@ -130,14 +130,26 @@ class ModelBundle:
         cfg = self.lm_config
         return int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
 
+    def weight(self, dotted: str):
+        """A parameter by its dotted name (a WeightRef, read on the server, when this bundle has no weights)."""
+        return weight(self.model, dotted)
+
     @property
     def lens(self) -> LensWeights:
         """Unembedding + final norm, as the logit lens reads them (the adapter knows where they are)."""
         return lens_weights(self.model, self.adapter)
 
     @property
+    def has_weights(self) -> bool:
+        """False for NDIF's client: the model is built on the meta device, its weights live on the server."""
+        return not next(self.model.parameters()).is_meta
+
+    @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where this process puts the tensors it builds: the model's device, or the CPU for a weightless
+        client (the server moves what it receives onto its own device)."""
+        device = next(self.model.parameters()).device
+        return torch.device("cpu") if device.type == "meta" else device
 
     @property
     def pad_token_id(self) -> int:
@@ -152,10 +164,34 @@ def load_model(
     device: str = "cpu",
     attn_implementation: str = "sdpa",
     revision: str | None = None,
+    weights: bool = True,
 ) -> ModelBundle:
+    """`weights=False`: the architecture on the meta device, with tokenizer and processor (what an NDIF
+    client needs: every weight a trace reads is read on the server); nothing is read from the weight files."""
     path, kwargs, config, adapter = _read_config(model_id, revision)
     cls = getattr(transformers, adapter.model_class)
-    log.info("loading %s (%s family, %s, %s, attention=%s)", model_id, adapter.family, dtype, device, attn_implementation)
+    if weights:
+        log.info("loading %s (%s family, %s, %s, attention=%s)", model_id, adapter.family, dtype, device,
+                 attn_implementation)
+        model = _from_pretrained(cls, model_id, path, kwargs, config, adapter, dtype, attn_implementation).to(device)
+    else:
+        log.info("building %s on the meta device (%s family, %s; no weights loaded here)", model_id, adapter.family,
+                 dtype)
+        with torch.device("meta"):
+            build = cls.from_config if cls.__name__.startswith("Auto") else cls._from_config
+            model = build(config, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
+    model.eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, **kwargs)
+    processor = _optional(transformers.AutoProcessor, path, kwargs) if adapter.is_multimodal else None
+    image_processor = (
+        getattr(processor, "image_processor", None) or _optional(transformers.AutoImageProcessor, path, kwargs)
+        if adapter.is_multimodal
+        else None
+    )
+    return ModelBundle(model, tokenizer, processor, image_processor, adapter, model_id, path, revision)
+
+
+def _from_pretrained(cls, model_id, path, kwargs, config, adapter, dtype, attn_implementation):
     try:
         model, info = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
                                           output_loading_info=True, **kwargs)
@@ -168,16 +204,7 @@ def load_model(
         raise ModelLoadError(f"model.id {model_id!r}: the weights do not fit {adapter.model_class} "
                              f"({len(keys)} {kind.replace('_', ' ')}, e.g. {keys[0]}); is config.json's "
                              f"model_type {config.model_type!r} right for this checkpoint?")
-    model = model.to(device)
-    model.eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, **kwargs)
-    processor = _optional(transformers.AutoProcessor, path, kwargs) if adapter.is_multimodal else None
-    image_processor = (
-        getattr(processor, "image_processor", None) or _optional(transformers.AutoImageProcessor, path, kwargs)
-        if adapter.is_multimodal
-        else None
-    )
-    return ModelBundle(model, tokenizer, processor, image_processor, adapter, model_id, path, revision)
+    return model
 
 
 def load_tokenizer(model_id: str, revision: str | None = None):

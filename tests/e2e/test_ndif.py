@@ -79,14 +79,63 @@ def test_knockout_sweep_one_request_small_result(tiny, family, one_thread):
     pathways = [(p, *parse_pathway(p)) for p in names]
     centres = list(range(bundle.n_layers))
     local = KnockoutEngine(bundle, LocalBackend(bundle)).sweep(batch, rows, pathways, centres, 3)
-    backend = NdifBackend(bundle, simulate=True)
-    remote = KnockoutEngine(bundle, backend).sweep(batch, rows, pathways, centres, 3)
+    client = weightless(bundle)
+    backend = NdifBackend(client, simulate=True, server=bundle)
+    remote = KnockoutEngine(client, backend).sweep(batch, rows, pathways, centres, 3)
     torch.testing.assert_close(remote.logits, local.logits, rtol=0, atol=1e-6)
     torch.testing.assert_close(remote.clean, local.clean, rtol=0, atol=1e-6)
     assert len(backend.requests) == 1
     variants = len(rows) * len(pathways) * len(centres)
     assert remote.logits.element_size() * 2 == 8  # two fp32 decision logits per variant
     assert backend.requests[0].received / variants <= 16, backend.requests[0]
+
+
+def weightless(bundle):
+    """The NDIF client's twin of a loaded bundle: the same architecture on the meta device."""
+    from anchorlab.models.loading import load_model
+
+    return load_model(bundle.path, weights=False)
+
+
+def test_weightless_client_reads_no_weight_file(random_toy_path, tmp_path):
+    """The NDIF client's model: config, tokenizer and processor; the weight files are never opened
+    (here they are garbage), and every weight a trace needs is a name."""
+    import shutil
+
+    from anchorlab.adapters.paths import WeightRef
+    from anchorlab.models.loading import load_model
+
+    folder = tmp_path / "no-weights"
+    shutil.copytree(random_toy_path, folder)
+    (folder / "model.safetensors").write_bytes(b"not a checkpoint")
+    client = load_model(str(folder), weights=False)
+    assert not client.has_weights and client.device == torch.device("cpu")
+    assert all(p.is_meta for p in client.model.parameters())
+    lens = client.lens
+    assert isinstance(lens.unembed, WeightRef) and isinstance(lens.norm.weight, WeightRef)
+    rows = lens.rows(torch.tensor([[3, 4]]))
+    assert rows.name == lens.unembed.name and rows.index.tolist() == [[3, 4]]
+    server = load_model(str(random_toy_path))
+    # read on the server: exactly the rows a loaded model's lens gives
+    torch.testing.assert_close(rows.read(server.model), server.lens.rows(torch.tensor([[3, 4]])), rtol=0, atol=0)
+
+
+def test_weight_read_on_the_client_is_refused(random_toy_path):
+    from anchorlab.models.loading import load_model
+
+    client, server = load_model(str(random_toy_path), weights=False), load_model(str(random_toy_path))
+    backend = NdifBackend(client, simulate=True, server=server)
+    ids = torch.tensor([[1, 5, 6, 7]])
+    meta_rows = client.model.get_output_embeddings().weight[ids]  # what a careless trace argument would be
+    with pytest.raises(ValueError, match="_rows_at_last.*meta tensor.*weightless client"):
+        backend.trace({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, _rows_at_last, meta_rows)
+    out = backend.trace({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, _rows_at_last,
+                        client.lens.rows(ids))
+    torch.testing.assert_close(out, server.lens.rows(ids), rtol=0, atol=0)  # read from the server's weights
+
+
+def _rows_at_last(envoy, rows):
+    return rows + 0 * envoy.output.logits[:, -1:, :1]
 
 
 def test_api_key_never_written_or_logged(random_toy_path, tmp_path, monkeypatch, caplog):
@@ -157,7 +206,8 @@ def test_preflight_unreachable_host(random_toy_path, monkeypatch):
 def test_transient_failures_retried_then_reported(random_toy_path, monkeypatch):
     from anchorlab.models.loading import load_model
 
-    backend = NdifBackend(load_model(str(random_toy_path)), simulate=True, retries=2, backoff=0.0)
+    backend = NdifBackend(load_model(str(random_toy_path), weights=False), simulate=True, retries=2, backoff=0.0,
+                          server=load_model(str(random_toy_path)))
     real = backend._request
     calls = []
 
