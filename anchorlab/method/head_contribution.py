@@ -15,11 +15,12 @@ def head_contributions(z: torch.Tensor, w_o: torch.Tensor, n_heads: int) -> torc
 
     Head h writes z_h W_O[:, h*hd:(h+1)*hd]^T; the terms of all heads (+ o_proj's bias, which belongs
     to no head) sum to o_proj's output. Slicing o_proj's *output* instead would be wrong: heads are
-    already mixed there.
+    already mixed there. In fp32 even inside an autocast region (as restricted_logits).
     """
     zh = z.float().unflatten(-1, (n_heads, -1))  # [..., L, P, H, hd]
     w = w_o.float().unflatten(-1, (n_heads, -1))  # [L, d, H, hd]
-    return torch.einsum("...lphk,ldhk->...lhpd", zh, w)
+    with torch.autocast(z.device.type, enabled=False):
+        return torch.einsum("...lphk,ldhk->...lhpd", zh, w)
 
 
 def side_order(phi: torch.Tensor, followed: torch.Tensor) -> torch.Tensor:

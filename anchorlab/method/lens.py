@@ -18,8 +18,10 @@ def rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def restricted_logits(h: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Logits of selected tokens: h [..., P, d] (already normed), rows [..., M, d] -> [..., P, M]."""
-    return torch.einsum("...pd,...md->...pm", h.float(), rows.float())
+    """Logits of selected tokens: h [..., P, d] (already normed), rows [..., M, d] -> [..., P, M], in fp32
+    even inside an autocast region (NDIF runs half-precision models' requests under one)."""
+    with torch.autocast(h.device.type, enabled=False):
+        return torch.einsum("...pd,...md->...pm", h.float(), rows.float())
 
 
 def pool_forms(logits: torch.Tensor, member: torch.Tensor, how: str = "max") -> torch.Tensor:

@@ -134,3 +134,22 @@ def test_head_contributions_sum_to_o_proj_output():
     for h in range(n_heads):
         part = z[..., h * hd:(h + 1) * hd] @ w_o[0][:, h * hd:(h + 1) * hd].T
         torch.testing.assert_close(c[:, :, h], part, atol=1e-5, rtol=0)
+
+
+def test_lens_products_stay_fp32_inside_an_autocast_region():
+    """NDIF runs a half-precision model's requests under autocast: the lens and head terms must not
+    silently drop to bf16 there (compared with a float64 product, bf16 would be off by ~1e-2)."""
+    from anchorlab.method.head_contribution import head_contributions
+
+    g = torch.Generator().manual_seed(0)
+    h, rows = torch.randn(2, 5, 64, generator=g), torch.randn(2, 7, 64, generator=g)
+    z, w_o = torch.randn(2, 3, 5, 64, generator=g), torch.randn(3, 64, 64, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = restricted_logits(h, rows)
+        terms = head_contributions(z, w_o, 4)
+        assert torch.einsum("...pd,...md->...pm", h, rows).dtype == torch.bfloat16  # what autocast does otherwise
+    assert logits.dtype == torch.float32 and terms.dtype == torch.float32
+    exact = torch.einsum("...pd,...md->...pm", h.double(), rows.double())
+    torch.testing.assert_close(logits.double(), exact, rtol=1e-5, atol=1e-4)
+    zh, w = z.double().unflatten(-1, (4, -1)), w_o.double().unflatten(-1, (4, -1))
+    torch.testing.assert_close(terms.double(), torch.einsum("...lphk,ldhk->...lhpd", zh, w), rtol=1e-5, atol=1e-4)
