@@ -123,7 +123,7 @@ def provenance(recipe: Recipe, recipe_text: str, overrides, bundle, backend: str
                                         or recipe.model.attn_implementation),
         "seed": recipe.seed,
         "backend": backend,
-        "device": str(bundle.device),
+        "device": str(bundle.device) if bundle.has_weights else "ndif server (client holds no weights)",
         "started": started,
         "finished": now(),
         "anchorlab_commit": anchorlab_commit(),
