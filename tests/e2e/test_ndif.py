@@ -252,3 +252,49 @@ def test_every_analysis_kind_has_a_remote_case():
     covered = {"signal", "knockout", "path_blocking", "attribution", "heads_block", "heads_amplify"}
     assert covered <= {c.split("_naive")[0] for c in CASES} | {"heads_block", "heads_amplify"}
     assert set(REGISTRY) <= covered, f"add a remote='local' case for {set(REGISTRY) - covered}"
+
+
+class _Sent(Exception):
+    pass
+
+
+class _SerializeOnly:
+    """Stands in for the network: serializes the request exactly as for NDIF, records its size, stops."""
+
+    sizes: list = []
+
+    def __init__(self, *args, **kwargs):
+        self.sent = self.received = 0
+
+    def __call__(self, tracer):
+        from nnsight.schema.request import RequestModel
+
+        self.sizes.append(len(RequestModel.serialize(tracer, compress=True)))
+        raise _Sent
+
+
+def test_full_depth_7b_client_builds_requests_without_weights(tmp_path, monkeypatch):
+    """The client NDIF exists for: Qwen2.5-VL-7B at full depth (28 layers, width 3584, vocab 152k) from
+    its config alone. Attribution (W_O of all 28 layers, 720 MB in bf16 by value) and a knockout sweep
+    serialize to kilobytes: every weight is a name."""
+    import anchorlab.backends.ndif as ndif
+    from anchorlab.analyses import REGISTRY
+    from anchorlab.analyses.base import Context
+    from anchorlab.models.loading import load_model
+    from anchorlab.models.shapes import build_shape
+
+    folder = build_shape("qwen2.5-vl-7b", tmp_path / "qwen7b", config_only=True)
+    client = load_model(str(folder), dtype="bfloat16", weights=False)
+    assert client.n_layers == 28 and all(p.is_meta for p in client.model.parameters())
+    monkeypatch.setattr(ndif, "CountingRemote", _SerializeOnly)
+    backend = NdifBackend(client, host="http://127.0.0.1:9", check=False, retries=0)
+    rows = compile_rows(client, [sample(True, size=(56, 56)), sample(False, size=(56, 56))], ["vf", "tf"], PromptStyle())
+    batch = collate([r.encoded for r in rows], client.adapter, client.pad_token_id)
+    ctx = Context(bundle=client, backend=backend, seed=0)
+    _SerializeOnly.sizes = []
+    for kind, extra in (("attribution", {"heads": True}), ("knockout", {"layers": [0, 13, 27]})):
+        spec = REGISTRY[kind].spec_cls(kind=kind, **extra)
+        with pytest.raises(_Sent):
+            REGISTRY[kind](spec, ctx).run_batch(batch, rows)
+    assert len(_SerializeOnly.sizes) == 2
+    assert max(_SerializeOnly.sizes) < 2**20, _SerializeOnly.sizes  # < 1 MiB each
