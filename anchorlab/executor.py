@@ -67,6 +67,9 @@ def run_batches(
     parts: dict[str, list] = defaultdict(list)
     for index in range(len(starts)):
         arrays = computed[index] if index in computed else store.load_chunk(name, index, batch_size)
+        if arrays is None:  # another rank stored it, but not where this one reads
+            raise UserError(f"{store.out}: batch {index} of {name}, stored by another rank, is not here: the run "
+                            "folder must be on a filesystem that every node of a multi-node run shares")
         for key, value in arrays.items():
             parts[key].append(value)
     inverse = np.argsort(np.array(order))
@@ -220,14 +223,6 @@ def run_recipe(
     Under torchrun every process calls this: the batches are split over them (see run_batches), and
     rank 0 reduces and writes the results, figures and summary; every rank returns the results."""
     group = from_env()
-    try:
-        return _run(recipe, recipe_text, out_dir, overrides, resume, force, simulate_remote, group)
-    finally:
-        group.close()
-
-
-def _run(recipe: Recipe, recipe_text: str, out_dir, overrides, resume: bool, force: bool, simulate_remote: bool,
-         group: Group) -> dict[str, xr.Dataset]:
     out = Path(out_dir) if out_dir else recipe.output_dir
     m = recipe.model
     # Everything that can be checked is checked before the run folder says "running".

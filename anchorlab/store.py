@@ -91,6 +91,9 @@ class RunStore:
         store.out, store.primary = Path(out), False
         store.state_path = store.out / STATE
         store.state = store._read_state()
+        if store.state is None:
+            raise UserError(f"{store.state_path}, which rank 0 has just written, is not here: the run folder must "
+                            "be on a filesystem that every node of a multi-node run shares")
         return store
 
     # -- opening --------------------------------------------------------------------------------

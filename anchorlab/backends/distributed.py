@@ -9,6 +9,7 @@ is one process and every method here is a no-op.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -104,19 +105,13 @@ class Group:
         shares cost about the same)."""
         return indices[self.rank :: self.world]
 
-    def close(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
-
 
 SOLO = Group()  # a run without torchrun
 
 
 def from_env() -> Group:
-    """One process (no torchrun), or this process's place in torchrun's group (joined here)."""
+    """One process (no torchrun), or this process's place in torchrun's group (joined on the first
+    call and left at exit, so one process may run several recipes)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Group()
@@ -126,4 +121,5 @@ def from_env() -> Group:
                   local_world=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if not dist.is_initialized():
         dist.init_process_group("gloo", timeout=TIMEOUT)
+        atexit.register(dist.destroy_process_group)
     return group
