@@ -4,14 +4,16 @@ each process on one CPU thread (OMP_NUM_THREADS=1), in fresh run folders.
 `wall` is the whole command (start-up, model load, compute, writing results and figures): what a
 user waits for. `compute` is the part that is split over the processes, from the log line after the
 prompts are encoded (`data: ...`) to the last result written (`wrote ...nc`). Prints a table, then
-last `ratio X` = wall(2 processes) / wall(1 process) (ideal 0.5; start-up does not shrink).
+last `ratio X` = wall(2 processes) / wall(1 process) (ideal 0.5; start-up does not shrink). With
+`--repeat R` the two alternate R times and each column is the median (steadier on a busy machine).
 
-    python benchmarks/distributed.py [--recipe recipes/knockout.yaml] [--samples 192] [--processes 2]
+    python benchmarks/distributed.py [--recipe recipes/knockout.yaml] [--samples 192] [--processes 2] [--repeat 1]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,13 +53,19 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "knockout.yaml")
     parser.add_argument("--samples", type=int, default=192, help="data.n_samples (each gives a vf and a tf prompt)")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1, help="alternate the two runs this many times, take medians")
     args = parser.parse_args(argv)
-    one, many = timed_run(args.recipe, args.samples, 1), timed_run(args.recipe, args.samples, args.processes)
+    runs: dict[int, list[dict]] = {1: [], args.processes: []}
+    for _ in range(args.repeat):
+        for n in runs:
+            runs[n].append(timed_run(args.recipe, args.samples, n))
+    one, many = ({"processes": n, **{k: statistics.median(r[k] for r in rs) if all(r[k] != "-" for r in rs) else "-"
+                                     for k in ("wall_s", "compute_s")}} for n, rs in runs.items())
     for r in (one, many):
         r["wall_ratio"] = round(r["wall_s"] / one["wall_s"], 3)
         if r["compute_s"] != "-" and one["compute_s"] != "-":
             r["compute_ratio"] = round(r["compute_s"] / one["compute_s"], 3)
-    print(f"{args.recipe.name}, data.n_samples={args.samples}, one thread per process")
+    print(f"{args.recipe.name}, data.n_samples={args.samples}, one thread per process, median of {args.repeat}")
     print(table([one, many], ["processes", "wall_s", "compute_s", "wall_ratio", "compute_ratio"]))
     print(f"ratio {many['wall_s'] / one['wall_s']:.3f}")
     return [one, many]
