@@ -19,7 +19,8 @@ HEADS = ROOT / "recipes" / "heads_block.yaml"
 RUN_ATTRS = {"started", "finished", "world_size", "data_labels"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-SMALL_KNOCKOUT = ["data.n_samples=8", "batch_size=4", "analyses.0.n_bootstrap=200"]
+SMALL_KNOCKOUT = ["data.n_samples=8", "batch_size=4", "analyses.0.n_bootstrap=200",
+                  "analyses.0.sweep={window: [1, 3]}"]  # a sweep: one split of the batches per combination
 SLOW_KNOCKOUT = ["data.n_samples=8", "batch_size=1", "analyses.0.n_bootstrap=200"]  # 16 batches: a kill lands mid-way
 SMALL_HEADS = ["data.n_samples=8", "batch_size=4", "analyses.0.n_bootstrap=200", "analyses.1.n_bootstrap=200",
                "analyses.1.n_heads=[1,2]", "analyses.1.seeds=2"]
