@@ -117,9 +117,15 @@ def from_env() -> Group:
         return Group()
     import torch.distributed as dist
 
-    group = Group(rank=int(os.environ["RANK"]), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                  local_world=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    group = Group(rank=int(os.environ.get("RANK", "-1")), world=world,
+                  local_rank=int(os.environ.get("LOCAL_RANK", "0")), local_world=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=TIMEOUT)
+        try:
+            if group.rank < 0:
+                raise ValueError("RANK is not set")
+            dist.init_process_group("gloo", timeout=TIMEOUT)
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"WORLD_SIZE={world} is set, but this process cannot join a data-parallel group ({exc}); "
+                            "start data-parallel runs with torchrun, or unset WORLD_SIZE") from None
         atexit.register(dist.destroy_process_group)
     return group
