@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -13,8 +14,21 @@ from .errors import UserError
 log = logging.getLogger("anchorlab")
 
 
+def _rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1); read from the environment, nothing is joined."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="anchorlab: %(message)s")
+    """Under torchrun each line names its rank; ranks other than 0 log only warnings and errors."""
+    rank, world = _rank()
+    level = logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING
+    where = f"[rank {rank}/{world}]" if world > 1 else ""
+    logging.basicConfig(level=level, format=f"anchorlab{where}: %(message)s")
+    if rank != 0:  # progress bars on rank 0 only (what TQDM_DISABLE=1 does, but tqdm is imported already)
+        from tqdm import std
+
+        std.tqdm.__init__ = functools.partialmethod(std.tqdm.__init__, disable=True)
     for noisy in ("httpx", "urllib3", "filelock", "matplotlib", "PIL", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -30,7 +44,9 @@ def user_errors(fn):
         except UserError as exc:
             if ctx.find_root().params.get("debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            rank, world = _rank()
+            if not getattr(exc, "echoed", False):  # rank 0's error raised again on another rank: printed there
+                click.echo(f"error{f' [rank {rank}/{world}]' if world > 1 else ''}: {exc}", err=True)
             sys.exit(2)
 
     return wrapper
@@ -69,6 +85,8 @@ def run(recipe: Path, out: Path | None, overrides: tuple[str, ...], resume: bool
         click.echo(f"\ninterrupted: what was computed is stored; `anchorlab run {recipe}{where}{sets} --resume` "
                    f"continues the run", err=True)
         sys.exit(130)
+    if _rank()[0] != 0:
+        return  # every rank has the results; rank 0 lists them
     for name, ds in results.items():
         click.echo(f"{name}: " + ", ".join(f"{v}{tuple(ds[v].dims)}" for v in ds.data_vars))
 

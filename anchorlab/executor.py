@@ -18,6 +18,7 @@ from .errors import UserError
 from .sweeps import expand, stack
 from .analyses import REGISTRY, Context
 from .backends import make_backend
+from .backends.distributed import SOLO, Group, from_env
 from .rows.batching import collate
 from .rows.compiler import compile_rows, prompt_style
 from .data.sources import load_dataset
@@ -36,21 +37,39 @@ log = logging.getLogger("anchorlab")
 
 
 def run_batches(
-    work, bundle, rows, batch_size: int, desc: str, store: RunStore | None = None, name: str = ""
-) -> dict[str, np.ndarray]:
+    work, bundle, rows, batch_size: int, desc: str, store: RunStore | None = None, name: str = "",
+    group: Group = SOLO, gather: bool = True,
+) -> dict[str, np.ndarray] | None:
     """`work(batch, rows) -> per-row arrays`, batched by prompt length (less padding); each finished
-    batch is stored as a chunk, so a resumed run recomputes nothing. Results come back in row order."""
+    batch is stored as a chunk, so a resumed run recomputes nothing. Results come back in row order.
+
+    Data-parallel: rank 0 lists the batches not stored yet, each rank computes its share of them and
+    stores them as chunks (keyed by global batch index and size, so any number of processes resumes
+    them), and once all are done the ranks that `gather` read every chunk; the others get None."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].encoded.input_ids))
     starts = range(0, len(order), batch_size)
+    todo = list(range(len(starts)))
+    if store is not None:
+        todo = group.share([i for i in todo if not store.has_chunk(name, i, batch_size)] if group.primary else None)
+    computed = {}
+    label = f"{desc} [{group}]" if group.world > 1 else desc
+    for index in tqdm(group.mine(todo), desc=label, unit="batch", disable=not group.primary):
+        chunk_rows = [rows[i] for i in order[starts[index] : starts[index] + batch_size]]
+        batch = collate([r.encoded for r in chunk_rows], bundle.adapter, bundle.pad_token_id)
+        arrays = work(batch, chunk_rows)
+        if store:
+            store.save_chunk(name, index, arrays, batch_size)
+        if gather:
+            computed[index] = arrays
+    group.barrier()
+    if not gather:
+        return None
     parts: dict[str, list] = defaultdict(list)
-    for index, start in enumerate(tqdm(starts, desc=desc, unit="batch")):
-        chunk_rows = [rows[i] for i in order[start : start + batch_size]]
-        arrays = store.load_chunk(name, index) if store else None
-        if arrays is None:
-            batch = collate([r.encoded for r in chunk_rows], bundle.adapter, bundle.pad_token_id)
-            arrays = work(batch, chunk_rows)
-            if store:
-                store.save_chunk(name, index, arrays)
+    for index in range(len(starts)):
+        arrays = computed[index] if index in computed else store.load_chunk(name, index, batch_size)
+        if arrays is None:  # another rank stored it, but not where this one reads
+            raise UserError(f"{store.out}: batch {index} of {name}, stored by another rank, is not here: the run "
+                            "folder must be on a filesystem that every node of a multi-node run shares")
         for key, value in arrays.items():
             parts[key].append(value)
     inverse = np.argsort(np.array(order))
@@ -70,6 +89,7 @@ class Run:
     store: RunStore
     out: Path
     inputs: dict
+    group: Group = SOLO  # data-parallel: this process's rank; rank 0 alone writes files other than chunks
 
     def stamp(self, ds: xr.Dataset, started: str) -> xr.Dataset:
         ds.attrs.update(provenance(self.recipe, self.recipe_text, self.overrides, self.bundle, self.backend.name,
@@ -126,12 +146,13 @@ def follow_labels(run: Run, rows, batch_size: int, needed: bool = False):
         desc = f"follow labels ({d.filter_rule})"
         per_row = run_batches(lambda batch, chunk: label_batch(run.bundle, run.backend, batch, chunk, d.filter_rule,
                                                                 d.max_new_tokens),
-                              run.bundle, rows, batch_size, desc, store, "labels")
+                              run.bundle, rows, batch_size, desc, store, "labels", run.group)  # every rank reads all
         labels = per_row["label"]
-        run.write(run.stamp(labels_store.labels_dataset(rows, per_row, recipe), started), labels_store.FILE)
-        store.mark_finished("labels")
+        if run.group.primary:
+            run.write(run.stamp(labels_store.labels_dataset(rows, per_row, recipe), started), labels_store.FILE)
+            store.mark_finished("labels")
+            log.info("wrote %s", out / labels_store.FILE)
         attrs["data_labels"] = str(out / labels_store.FILE)
-        log.info("wrote %s", out / labels_store.FILE)
     table = labels_store.counts(rows, labels)
     attrs["data_filter_counts"] = labels_store.counts_text(table)
     if d.filter != "all":
@@ -210,11 +231,14 @@ def run_recipe(
     recipe: Recipe, recipe_text: str, out_dir: str | Path | None = None, overrides=(), resume: bool = False,
     force: bool = False, simulate_remote: bool = False,
 ) -> dict[str, xr.Dataset]:
-    """`simulate_remote`: a `backend: ndif` recipe runs through nnsight's remote="local" (no server)."""
+    """`simulate_remote`: a `backend: ndif` recipe runs through nnsight's remote="local" (no server).
+    Under torchrun every process calls this: the batches are split over them (see run_batches), and
+    rank 0 reduces and writes the results, figures and summary; every rank returns the results."""
+    group = from_env()
     out = Path(out_dir) if out_dir else recipe.output_dir
     m = recipe.model
     # Everything that can be checked is checked before the run folder says "running".
-    device = check_device(m.device) if recipe.backend == "local" else m.device
+    device = group.device(check_device(m.device)) if recipe.backend == "local" else m.device
     samples, data_attrs = load_dataset(recipe.data, recipe.seed)
     facts = inspect_model(m.id, m.revision)
     check_analyses(recipe, facts)
@@ -224,20 +248,31 @@ def run_recipe(
 
         preflight(m.id, m.revision)  # fail before loading anything when NDIF does not serve the model
     inputs = input_hashes(recipe, samples, data_attrs, facts)
-    store = RunStore(out, recipe.model_dump(mode="json"), inputs, resume=resume, force=force)
+    # Rank 0 alone creates (or resumes, or refuses) the run folder; the others then attach to it.
+    store = group.first(lambda: RunStore(out, recipe.model_dump(mode="json"), inputs, resume=resume, force=force,
+                                         world_size=group.world),
+                        then=lambda: RunStore.attach(out))
     try:
         bundle, backend = open_backend(recipe, device, simulate_remote)
-        run = Run(recipe, recipe_text, tuple(overrides), bundle, backend, store, out, inputs)
+        run = Run(recipe, recipe_text, tuple(overrides), bundle, backend, store, out, inputs, group)
         log.info("model %s (%s family, %d layers × %d heads) on %s, backend %s; results -> %s",
                  m.id, bundle.adapter.family, bundle.n_layers, bundle.n_heads, bundle.device, backend.name, out)
+        if group.world > 1:
+            log.info("data-parallel over %d processes: batches split over the ranks, rank 0 writes the results",
+                     group.world)
         rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
         data_attrs["data_samples_unusable"] = len(samples) - len({r.sample.id for r in rows})
+        data_attrs["world_size"] = group.world
         log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
                  ",".join(recipe.data.tasks), len(rows))
         own = {spec.selection() for spec in recipe.analyses} - {"data", "all"}
         budget = None
         if recipe.batch_size == "auto":
-            budget = parse_bytes(recipe.memory_budget) if recipe.memory_budget is not None else default_budget(bundle)
+            if recipe.memory_budget is not None:
+                budget = parse_bytes(recipe.memory_budget)
+            else:  # every rank's batches must fit its device; processes on one CPU share its memory
+                budget = default_budget(bundle) // (group.local_world if bundle.device.type == "cpu" else 1)
+                budget = group.least(budget)
             data_attrs["memory_budget_bytes"] = budget
         label_batch_size = recipe.batch_size if budget is None else choose(bundle, rows, None, budget)[0]
         labels, filter_attrs = follow_labels(run, rows, label_batch_size, needed=bool(own))
@@ -262,8 +297,9 @@ def run_recipe(
                 ds = run.stamp(xr.Dataset(attrs={"analysis": spec.kind, "status": "not run", "not_run_reason": reason}),
                                started)
                 ds.attrs.update(data_attrs)
-                run.write(ds, f"{name}.nc")
-                store.mark_finished(name)
+                if group.primary:
+                    run.write(ds, f"{name}.nc")
+                    store.mark_finished(name)
                 results[name] = ds
                 continue
             parts = []
@@ -274,22 +310,28 @@ def run_recipe(
                 analysis = REGISTRY[spec.kind](sub, ctx)
                 tag = f"{name}@{j}" if combo else name
                 desc = f"{name} {combo} [{m.id}]" if combo else f"{name} [{m.id}]"
-                per_row = run_batches(analysis.run_batch, bundle, rows, batch_size, desc, store, tag)
-                parts.append((combo, analysis.reduce(rows, per_row, selected)))
-            ds = run.stamp(stack(parts), started)
-            ds.attrs["rows"] = rule
-            if budget is not None:
-                ds.attrs["batch_size_used"] = batch_size
-            ds.attrs.update(backend.summary(mark))
-            ds.attrs.update(data_attrs)
-            run.write(ds, f"{name}.nc")
-            store.mark_finished(name)  # the data is safe: a figure that fails below cannot undo that
-            results[name] = ds
-            run.draw(ds, name)
-        if len(results) > 1:
+                per_row = run_batches(analysis.run_batch, bundle, rows, batch_size, desc, store, tag, group,
+                                      gather=group.primary)
+                if group.primary:
+                    parts.append((combo, analysis.reduce(rows, per_row, selected)))
+            if group.primary:
+                ds = run.stamp(stack(parts), started)
+                ds.attrs["rows"] = rule
+                if budget is not None:
+                    ds.attrs["batch_size_used"] = batch_size
+                ds.attrs.update(backend.summary(mark))
+                ds.attrs.update(data_attrs)
+                run.write(ds, f"{name}.nc")
+                store.mark_finished(name)  # the data is safe: a figure that fails below cannot undo that
+            group.barrier()  # the result is on disk: the other ranks read it (a later analysis may use it)
+            results[name] = ds if group.primary else xr.load_dataset(out / f"{name}.nc")
+            if group.primary:
+                run.draw(ds, name)
+        if len(results) > 1 and group.primary:
             summary = write_summary(results, out, m.id)
             store.record(summary)
             log.info("wrote %s", summary)
+        group.barrier()  # nobody reads a chunk any more: rank 0 may remove them
     except KeyboardInterrupt:
         store.stop("interrupted")
         raise

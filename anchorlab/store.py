@@ -4,6 +4,8 @@ complete, so a run killed at any point loses nothing already computed.
 `run.json` keeps the resolved recipe, the hashes of the run's inputs, what is finished, and a
 manifest of every file anchorlab wrote there (so `--force` removes exactly those, nothing else).
 A folder whose run stored nothing (it failed before its first chunk) is simply reused.
+In a data-parallel run (torchrun) rank 0 opens the store and alone writes run.json; the other ranks
+`attach` to it and write only their chunks, each one file written once, so no file has two writers.
 """
 from __future__ import annotations
 
@@ -56,8 +58,10 @@ def result_names(analyses: list[dict]) -> list[str]:
 
 
 class RunStore:
+    primary = True  # False: a data-parallel rank other than 0, which never writes run.json
+
     def __init__(self, out: Path, resolved_recipe: dict, inputs: dict[str, str] | None = None,
-                 resume: bool = False, force: bool = False):
+                 resume: bool = False, force: bool = False, world_size: int = 1):
         self.out = Path(out)
         self.state_path = self.out / STATE
         inputs = inputs or {}
@@ -76,8 +80,21 @@ class RunStore:
             state["recipe"] = resolved_recipe  # accepted changes only touch analyses that stored nothing
         self.out.mkdir(parents=True, exist_ok=True)
         self.state = state or {"recipe": resolved_recipe, "finished": [], "written": []}
-        self.state.update(status="running", inputs=inputs)
+        self.state.update(status="running", inputs=inputs, world_size=world_size)
         self._write_state()
+
+    @classmethod
+    def attach(cls, out: Path) -> "RunStore":
+        """The store rank 0 has just opened, for the other ranks of a data-parallel run: its state as
+        rank 0 wrote it (what is finished), chunks to read and write, run.json left to rank 0."""
+        store = cls.__new__(cls)
+        store.out, store.primary = Path(out), False
+        store.state_path = store.out / STATE
+        store.state = store._read_state()
+        if store.state is None:
+            raise UserError(f"{store.state_path}, which rank 0 has just written, is not here: the run folder must "
+                            "be on a filesystem that every node of a multi-node run shares")
+        return store
 
     # -- opening --------------------------------------------------------------------------------
     def _read_state(self) -> dict | None:
@@ -134,7 +151,8 @@ class RunStore:
 
     # -- writing --------------------------------------------------------------------------------
     def _write_state(self) -> None:
-        _atomic_write(self.state_path, lambda fh: fh.write(json.dumps(self.state, indent=2).encode()))
+        if self.primary:
+            _atomic_write(self.state_path, lambda fh: fh.write(json.dumps(self.state, indent=2).encode()))
 
     def record(self, *paths: Path) -> None:
         """Add files anchorlab wrote in the run folder to the manifest."""
@@ -145,18 +163,23 @@ class RunStore:
                 written.append(rel)
         self._write_state()
 
-    def _chunk_path(self, name: str, index: int) -> Path:
-        return self.out / CHUNKS / name / f"{index:06d}.npz"
+    def _chunk_path(self, name: str, index: int, size: int | None = None) -> Path:
+        """Batch `index` of result `name`; `size` (prompts per batch) is part of the key, so a run
+        resumed with another batch size (e.g. `auto` on other devices) never reads another batching's chunk."""
+        return self.out / CHUNKS / name / (f"{index:06d}.npz" if size is None else f"{index:06d}-b{size}.npz")
 
-    def load_chunk(self, name: str, index: int) -> dict[str, np.ndarray] | None:
-        path = self._chunk_path(name, index)
+    def has_chunk(self, name: str, index: int, size: int | None = None) -> bool:
+        return self._chunk_path(name, index, size).exists()
+
+    def load_chunk(self, name: str, index: int, size: int | None = None) -> dict[str, np.ndarray] | None:
+        path = self._chunk_path(name, index, size)
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
 
-    def save_chunk(self, name: str, index: int, arrays: dict[str, np.ndarray]) -> None:
-        path = self._chunk_path(name, index)
+    def save_chunk(self, name: str, index: int, arrays: dict[str, np.ndarray], size: int | None = None) -> None:
+        path = self._chunk_path(name, index, size)
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
@@ -175,4 +198,5 @@ class RunStore:
     def complete(self) -> None:
         self.state["status"] = "complete"
         self._write_state()
-        shutil.rmtree(self.out / CHUNKS, ignore_errors=True)
+        if self.primary:
+            shutil.rmtree(self.out / CHUNKS, ignore_errors=True)
