@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,13 +123,15 @@ def follow_labels(run: Run, rows, batch_size: int, needed: bool = False):
         labels = labels_store.reuse(out / labels_store.FILE, recipe, rows)
         attrs["data_labels"] = str(out / labels_store.FILE)
     else:
-        started = now()
+        started, clock, traces = now(), time.perf_counter(), getattr(run.backend, "traces", 0)
         desc = f"follow labels ({d.filter_rule})"
         per_row = run_batches(lambda batch, chunk: label_batch(run.bundle, run.backend, batch, chunk, d.filter_rule,
                                                                 d.max_new_tokens),
                               run.bundle, rows, batch_size, desc, store, "labels")
         labels = per_row["label"]
-        run.write(run.stamp(labels_store.labels_dataset(rows, per_row, recipe), started), labels_store.FILE)
+        ds = labels_store.labels_dataset(rows, per_row, recipe)
+        ds.attrs.update(work_attrs(run.backend, traces, clock))
+        run.write(run.stamp(ds, started), labels_store.FILE)
         store.mark_finished("labels")
         attrs["data_labels"] = str(out / labels_store.FILE)
         log.info("wrote %s", out / labels_store.FILE)
@@ -139,6 +142,16 @@ def follow_labels(run: Run, rows, batch_size: int, needed: bool = False):
         log.info("filter %s (%s rule): %d of %d prompts kept [%s]", d.filter, d.filter_rule, kept, len(rows),
                  attrs["data_filter_counts"])
     return labels, attrs
+
+
+def work_attrs(backend, traces: int, clock: float) -> dict:
+    """What a step cost, for checking `anchorlab estimate` against the run: forward passes (traces;
+    local backend only) and seconds of compute and reduction (figures excluded; analyses also record
+    the reduction's share, `reduce_seconds`)."""
+    attrs = {"compute_seconds": time.perf_counter() - clock}
+    if hasattr(backend, "traces"):
+        attrs["passes"] = backend.traces - traces
+    return attrs
 
 
 def check_device(device: str) -> str:
@@ -196,9 +209,10 @@ def check_analyses(recipe: Recipe, facts: ModelFacts) -> None:
 
 def run_recipe(
     recipe: Recipe, recipe_text: str, out_dir: str | Path | None = None, overrides=(), resume: bool = False,
-    force: bool = False, simulate_remote: bool = False,
+    force: bool = False, simulate_remote: bool = False, figures: bool = True,
 ) -> dict[str, xr.Dataset]:
-    """`simulate_remote`: a `backend: ndif` recipe runs through nnsight's remote="local" (no server)."""
+    """`simulate_remote`: a `backend: ndif` recipe runs through nnsight's remote="local" (no server);
+    `figures=False` draws none (`anchorlab estimate --probe`'s pilot run)."""
     out = Path(out_dir) if out_dir else recipe.output_dir
     m = recipe.model
     # Everything that can be checked is checked before the run folder says "running".
@@ -239,7 +253,7 @@ def run_recipe(
                 log.info("analysis %s already finished in %s (resumed)", name, out)
                 results[name] = xr.load_dataset(out / f"{name}.nc")
                 continue
-            started = now()
+            started, clock, traces = now(), time.perf_counter(), getattr(backend, "traces", 0)
             log.info("analysis %s on %s -> %s", name, m.id, out / f"{name}.nc")
             mark = len(backend.requests)
             mode = spec.selection()
@@ -255,7 +269,7 @@ def run_recipe(
                 store.mark_finished(name)
                 results[name] = ds
                 continue
-            parts = []
+            parts, reducing = [], 0.0
             for j, (combo, sub) in enumerate(expand(spec, f"analyses.{i}")):
                 batch_size = recipe.batch_size
                 if budget is not None:
@@ -264,17 +278,21 @@ def run_recipe(
                 tag = f"{name}@{j}" if combo else name
                 desc = f"{name} {combo} [{m.id}]" if combo else f"{name} [{m.id}]"
                 per_row = run_batches(analysis.run_batch, bundle, rows, batch_size, desc, store, tag)
+                reduce_clock = time.perf_counter()
                 parts.append((combo, analysis.reduce(rows, per_row, selected)))
+                reducing += time.perf_counter() - reduce_clock
             ds = run.stamp(stack(parts), started)
             ds.attrs["rows"] = rule
             if budget is not None:
                 ds.attrs["batch_size_used"] = batch_size
             ds.attrs.update(backend.summary(mark))
+            ds.attrs.update(work_attrs(backend, traces, clock), reduce_seconds=reducing)
             ds.attrs.update(data_attrs)
             run.write(ds, f"{name}.nc")
             store.mark_finished(name)  # the data is safe: a figure that fails below cannot undo that
             results[name] = ds
-            run.draw(ds, name)
+            if figures:
+                run.draw(ds, name)
         if len(results) > 1:
             summary = write_summary(results, out, m.id)
             store.record(summary)
