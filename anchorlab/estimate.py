@@ -69,6 +69,7 @@ class Cost:
     fast: Work = field(default_factory=Work)
     naive: Work = field(default_factory=Work)
     max_new_tokens: int = 1  # generation steps per loop at most (1: no generation)
+    engine: str = "fast"  # the engine the recipe runs (knockout and head sweeps may choose naive)
     peak_bytes: int = 0  # largest batch: weights + what the engine adds
     notes: list[str] = field(default_factory=list)
 
@@ -204,6 +205,7 @@ def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None
                 elif per_pass is not None and sub.kind in ("heads_block", "heads_amplify"):
                     sub = sub.model_copy(update={"settings_per_pass": per_pass})
                 analysis = REGISTRY[sub.kind](sub, ctx)
+                total.engine = getattr(sub, "engine", "fast")
                 price_batches(total, sub, analysis, sub_batches, bundle, dims, weights, tables.get(name, {}))
             if len(combos) > 1:
                 total.notes.append(f"{len(combos)} sweep combinations")
@@ -295,7 +297,7 @@ def cost_line(c: Cost, n_layers: int, forward_cells: int, tokens_per_s, timing) 
     passes_naive, cells_naive = c.naive.at(c.max_new_tokens, n_layers)
     line = {"analysis": c.analysis, "prompts": c.prompts, "variants": c.variants, "cells_fast": cells,
             "cells_naive": cells_naive, "passes_fast": passes, "passes_naive": passes_naive,
-            "peak_bytes": c.peak_bytes, "max_new_tokens": c.max_new_tokens, "notes": c.notes,
+            "peak_bytes": c.peak_bytes, "max_new_tokens": c.max_new_tokens, "engine": c.engine, "notes": c.notes,
             "work_fast": asdict(c.fast), "work_naive": asdict(c.naive),
             "forward_equivalents_fast": cells / forward_cells, "forward_equivalents_naive": cells_naive / forward_cells}
     if timing:
@@ -311,6 +313,8 @@ def cost_line(c: Cost, n_layers: int, forward_cells: int, tokens_per_s, timing) 
     elif tokens_per_s:
         line["seconds_fast"] = cells / (tokens_per_s * n_layers)
         line["seconds_naive"] = cells_naive / (tokens_per_s * n_layers)
+    if "seconds_fast" in line:
+        line["seconds_run"] = line[f"seconds_{c.engine}"]  # with the engine the recipe chose
     return line
 
 
@@ -319,13 +323,14 @@ def total_line(lines: list[dict], forward_cells: int, timing, encode_seconds: fl
     t = {"analysis": "total", "prompts": max((a["prompts"] for a in lines), default=0),
          "variants": sum(a["variants"] for a in lines), "peak_bytes": max((a["peak_bytes"] for a in lines), default=0),
          "notes": []}
-    for key in ("cells_fast", "cells_naive", "passes_fast", "passes_naive", "seconds_fast", "seconds_naive"):
+    for key in ("cells_fast", "cells_naive", "passes_fast", "passes_naive", "seconds_fast", "seconds_naive",
+                "seconds_run"):
         if all(key in a for a in lines):
             t[key] = sum(a[key] for a in lines)
     if timing:
         setup = timing["pilot"]["setup_seconds"] + encode_seconds
-        t["seconds_fast"] += setup
-        t["seconds_naive"] += setup
+        for key in ("seconds_fast", "seconds_naive", "seconds_run"):
+            t[key] += setup
         t["notes"].append(f"set-up {setup:.1f} s (load + encode)")
     t["forward_equivalents_fast"] = t["cells_fast"] / forward_cells
     t["forward_equivalents_naive"] = t["cells_naive"] / forward_cells
@@ -431,7 +436,8 @@ def pilot_run(recipe_path, overrides: list[str], recipe, seconds_per_cell: float
         a = attrs.get("labels" if line["analysis"].startswith("labels") else line["analysis"], {})
         if "passes" not in a or not a["passes"]:
             continue  # not run on the pilot's prompts (nothing selected): the probe's plain figures stand
-        work, passes, seconds = Work(**line["work_fast"]), int(a["passes"]), float(a["compute_seconds"])
+        work, passes = Work(**line[f"work_{line['engine']}"]), int(a["passes"])
+        seconds = float(a["compute_seconds"])
         spent += seconds
         generation = min(line["max_new_tokens"], 1 + (passes - work.passes) / work.loops) if work.loops else 1
         cells = a.get("decoder_cells", work.at(generation, plan["layers"])[1])

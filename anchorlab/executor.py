@@ -144,6 +144,11 @@ def follow_labels(run: Run, rows, batch_size: int, needed: bool = False):
     return labels, attrs
 
 
+# what this process spent on a result: they differ between identical runs, and a resumed run counts
+# only the batches it computed itself
+WORK_ATTRS = ("compute_seconds", "reduce_seconds", "passes")
+
+
 def work_attrs(backend, traces: int, clock: float) -> dict:
     """What a step cost, for checking `anchorlab estimate` against the run: forward passes (traces;
     local backend only) and seconds of compute and reduction (figures excluded; analyses also record

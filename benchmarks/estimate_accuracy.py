@@ -56,12 +56,12 @@ def measure(recipe: str, overrides: list[str]) -> dict:
     for a in est["analyses"][:-1]:
         key = "labels" if a["analysis"].startswith("labels") else a["analysis"]
         attrs = steps.get(key) or {}
-        lines.append({"step": a["analysis"], "estimated_s": a["seconds_fast"],
+        lines.append({"step": a["analysis"], "estimated_s": a["seconds_run"],
                       "measured_s": attrs.get("compute_seconds", float("nan")),
-                      "passes_est": a.get("timed_passes_fast", a["passes_fast"]), "passes_run": attrs.get("passes", "-"),
-                      "cells_est": a.get("timed_cells_fast", a["cells_fast"]), "cells_run": attrs.get("decoder_cells", "-"),
+                      "passes_est": a[f"timed_passes_{a['engine']}"], "passes_run": attrs.get("passes", "-"),
+                      "cells_est": a[f"timed_cells_{a['engine']}"], "cells_run": attrs.get("decoder_cells", "-"),
                       "per_pass": a.get("seconds_per_pass", 0.0), "steps": a.get("generation_steps", 1)})
-    total = est["analyses"][-1]["seconds_fast"]
+    total = est["analyses"][-1]["seconds_run"]
     return {"recipe": recipe, "estimated_s": total, "measured_s": wall - sum(figures), "wall_s": wall,
             "figures_s": sum(figures), "probe": est["probe"], "steps": lines}
 

@@ -80,11 +80,12 @@ def test_every_step_counts_the_runs_passes_and_cells(tmp_path, heads, engine, ru
         assert line["passes_fast"] - ds.attrs["passes"] <= line["work_fast"]["loops"] * 2  # at most 2 steps saved each
 
 
-def test_probe_prices_the_pilots_own_passes(tmp_path, one_thread):
+@pytest.mark.parametrize("engine", ["fast", "naive"])
+def test_probe_prices_the_pilots_own_passes(tmp_path, engine, one_thread):
     """A recipe no larger than the pilot: the probe's counts at the pilot's generation steps are the
     run's passes and cells exactly (the timing itself is benchmarks/estimate_accuracy.py's)."""
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(STEPS.format(model="toy:arbiter", heads="heads_block", engine="fast", rule="generation")
+    recipe.write_text(STEPS.format(model="toy:arbiter", heads="heads_block", engine=engine, rule="generation")
                       .replace("filter_rule: first_token", "filter_rule: generation, max_new_tokens: 4"))
     est = estimate_recipe(recipe, ["batch_size=8"], probe=True)
     results = run(recipe, out=tmp_path / "out", overrides=["batch_size=8"])
@@ -93,8 +94,10 @@ def test_probe_prices_the_pilots_own_passes(tmp_path, one_thread):
     assert est["probe"]["pilot"]["prompts"] == est["prompts"] == 8
     assert lines["labels (generation)"]["timed_passes_fast"] == labels.attrs["passes"]
     for name in ("signal", "attribution", "heads_block"):
-        assert lines[name]["timed_passes_fast"] == pytest.approx(results[name].attrs["passes"])
-        assert lines[name]["timed_cells_fast"] == pytest.approx(results[name].attrs["decoder_cells"])
+        kind = lines[name]["engine"]
+        assert lines[name][f"timed_passes_{kind}"] == pytest.approx(results[name].attrs["passes"])
+        assert lines[name][f"timed_cells_{kind}"] == pytest.approx(results[name].attrs["decoder_cells"])
+    assert lines["heads_block"]["engine"] == engine
     total = est["analyses"][-1]
     assert total["seconds_fast"] > sum(a["seconds_fast"] for a in est["analyses"][:-1]) > 0  # + the set-up
 
