@@ -419,7 +419,12 @@ def pilot_run(recipe_path, overrides: list[str], recipe, seconds_per_cell: float
     n = max(1, -(-size // len(recipe.data.tasks)))
     if recipe.data.n_samples is not None:
         n = min(n, recipe.data.n_samples)
-    pilot_overrides = overrides + [f"data.n_samples={n}", "backend=local"]  # the time of this machine
+    # every analysis on all the pilot's prompts: what a batch costs does not depend on which prompts a
+    # result aggregates, and a step with none selected would not run at all
+    pilot_overrides = overrides + [f"data.n_samples={n}", "backend=local"] + [
+        f"analyses.{i}.rows=all" for i in range(len(recipe.analyses))]
+    if recipe.data.filter == "all" and {a.selection() for a in recipe.analyses} - {"data", "all"}:
+        pilot_overrides.append("data.filter=follows")  # the labels the analyses chose their rows by still run
     parsed, text = load_recipe(recipe_path, pilot_overrides)
     runs = []
     for _ in range(2):  # the first pays what a fresh process pays once; the second is the one timed
@@ -442,7 +447,7 @@ def pilot_run(recipe_path, overrides: list[str], recipe, seconds_per_cell: float
         key = "labels" if line["analysis"].startswith("labels") else line["analysis"]
         a = attrs.get(key, {})
         if "passes" not in a or not a["passes"]:
-            continue  # not run on the pilot's prompts (nothing selected): the probe's plain figures stand
+            continue  # not run by the pilot: the plain probe's figures stand
         work, passes = Work(**line[f"work_{line['engine']}"]), int(a["passes"])
         seconds = float(a["compute_seconds"])
         spent += seconds
