@@ -487,9 +487,9 @@ def format_report(est: dict) -> str:
     widths = [max(len(c), *(len(r[i]) for r in lines)) for i, c in enumerate(cols)]
     text = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     text += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in lines]
-    text.append("passes and cells count generation at max_new_tokens and head tables as if every random draw "
-                "differs (upper bounds)")
     p = est.get("probe")
+    tables = "as the pilot drew them" if p else "as if every random draw differs"
+    text.append(f"passes and cells count generation at max_new_tokens (an upper bound), head tables {tables}")
     if p:
         text.append(f"time from a probe: {est['tokens_per_s']:,.0f} tokens/s ({p['seconds_per_cell'] * 1e9:.1f} ns per "
                     f"decoder cell) + per pass {p['seconds_per_pass'] * 1e3:.1f} ms (plain) to "
