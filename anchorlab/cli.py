@@ -205,7 +205,8 @@ def bench(args: tuple[str, ...]) -> None:
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="override a recipe field")
 @click.option("--tokens-per-s", type=float, default=None, help="throughput of a plain forward, for the time column")
-@click.option("--probe", is_flag=True, help="measure tokens/s with two plain forwards of the first batch (loads weights)")
+@click.option("--probe", is_flag=True,
+              help="time passes of the first batch and a pilot run of one batch, no figures (loads weights)")
 @click.option("--image-size", metavar="WxH", default=None,
               help="price every image at this size (e.g. 640x480, COCO's usual) instead of the files'")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="also write the estimate here")

@@ -1,18 +1,25 @@
 """`anchorlab estimate RECIPE`: what a run will cost, from the recipe, the data and the model config
 only (the model is built on the meta device: no weights are read or allocated).
 
-Per analysis and in total: prompts, variants, decoder cells (layer × position, padding included)
-of the fast and the naive engine, forward-equivalents (cells ÷ the cells of one plain forward of
-every prompt), the predicted peak memory of one batch (weights + engines/memory.py) and time
-(cells ÷ (tokens/s × layers), tokens/s from `--tokens-per-s` or a measured probe). Prompts are
-encoded and batched exactly as a run does (same order, batch size and padding), and the knockout
-counts come from the engine's own planner (`plan_passes`), so they equal the run's
-`decoder_cells`. Generation steps are counted at `max_new_tokens` (an upper bound: a row may stop at
-EOS); head sweeps count distinct tables as if every random draw differs (an upper bound).
+Per analysis and in total: prompts, variants, forward passes and decoder cells (layer × position,
+padding included) of the fast and the naive engine, forward-equivalents (cells ÷ the cells of one
+plain forward of every prompt), the predicted peak memory of one batch (weights + engines/memory.py)
+and time. Prompts are encoded and batched exactly as a run does (same order, batch size and
+padding) and every engine's passes are counted as it makes them (knockout from its own planner,
+`plan_passes`), so passes and cells equal the run's attrs `passes` and `decoder_cells`; generation
+is counted at `max_new_tokens` (an upper bound: a batch stops when every row has reached EOS), head
+tables as if every random draw differs (an upper bound) unless a pilot run drew them.
+
+Time: `--tokens-per-s` prices cells only (cells ÷ (tokens/s × layers)): right for a large model on a
+GPU, where a pass is all arithmetic. `--probe` loads the model and measures what a small model's
+run is made of: a fixed cost per pass (trace set-up, Python, hooks) besides the cost per cell
+(timed plain passes, fitted as a + b × cells), then a pilot run of the recipe on one batch of
+prompts gives each step its own cost per pass and the generation steps it really runs.
 """
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -34,22 +41,37 @@ log = logging.getLogger("anchorlab")
 
 
 @dataclass
+class Work:
+    """Passes and decoder cells of one engine. Prompt passes are exact; each greedy generation
+    (`loops`, over `rows` rows in all) adds one pass of one token per row for every step after its
+    prompt pass, so the steps can be priced at max_new_tokens (an upper bound) or at a measured length."""
+
+    passes: int = 0
+    cells: int = 0
+    loops: int = 0
+    rows: int = 0
+
+    def add(self, passes: int, cells: int, loops: int = 0, rows: int = 0) -> None:
+        self.passes, self.cells, self.loops, self.rows = (self.passes + passes, self.cells + cells,
+                                                          self.loops + loops, self.rows + rows)
+
+    def at(self, steps: int, n_layers: int) -> tuple[int, int]:
+        """(passes, cells) when every generation runs `steps` steps."""
+        extra = max(steps - 1, 0)
+        return self.passes + self.loops * extra, self.cells + self.rows * n_layers * extra
+
+
+@dataclass
 class Cost:
     analysis: str
     prompts: int = 0
     variants: int = 0  # interventions per prompt (pathways × centres, head tables, blocking settings)
-    cells_fast: int = 0
-    cells_naive: int = 0
+    fast: Work = field(default_factory=Work)
+    naive: Work = field(default_factory=Work)
+    max_new_tokens: int = 1  # generation steps per loop at most (1: no generation)
+    engine: str = "fast"  # the engine the recipe runs (knockout and head sweeps may choose naive)
     peak_bytes: int = 0  # largest batch: weights + what the engine adds
-    passes: int = 0  # traces of the fast engine
     notes: list[str] = field(default_factory=list)
-
-    def add(self, other: "Cost") -> None:
-        self.prompts = max(self.prompts, other.prompts)
-        self.cells_fast += other.cells_fast
-        self.cells_naive += other.cells_naive
-        self.peak_bytes = max(self.peak_bytes, other.peak_bytes)
-        self.passes += other.passes
 
 
 def meta_bundle(model_spec):
@@ -68,8 +90,9 @@ def batches_like_a_run(bundle, rows, batch_size):
         yield collate([r.encoded for r in chunk], bundle.adapter, bundle.pad_token_id), chunk
 
 
-def knockout_cells(spec, analysis, batch, rows, n_layers: int) -> tuple[int, int, int, list]:
-    """(fast cells, naive cells, fast passes, plan) of one batch, as KnockoutEngine.sweep counts them."""
+def knockout_cells(spec, analysis, batch, rows, n_layers: int) -> tuple[int, int, int, int, list]:
+    """(fast cells, naive cells, fast passes, naive passes, plan) of one batch, as KnockoutEngine.sweep
+    runs them: a clean pass, then the planner's suffix passes (fast) or one pass per variant (naive)."""
     b, s = batch.inputs["input_ids"].shape
     pathways = [(p, *parse_pathway(p)) for p in spec.pathways]
     windows = [window_layers(c, spec.window, n_layers) for c in analysis.centres()]
@@ -78,7 +101,7 @@ def knockout_cells(spec, analysis, batch, rows, n_layers: int) -> tuple[int, int
     passes, _ = plan_passes(starts, windows, s, n_layers, spec.variants_per_pass)
     fast = n_layers * s * b + sum(pass_cells(p, s, b, n_layers) for p in passes)
     naive = (1 + len(pathways) * len(windows)) * n_layers * s * b
-    return fast, naive, 1 + len(passes), (starts, windows)
+    return fast, naive, 1 + len(passes), 1 + len(pathways) * len(windows), (starts, windows)
 
 
 def head_tables(spec) -> int:
@@ -98,7 +121,9 @@ def head_tables(spec) -> int:
 
 
 def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None, probe: bool = False,
-                    image_size: tuple[int, int] | None = None) -> dict:
+                    image_size: tuple[int, int] | None = None, tables: dict | None = None) -> dict:
+    """`tables`: {analysis name: {task: distinct head tables}} as a run drew them (the pilot's result
+    attrs `head_tables_<task>`); without, every random draw counts as distinct (an upper bound)."""
     recipe, _ = load_recipe(recipe_path, list(overrides))
     samples, _ = load_dataset(recipe.data, recipe.seed)
     if image_size is not None:  # only the size of an image matters for its token count
@@ -106,7 +131,7 @@ def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None
             if s.image is not None:
                 object.__setattr__(s, "image", Image.new("RGB", image_size))
     bundle = meta_bundle(recipe.model)
-    rows = []
+    rows, clock = [], time.perf_counter()
     for start in range(0, len(samples), 64):  # pixels are dropped as we go: only their shape is priced
         part = compile_rows(bundle, samples[start : start + 64], recipe.data.tasks, prompt_style(recipe.data.prompt),
                             on_unusable="skip")
@@ -115,6 +140,7 @@ def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None
                 if key == "pixel_values":
                     r.encoded.extras[key] = torch.empty(value.shape, dtype=value.dtype, device="meta")
         rows += part
+    encode_seconds = time.perf_counter() - clock  # the run encodes the same prompts with the same tokenizer
     n_layers = bundle.n_layers
     dims = memory.dims_of(bundle)
     weights = sum(p.numel() * p.element_size() for p in bundle.model.parameters())
@@ -138,132 +164,290 @@ def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None
     costs: list[Cost] = []
 
     d = recipe.data
-    if d.filter != "all" and d.labels is None:
-        c = Cost(f"labels ({d.filter_rule})", prompts=len(rows), variants=1)
+    own_rows = {spec.selection() for spec in recipe.analyses} - {"data", "all"}
+    if (d.filter != "all" or own_rows) and d.labels is None:  # executor.follow_labels runs first
+        generation = d.filter_rule == "generation"
+        c = Cost(f"labels ({d.filter_rule})", prompts=len(rows), variants=1,
+                 max_new_tokens=d.max_new_tokens if generation else 1)
         for batch, chunk in batches_for(None)[0]:
             b, s = batch.inputs["input_ids"].shape
-            gen = 0 if d.filter_rule == "first_token" else (d.max_new_tokens - 1) * n_layers * b
-            c.cells_fast += n_layers * s * b + gen
-            c.passes += 1 if d.filter_rule == "first_token" else d.max_new_tokens
+            for w in (c.fast, c.naive):
+                w.add(1, n_layers * s * b, int(generation), b * generation)
             c.peak_bytes = max(c.peak_bytes, weights + memory.forward_bytes(dims, b, s, 1, memory.n_patches(batch),
-                                                                          cache=d.filter_rule != "first_token"))
-        c.cells_naive = c.cells_fast
+                                                                          cache=generation))
         costs.append(c)
 
-    for i, spec in enumerate(recipe.analyses):
-        name = spec.name or spec.kind
-        combos = expand(spec, f"analyses.{i}")
-        total = Cost(name, prompts=len(rows))
-        for _, sub in combos:
-            sub_batches, per_pass = batches_for(sub)
-            if per_pass is not None and sub.kind == "knockout":
-                sub = sub.model_copy(update={"variants_per_pass": per_pass})
-            elif per_pass is not None and sub.kind in ("heads_block", "heads_amplify"):
-                sub = sub.model_copy(update={"settings_per_pass": per_pass})
-            analysis = REGISTRY[sub.kind](sub, ctx)
-            c = Cost(name)
-            for batch, chunk in sub_batches:
-                b, s = batch.inputs["input_ids"].shape
-                patches = memory.n_patches(batch)
-                plain = n_layers * s * b
-                if sub.kind in ("signal", "attribution"):
-                    c.cells_fast += plain
-                    c.cells_naive += plain
-                    c.passes += 1
-                    c.variants = 1
-                    c.peak_bytes = max(c.peak_bytes, weights + memory.forward_bytes(dims, b, s, 0, patches))
-                elif sub.kind == "knockout":
-                    fast, naive, passes, (starts, windows) = knockout_cells(sub, analysis, batch, chunk, n_layers)
-                    extra = plain if sub.decision == "dictionary_best" else 0
-                    c.cells_fast += fast + extra
-                    c.cells_naive += naive + extra
-                    c.passes += passes
-                    c.variants = len(sub.pathways) * len(windows)
-                    mem = memory.knockout_fast_bytes(dims, b, s, starts, windows, sub.variants_per_pass, patches)
-                    if sub.engine == "naive":
-                        mem = memory.forward_bytes(dims, b, s, 0, patches)
-                    c.peak_bytes = max(c.peak_bytes, weights + mem)
-                elif sub.kind == "path_blocking":
-                    settings = 3  # original, instruction->last, followed context->last
-                    cells = settings * (plain + (sub.max_new_tokens - 1) * n_layers * b)
-                    c.cells_fast += cells
-                    c.cells_naive += cells
-                    c.passes += settings * sub.max_new_tokens
-                    c.variants = settings
-                    c.peak_bytes = max(c.peak_bytes, weights + memory.forward_bytes(dims, b, s, 1, patches, cache=True))
-                elif sub.kind in ("heads_block", "heads_amplify"):
-                    n_tables = head_tables(sub)
-                    c.variants = n_tables
-                    parts = [[r for r in chunk if r.task == t] for t in dict.fromkeys(r.task for r in chunk)]
-                    if sub.general_check:
-                        parts += [[t for t in (analysis._neutral_row(r) for r in part) if t is not None] for part in parts]
-                    for part in (p for p in parts if p):
-                        pb = collate([r.encoded for r in part], bundle.adapter, bundle.pad_token_id)
-                        bb, ss = pb.inputs["input_ids"].shape
-                        where = role_mask(pb, part, sub.positions, "heads")
-                        p0 = int(torch.where(where.any(0))[0].min())
-                        gen = 0 if sub.rule == "first_token" else (sub.max_new_tokens - 1) * n_layers * bb * n_tables
-                        chunks = -(-n_tables // sub.settings_per_pass)
-                        c.cells_fast += n_layers * ss * bb + n_layers * (ss - p0) * n_tables * bb + gen
-                        c.cells_naive += n_tables * n_layers * ss * bb + gen
-                        steps = 1 if sub.rule == "first_token" else sub.max_new_tokens
-                        c.passes += 1 + chunks * steps
-                        g = min(n_tables, sub.settings_per_pass)
-                        c.peak_bytes = max(c.peak_bytes, weights + max(
-                            memory.forward_bytes(dims, bb, ss, 0, memory.n_patches(pb), cache=True),
-                            memory.kv_bytes(dims, bb, ss, n_layers)
-                            + memory.pass_bytes(dims, bb, ss, p0, g, 0, 0)))
-            total.variants = c.variants
-            total.add(c)
-        if len(combos) > 1:
-            total.notes.append(f"{len(combos)} sweep combinations")
-        costs.append(total)
+    def price_analyses(tables: dict) -> list[Cost]:
+        priced = []
+        for i, spec in enumerate(recipe.analyses):
+            name = spec.name or spec.kind
+            combos = expand(spec, f"analyses.{i}")
+            total = Cost(name, prompts=len(rows))
+            for _, sub in combos:
+                sub_batches, per_pass = batches_for(sub)
+                if per_pass is not None and sub.kind == "knockout":
+                    sub = sub.model_copy(update={"variants_per_pass": per_pass})
+                elif per_pass is not None and sub.kind in ("heads_block", "heads_amplify"):
+                    sub = sub.model_copy(update={"settings_per_pass": per_pass})
+                analysis = REGISTRY[sub.kind](sub, ctx)
+                total.engine = getattr(sub, "engine", "fast")
+                price_batches(total, sub, analysis, sub_batches, bundle, dims, weights, tables.get(name, {}))
+            if len(combos) > 1:
+                total.notes.append(f"{len(combos)} sweep combinations")
+            priced.append(total)
+        return priced
 
+    labels = costs
+    costs = labels + price_analyses(tables or {})
+    timing = None
     if probe:
-        tokens_per_s = probe_tokens_per_s(recipe, rows)
+        timing = probe_costs(recipe, rows, costs)
+        timing["steps"], timing["pilot"], drawn = pilot_run(recipe_path, list(overrides), recipe,
+                                                            timing["seconds_per_cell"])
+        if drawn:  # head tables as the pilot drew them
+            costs = labels + price_analyses(drawn)
+    if timing:
+        tokens_per_s = timing["tokens_per_s"]
     out = {"model": recipe.model.id, "dtype": recipe.model.dtype, "layers": n_layers, "prompts": len(rows),
            "batches": len(batches), "batch_size": recipe.batch_size, "weights_bytes": weights,
            "mean_seq": sum(len(r.encoded.input_ids) for r in rows) / max(len(rows), 1),
-           "forward_cells": forward_cells, "tokens_per_s": tokens_per_s, "analyses": []}
-    for c in costs + [_total(costs)]:
-        line = asdict(c)
-        line["forward_equivalents_fast"] = c.cells_fast / forward_cells
-        line["forward_equivalents_naive"] = c.cells_naive / forward_cells
-        if tokens_per_s:
-            line["seconds_fast"] = c.cells_fast / (tokens_per_s * n_layers)
-            line["seconds_naive"] = c.cells_naive / (tokens_per_s * n_layers)
-        out["analyses"].append(line)
+           "forward_cells": forward_cells, "tokens_per_s": tokens_per_s, "probe": timing,
+           "encode_seconds": encode_seconds, "analyses": []}
+    for c in costs:
+        out["analyses"].append(cost_line(c, n_layers, forward_cells, tokens_per_s, timing))
+    out["analyses"].append(total_line(out["analyses"], forward_cells, timing, encode_seconds))
     return out
 
 
-def _total(costs: list[Cost]) -> Cost:
-    t = Cost("total")
-    for c in costs:
-        t.add(c)
-    t.variants = sum(c.variants for c in costs)
+def price_batches(c: Cost, sub, analysis, sub_batches, bundle, dims, weights, tables: dict) -> None:
+    """Add one analysis (one sweep combination) over its batches to `c`, pass by pass as its engine
+    runs; `tables`: distinct head tables per task where known."""
+    n_layers = bundle.n_layers
+    for batch, chunk in sub_batches:
+        b, s = batch.inputs["input_ids"].shape
+        patches = memory.n_patches(batch)
+        plain = n_layers * s * b
+        if sub.kind in ("signal", "attribution"):
+            c.fast.add(1, plain)
+            c.naive.add(1, plain)
+            c.variants = 1
+            c.peak_bytes = max(c.peak_bytes, weights + memory.forward_bytes(dims, b, s, 0, patches))
+        elif sub.kind == "knockout":
+            fast, naive, passes, naive_passes, (starts, windows) = knockout_cells(sub, analysis, batch, chunk, n_layers)
+            extra = int(sub.decision == "dictionary_best")  # labels.capture.dictionary_best: one plain pass
+            c.fast.add(passes + extra, fast + extra * plain)
+            c.naive.add(naive_passes + extra, naive + extra * plain)
+            c.variants = len(sub.pathways) * len(windows)
+            mem = memory.knockout_fast_bytes(dims, b, s, starts, windows, sub.variants_per_pass, patches)
+            if sub.engine == "naive":
+                mem = memory.forward_bytes(dims, b, s, 0, patches)
+            c.peak_bytes = max(c.peak_bytes, weights + mem)
+        elif sub.kind == "path_blocking":
+            settings = 3  # original, instruction->last, followed context->last: one generation each
+            c.max_new_tokens = sub.max_new_tokens
+            for w in (c.fast, c.naive):
+                w.add(settings, settings * plain, settings, settings * b)
+            c.variants = settings
+            c.peak_bytes = max(c.peak_bytes, weights + memory.forward_bytes(dims, b, s, 1, patches, cache=True))
+        elif sub.kind in ("heads_block", "heads_amplify"):
+            generation = sub.rule != "first_token"
+            c.max_new_tokens = sub.max_new_tokens if generation else 1
+            tasks = list(dict.fromkeys(r.task for r in chunk))
+            parts = [(t, [r for r in chunk if r.task == t]) for t in tasks]
+            if sub.general_check:
+                parts += [(t, [n for n in (analysis._neutral_row(r) for r in part) if n is not None]) for t, part in parts]
+            for task, part in (p for p in parts if p[1]):  # HeadsAnalysis.run_batch: one engine run per task and twin set
+                n_tables = int(tables.get(task, head_tables(sub)))
+                c.variants = max(c.variants, n_tables)
+                pb = collate([r.encoded for r in part], bundle.adapter, bundle.pad_token_id)
+                bb, ss = pb.inputs["input_ids"].shape
+                where = role_mask(pb, part, sub.positions, "heads")
+                p0 = int(torch.where(where.any(0))[0].min())
+                chunks = -(-n_tables // sub.settings_per_pass)
+                # fast: a clean pass, then the suffix from p0 for every table, settings_per_pass at a time
+                c.fast.add(1 + chunks, n_layers * ss * bb + n_layers * (ss - p0) * n_tables * bb,
+                           chunks * generation, n_tables * bb * generation)
+                c.naive.add(n_tables, n_tables * n_layers * ss * bb, n_tables * generation, n_tables * bb * generation)
+                g = min(n_tables, sub.settings_per_pass)
+                c.peak_bytes = max(c.peak_bytes, weights + max(
+                    memory.forward_bytes(dims, bb, ss, 0, memory.n_patches(pb), cache=True),
+                    memory.kv_bytes(dims, bb, ss, n_layers)
+                    + memory.pass_bytes(dims, bb, ss, p0, g, 0, 0)))
+
+
+def cost_line(c: Cost, n_layers: int, forward_cells: int, tokens_per_s, timing) -> dict:
+    """One analysis as printed: passes and cells at max_new_tokens (upper bounds where it generates);
+    time at the probe's measured generation length, or cells ÷ (tokens/s × layers) without a probe."""
+    passes, cells = c.fast.at(c.max_new_tokens, n_layers)
+    passes_naive, cells_naive = c.naive.at(c.max_new_tokens, n_layers)
+    line = {"analysis": c.analysis, "prompts": c.prompts, "variants": c.variants, "cells_fast": cells,
+            "cells_naive": cells_naive, "passes_fast": passes, "passes_naive": passes_naive,
+            "peak_bytes": c.peak_bytes, "max_new_tokens": c.max_new_tokens, "engine": c.engine, "notes": c.notes,
+            "work_fast": asdict(c.fast), "work_naive": asdict(c.naive),
+            "forward_equivalents_fast": cells / forward_cells, "forward_equivalents_naive": cells_naive / forward_cells}
+    if timing:
+        pilot = timing["steps"].get(c.analysis, {})
+        steps = pilot.get("generation_steps", min(c.max_new_tokens, timing["generation_steps"]))
+        per_pass = pilot.get("seconds_per_pass", timing["seconds_per_pass"])
+        fixed, per_cell = pilot.get("fixed_seconds", 0.0), pilot.get("seconds_per_cell", timing["seconds_per_cell"])
+        line.update(generation_steps=steps, seconds_per_pass=per_pass, seconds_per_cell=per_cell)
+        for key, work in (("fast", c.fast), ("naive", c.naive)):
+            p, n = work.at(steps, n_layers)
+            line[f"seconds_{key}"] = fixed + per_pass * p + per_cell * n
+            line[f"timed_passes_{key}"], line[f"timed_cells_{key}"] = p, n  # at the pilot's generation steps
+    elif tokens_per_s:
+        line["seconds_fast"] = cells / (tokens_per_s * n_layers)
+        line["seconds_naive"] = cells_naive / (tokens_per_s * n_layers)
+    if "seconds_fast" in line:
+        line["seconds_run"] = line[f"seconds_{c.engine}"]  # with the engine the recipe chose
+    return line
+
+
+def total_line(lines: list[dict], forward_cells: int, timing, encode_seconds: float) -> dict:
+    """The sum of every line; with a probe, the run's set-up (loading the model, encoding the prompts) too."""
+    t = {"analysis": "total", "prompts": max((a["prompts"] for a in lines), default=0),
+         "variants": sum(a["variants"] for a in lines), "peak_bytes": max((a["peak_bytes"] for a in lines), default=0),
+         "notes": []}
+    for key in ("cells_fast", "cells_naive", "passes_fast", "passes_naive", "seconds_fast", "seconds_naive",
+                "seconds_run"):
+        if all(key in a for a in lines):
+            t[key] = sum(a[key] for a in lines)
+    if timing:
+        setup = timing["pilot"]["setup_seconds"] + encode_seconds
+        for key in ("seconds_fast", "seconds_naive", "seconds_run"):
+            t[key] += setup
+        t["notes"].append(f"set-up {setup:.1f} s (load + encode)")
+    t["forward_equivalents_fast"] = t["cells_fast"] / forward_cells
+    t["forward_equivalents_naive"] = t["cells_naive"] / forward_cells
     return t
 
 
-def probe_tokens_per_s(recipe, rows, n: int = 2) -> float:
-    """Load the model for real and time plain forwards of the first batch (after a warm-up)."""
+def probe_costs(recipe, rows, costs: list[Cost], repeats: int = 5) -> dict:
+    """Load the model for real and time passes through the engines' trace path (LocalBackend.trace):
+    prompt passes of the first batch, of one row, and the one-token steps of a greedy generation of
+    that batch. A least-squares fit of seconds = a + b × cells per pass gives the fixed cost of a pass
+    (trace set-up, Python, hooks: it dominates small models) and the cost of a decoder cell; the
+    generation gives the steps a batch really runs before every row has stopped."""
+    from dataclasses import replace
+
+    from .backends import LocalBackend
+    from .engines.generation import greedy_generate
+    from .labels.capture import first_token_margin
     from .models.loading import load_model
 
     m = recipe.model
+    clock = time.perf_counter()
     bundle = load_model(m.id, m.dtype, m.device, m.attn_implementation, m.revision)
+    load_seconds = time.perf_counter() - clock
     size = recipe.batch_size if isinstance(recipe.batch_size, int) else 8
     # rows were encoded against the meta-device model: encode the probe batch again with the real one
-    encoded = [encode(bundle, r.prompt) for r in rows[: min(len(rows), size)]]
-    batch = collate(encoded, bundle.adapter, bundle.pad_token_id)
-    inputs = {k: v.to(bundle.device) if isinstance(v, torch.Tensor) else v for k, v in batch.inputs.items()}
-    with torch.inference_mode():
-        bundle.model(**inputs, logits_to_keep=1)
+    chunk = [replace(r, encoded=encode(bundle, r.prompt)) for r in rows[:size]]
+    batch = collate([r.encoded for r in chunk], bundle.adapter, bundle.pad_token_id)
+    one = collate([chunk[0].encoded], bundle.adapter, bundle.pad_token_id)
+    backend = LocalBackend(bundle)
+    samples: list[tuple[int, float]] = []
+    trace = backend.trace
+
+    def timed(inputs, fn, *args):
         start = time.perf_counter()
-        for _ in range(n):
-            bundle.model(**inputs, logits_to_keep=1)
+        result = trace(inputs, fn, *args)
         if bundle.device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / n
-    return batch.inputs["input_ids"].numel() / seconds
+        ids = inputs.get("input_ids", inputs.get("inputs_embeds"))
+        samples.append((bundle.n_layers * ids.shape[0] * ids.shape[1], time.perf_counter() - start))
+        return result
+
+    backend.trace = timed
+    cap = max((c.max_new_tokens for c in costs), default=1)
+    first_token_margin(bundle, backend, batch, chunk)  # warm-up
+    greedy_generate(bundle, backend, batch.inputs, min(cap, 2))
+    groups: dict[int, list[float]] = {}  # cells of a pass -> seconds of each repeat (medians: the machine is shared)
+    for _ in range(repeats):
+        samples.clear()
+        first_token_margin(bundle, backend, batch, chunk)
+        first_token_margin(bundle, backend, one, chunk[:1])
+        before = backend.traces
+        greedy_generate(bundle, backend, batch.inputs, cap)
+        steps = backend.traces - before
+        for cells, seconds in samples[:2] + samples[3:]:  # the generation's own prompt pass repeats the first
+            groups.setdefault(cells, []).append(seconds)
+    points = [(cells, statistics.median(v)) for cells, v in groups.items()]
+    x = torch.tensor([[1.0, cells] for cells, _ in points], dtype=torch.float64)
+    y = torch.tensor([[seconds] for _, seconds in points], dtype=torch.float64)
+    a, b = torch.linalg.lstsq(x, y).solution[:, 0].tolist()
+    if b <= 0 or a < 0:  # noise on a tiny model: fall back to the mean rate through the origin
+        a, b = 0.0, float(y.sum() / x[:, 1].sum())
+    return {"seconds_per_pass": a, "seconds_per_cell": b, "tokens_per_s": 1.0 / (b * bundle.n_layers),
+            "generation_steps": steps, "generation_cap": cap, "load_seconds": load_seconds,
+            "passes_timed": sum(map(len, groups.values()))}
+
+
+def pilot_run(recipe_path, overrides: list[str], recipe, seconds_per_cell: float) -> tuple[dict, dict, dict]:
+    """Run the recipe for real on one batch of prompts (no figures), twice, and read back what each
+    step cost (result attrs `compute_seconds`, `passes`, `decoder_cells`). Against this estimate's
+    count of the same pilot, each step gets its own cost per pass (the engine's Python, its hooks,
+    per-batch work: seconds less the cells at the probe's rate, per pass) and, where it generates,
+    the steps its generations really ran; the reduction and what the first pilot spent beyond the
+    second (first calls, caches: a fresh process pays them once) count once per step. The run's
+    set-up (everything outside the steps, less the encoding, priced from this estimate's own) comes
+    from the second pilot's wall time. Returns (per step name: seconds_per_pass, seconds_per_cell,
+    generation_steps, fixed_seconds; pilot facts; distinct head tables per analysis and task, as
+    the pilot drew them)."""
+    import tempfile
+    from pathlib import Path
+
+    import xarray as xr
+
+    from .executor import run_recipe
+
+    size = recipe.batch_size if isinstance(recipe.batch_size, int) else 8
+    n = max(1, -(-size // len(recipe.data.tasks)))
+    if recipe.data.n_samples is not None:
+        n = min(n, recipe.data.n_samples)
+    # every analysis on all the pilot's prompts: what a batch costs does not depend on which prompts a
+    # result aggregates, and a step with none selected would not run at all
+    pilot_overrides = overrides + [f"data.n_samples={n}", "backend=local"] + [
+        f"analyses.{i}.rows=all" for i in range(len(recipe.analyses))]
+    if recipe.data.filter == "all" and {a.selection() for a in recipe.analyses} - {"data", "all"}:
+        pilot_overrides.append("data.filter=follows")  # the labels the analyses chose their rows by still run
+    parsed, text = load_recipe(recipe_path, pilot_overrides)
+    runs = []
+    for _ in range(2):  # the first pays what a fresh process pays once; the second is the one timed
+        with tempfile.TemporaryDirectory() as out:
+            clock = time.perf_counter()
+            results = run_recipe(parsed, text, out, pilot_overrides, force=True, figures=False)
+            wall = time.perf_counter() - clock
+            labels = Path(out) / "labels.nc"
+            attrs = {name: ds.attrs for name, ds in results.items()}
+            if labels.exists():
+                attrs["labels"] = xr.load_dataset(labels).attrs
+        runs.append((wall, attrs))
+    (_, cold), (wall, attrs) = runs
+    drawn = {name: {k.removeprefix("head_tables_"): int(v) for k, v in a.items() if k.startswith("head_tables_")}
+             for name, a in attrs.items()}
+    drawn = {name: t for name, t in drawn.items() if t}
+    plan = estimate_recipe(recipe_path, pilot_overrides, tables=drawn)
+    steps, spent = {}, 0.0
+    for line in plan["analyses"][:-1]:
+        key = "labels" if line["analysis"].startswith("labels") else line["analysis"]
+        a = attrs.get(key, {})
+        if "passes" not in a or not a["passes"]:
+            continue  # not run by the pilot: the plain probe's figures stand
+        work, passes = Work(**line[f"work_{line['engine']}"]), int(a["passes"])
+        seconds = float(a["compute_seconds"])
+        spent += seconds
+        generation = min(line["max_new_tokens"], 1 + (passes - work.passes) / work.loops) if work.loops else 1
+        cells = a.get("decoder_cells", work.at(generation, plan["layers"])[1])
+        reducing = float(a.get("reduce_seconds", 0.0))  # once per analysis, whatever its size
+        first = max(float(cold.get(key, {}).get("compute_seconds", seconds)) - seconds, 0.0)
+        variable = max(seconds - reducing, 0.0)
+        # the probe's rate, unless the pilot says cells cost less here (a shared machine's noise)
+        per_cell = min(seconds_per_cell, variable / max(float(cells), 1.0))
+        steps[line["analysis"]] = {"seconds_per_pass": (variable - per_cell * float(cells)) / passes,
+                                   "seconds_per_cell": per_cell, "generation_steps": generation,
+                                   "fixed_seconds": reducing + first}
+    setup = max(wall - spent - plan["encode_seconds"], 0.0)
+    return steps, {"samples": n, "prompts": plan["prompts"], "wall_seconds": wall, "setup_seconds": setup}, drawn
 
 
 def format_report(est: dict) -> str:
@@ -271,25 +455,35 @@ def format_report(est: dict) -> str:
     head = (f"{est['model']} ({est['dtype']}, {est['layers']} layers, weights {est['weights_bytes'] / gib:.1f} GiB): "
             f"{est['prompts']} prompts, mean {est['mean_seq']:.0f} tokens, {est['batches']} batches of "
             f"{est['batch_size']}; one plain forward of every prompt = {est['forward_cells']:,} decoder cells")
-    cols = ["analysis", "variants", "cells fast", "cells naive", "fwd-eq fast", "fwd-eq naive", "fast/naive",
-            "peak GiB/batch"]
-    if est["tokens_per_s"]:
+    timed = bool(est["tokens_per_s"])
+    cols = ["analysis", "variants", "passes fast", "cells fast", "cells naive", "fwd-eq fast", "fwd-eq naive",
+            "fast/naive", "peak GiB/batch"]
+    if timed:
         cols += ["time fast", "time naive"]
     lines = []
     for a in est["analyses"]:
         ratio = a["cells_fast"] / a["cells_naive"] if a["cells_naive"] else 0.0
-        row = [a["analysis"], str(a["variants"]), f"{a['cells_fast']:,}", f"{a['cells_naive']:,}",
-               f"{a['forward_equivalents_fast']:.1f}", f"{a['forward_equivalents_naive']:.1f}", f"{ratio:.3f}",
-               f"{a['peak_bytes'] / gib:.1f}"]
-        if est["tokens_per_s"]:
+        row = [a["analysis"], str(a["variants"]), f"{a['passes_fast']:,}", f"{a['cells_fast']:,}",
+               f"{a['cells_naive']:,}", f"{a['forward_equivalents_fast']:.1f}", f"{a['forward_equivalents_naive']:.1f}",
+               f"{ratio:.3f}", f"{a['peak_bytes'] / gib:.1f}"]
+        if timed:
             row += [_hours(a["seconds_fast"]), _hours(a["seconds_naive"])]
         lines.append(row)
     widths = [max(len(c), *(len(r[i]) for r in lines)) for i, c in enumerate(cols)]
     text = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     text += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in lines]
-    if est["tokens_per_s"]:
-        text.append(f"time at {est['tokens_per_s']:,.0f} tokens/s (decoder cells ÷ (tokens/s × layers)); "
-                    "generation counted at max_new_tokens, head tables as if every random draw differs (upper bounds)")
+    p = est.get("probe")
+    tables = "as the pilot drew them" if p else "as if every random draw differs"
+    text.append(f"passes and cells count generation at max_new_tokens (an upper bound), head tables {tables}")
+    if p:
+        text.append(f"time from a probe: {est['tokens_per_s']:,.0f} tokens/s ({p['seconds_per_cell'] * 1e9:.1f} ns per "
+                    f"decoder cell) + per pass {p['seconds_per_pass'] * 1e3:.1f} ms (plain) to "
+                    f"{max([p['seconds_per_pass']] + [v['seconds_per_pass'] for v in p['steps'].values()]) * 1e3:.1f} ms "
+                    f"(an analysis's own, from a pilot run of {p['pilot']['prompts']} prompts), generation steps as the "
+                    f"pilot ran them, {est['analyses'][-1]['notes'][0]}; figures not included")
+    elif timed:
+        text.append(f"time at {est['tokens_per_s']:,.0f} tokens/s (decoder cells ÷ (tokens/s × layers); no per-pass "
+                    "cost: use --probe on a small model, where it dominates)")
     return "\n".join(text)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,14 +143,17 @@ def follow_labels(run: Run, rows, batch_size: int, needed: bool = False):
         labels = labels_store.reuse(out / labels_store.FILE, recipe, rows)
         attrs["data_labels"] = str(out / labels_store.FILE)
     else:
-        started = now()
+        started, clock, traces = now(), time.perf_counter(), getattr(run.backend, "traces", 0)
         desc = f"follow labels ({d.filter_rule})"
         per_row = run_batches(lambda batch, chunk: label_batch(run.bundle, run.backend, batch, chunk, d.filter_rule,
                                                                 d.max_new_tokens),
                               run.bundle, rows, batch_size, desc, store, "labels", run.group)  # every rank reads all
         labels = per_row["label"]
+        work = work_attrs(run.backend, traces, clock, run.group)
         if run.group.primary:
-            run.write(run.stamp(labels_store.labels_dataset(rows, per_row, recipe), started), labels_store.FILE)
+            ds = labels_store.labels_dataset(rows, per_row, recipe)
+            ds.attrs.update(work)
+            run.write(run.stamp(ds, started), labels_store.FILE)
             store.mark_finished("labels")
             log.info("wrote %s", out / labels_store.FILE)
         attrs["data_labels"] = str(out / labels_store.FILE)
@@ -160,6 +164,21 @@ def follow_labels(run: Run, rows, batch_size: int, needed: bool = False):
         log.info("filter %s (%s rule): %d of %d prompts kept [%s]", d.filter, d.filter_rule, kept, len(rows),
                  attrs["data_filter_counts"])
     return labels, attrs
+
+
+# what this process spent on a result: they differ between identical runs, and a resumed run counts
+# only the batches it computed itself
+WORK_ATTRS = ("compute_seconds", "reduce_seconds", "passes")
+
+
+def work_attrs(backend, traces: int, clock: float, group: Group = SOLO) -> dict:
+    """What a step cost, for checking `anchorlab estimate` against the run: forward passes (traces;
+    local backend only; summed over a data-parallel run's ranks) and seconds of compute and reduction
+    (figures excluded; analyses also record the reduction's share, `reduce_seconds`)."""
+    attrs = {"compute_seconds": time.perf_counter() - clock}
+    if hasattr(backend, "traces"):
+        attrs["passes"] = group.total(backend.traces - traces)
+    return attrs
 
 
 def check_device(device: str) -> str:
@@ -229,11 +248,12 @@ def open_backend(recipe: Recipe, device: str, simulate_remote: bool):
 
 def run_recipe(
     recipe: Recipe, recipe_text: str, out_dir: str | Path | None = None, overrides=(), resume: bool = False,
-    force: bool = False, simulate_remote: bool = False,
+    force: bool = False, simulate_remote: bool = False, figures: bool = True,
 ) -> dict[str, xr.Dataset]:
-    """`simulate_remote`: a `backend: ndif` recipe runs through nnsight's remote="local" (no server).
-    Under torchrun every process calls this: the batches are split over them (see run_batches), and
-    rank 0 reduces and writes the results, figures and summary; every rank returns the results."""
+    """`simulate_remote`: a `backend: ndif` recipe runs through nnsight's remote="local" (no server);
+    `figures=False` draws none (`anchorlab estimate --probe`'s pilot run). Under torchrun every process
+    calls this: the batches are split over them (see run_batches), and rank 0 reduces and writes the
+    results, figures and summary; every rank returns the results."""
     group = from_env()
     out = Path(out_dir) if out_dir else recipe.output_dir
     m = recipe.model
@@ -285,7 +305,7 @@ def run_recipe(
                 log.info("analysis %s already finished in %s (resumed)", name, out)
                 results[name] = xr.load_dataset(out / f"{name}.nc")
                 continue
-            started = now()
+            started, clock, traces = now(), time.perf_counter(), getattr(backend, "traces", 0)
             log.info("analysis %s on %s -> %s", name, m.id, out / f"{name}.nc")
             mark = len(backend.requests)
             mode = spec.selection()
@@ -302,7 +322,7 @@ def run_recipe(
                     store.mark_finished(name)
                 results[name] = ds
                 continue
-            parts = []
+            parts, reducing = [], 0.0
             for j, (combo, sub) in enumerate(expand(spec, f"analyses.{i}")):
                 batch_size = recipe.batch_size
                 if budget is not None:
@@ -313,19 +333,23 @@ def run_recipe(
                 per_row = run_batches(analysis.run_batch, bundle, rows, batch_size, desc, store, tag, group,
                                       gather=group.primary)
                 if group.primary:
+                    reduce_clock = time.perf_counter()
                     parts.append((combo, analysis.reduce(rows, per_row, selected)))
+                    reducing += time.perf_counter() - reduce_clock
+            work = work_attrs(backend, traces, clock, group)
             if group.primary:
                 ds = run.stamp(stack(parts), started)
                 ds.attrs["rows"] = rule
                 if budget is not None:
                     ds.attrs["batch_size_used"] = batch_size
                 ds.attrs.update(backend.summary(mark))
+                ds.attrs.update(work, reduce_seconds=reducing)
                 ds.attrs.update(data_attrs)
                 run.write(ds, f"{name}.nc")
                 store.mark_finished(name)  # the data is safe: a figure that fails below cannot undo that
             group.barrier()  # the result is on disk: the other ranks read it (a later analysis may use it)
             results[name] = ds if group.primary else xr.load_dataset(out / f"{name}.nc")
-            if group.primary:
+            if group.primary and figures:
                 run.draw(ds, name)
         if len(results) > 1 and group.primary:
             summary = write_summary(results, out, m.id)

@@ -42,6 +42,8 @@ def stack(parts: list[tuple[dict, xr.Dataset]]) -> xr.Dataset:
     out = xr.combine_by_coords(tagged, combine_attrs="drop_conflicts")
     out.attrs.update(parts[0][1].attrs)
     out.attrs["ablation"] = ", ".join(params)
+    if all("decoder_cells" in ds.attrs for _, ds in parts):  # the whole sweep's cost
+        out.attrs["decoder_cells"] = sum(int(ds.attrs["decoder_cells"]) for _, ds in parts)
     for p in params:
         out.attrs[f"param_{p}"] = ", ".join(dict.fromkeys(str(c[p]) for c, _ in parts))
     return out

@@ -19,7 +19,7 @@ from ..method.lens import PhiInputs, phi_states
 from ..rows.batching import no_logits
 from ..adapters.paths import envoy_at
 from ..errors import UserError
-from .base import Analysis, PhiSpec, param_attrs
+from .base import Analysis, PhiSpec, cells_column, param_attrs
 from ..rows.layout import SIDES, by_task_sample, entity_rows, site_positions
 from .rankings import rank_heads
 
@@ -94,7 +94,8 @@ class AttributionAnalysis(Analysis):
         )
         followed = torch.tensor([0 if r.followed == "vision" else 1 for r in rows])
         phi_state, phi_attn = side_order(phi_state.cpu(), followed), side_order(phi_attn.cpu(), followed)
-        out = {"phi": phi_state.numpy(), "phi_attn": phi_attn.numpy()}  # [B, L+1, 2], [B, L, 2] as (f, c)
+        out = {"phi": phi_state.numpy(), "phi_attn": phi_attn.numpy(),  # [B, L+1, 2], [B, L, 2] as (f, c)
+               "cells": cells_column(len(rows), bundle.n_layers * batch.inputs["input_ids"].numel())}
         if spec.heads:
             phi_heads = side_order(phi_heads.cpu(), followed)
             out["head_score"] = (margin(phi_heads) - margin(phi_state[:, :-1, None])).numpy()  # [B, L, H]
@@ -134,7 +135,7 @@ class AttributionAnalysis(Analysis):
             ds["head_score"].attrs["description"] = "δ_A^{l,h}(ΔS) = ΔS(H^{l-1} + head^{l,h} W_O^{l,h}) - ΔS(H^{l-1})"
             ds = rank_heads(ds, spec.top_g, spec.shared_top_n)
         ds.attrs.update(analysis="attribution", topk_selection="recomputed for every evaluated state",
-                        **param_attrs(spec))
+                        decoder_cells=int(results["cells"].sum()), **param_attrs(spec))
         return ds
 
     def _aggregate(self, values: xr.DataArray, sel: np.ndarray, samples: list[str]):

@@ -69,6 +69,14 @@ def param_attrs(spec: AnalysisSpec) -> dict:
     return {f"param_{k}": value(v) for k, v in spec.model_dump().items()}
 
 
+def cells_column(n_rows: int, cells: int) -> np.ndarray:
+    """A batch's decoder cells as a per-row array (all on the first row, so the run's sum is exact):
+    results attr `decoder_cells`, what `anchorlab estimate` predicts."""
+    column = np.zeros(n_rows, dtype=np.int64)
+    column[0] = cells
+    return column
+
+
 @dataclass
 class Context:
     """What an analysis may use while it runs."""

@@ -18,7 +18,7 @@ from ..labels.rules import answer_forms, classify_answer
 from ..interventions.head_scaling import layer_matched_heads, random_heads, scale_table
 from ..method.stats import bootstrap_ci
 from ..rows.prompts import build_prompt
-from .base import Analysis, AnalysisSpec, Role, param_attrs
+from .base import Analysis, AnalysisSpec, Role, cells_column, param_attrs
 from .head_sets import HeadSource, neutral_sample
 from ..rows.layout import by_task_sample
 
@@ -116,11 +116,13 @@ class HeadsAnalysis(Analysis):
         shape = (len(rows), len(spec.settings), len(self.sweep_values()), spec.seeds)
         follows, neutral_ok = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
         applicable = np.zeros(len(rows), dtype=bool)
+        cells = 0
         for task in dict.fromkeys(r.task for r in rows):
             idx = [i for i, r in enumerate(rows) if r.task == task]
             tables, index = self.tables(task)
             part = [rows[i] for i in idx]
-            follows[idx] = self._score(engine, part, tables, index, [answer_forms(r) for r in part])
+            follows[idx], n = self._score(engine, part, tables, index, [answer_forms(r) for r in part])
+            cells += n
             if spec.general_check:
                 twins = [(i, self._neutral_row(rows[i])) for i in idx]
                 twins = [(i, r) for i, r in twins if r is not None]
@@ -128,10 +130,13 @@ class HeadsAnalysis(Analysis):
                     # correct = the image's answer (both contexts now support it), not the old text answer
                     forms = [(r.sample.forms("vision"), r.sample.forms("text")) for _, r in twins]
                     applicable[[i for i, _ in twins]] = True
-                    neutral_ok[[i for i, _ in twins]] = self._score(engine, [r for _, r in twins], tables, index, forms)
-        return {"follows": follows, "neutral_correct": neutral_ok, "neutral_applicable": applicable}
+                    neutral_ok[[i for i, _ in twins]], n = self._score(engine, [r for _, r in twins], tables, index, forms)
+                    cells += n
+        return {"follows": follows, "neutral_correct": neutral_ok, "neutral_applicable": applicable,
+                "cells": cells_column(len(rows), cells)}
 
-    def _score(self, engine, rows, tables, index, forms) -> np.ndarray:
+    def _score(self, engine, rows, tables, index, forms) -> tuple[np.ndarray, int]:
+        """follows [rows, settings, values, seeds] and the decoder cells of the prompt passes."""
         bundle, spec = self.ctx.bundle, self.spec
         batch = collate([r.encoded for r in rows], bundle.adapter, bundle.pad_token_id)
         run = engine.run(batch, rows, tables, spec.positions, spec.rule, spec.max_new_tokens)
@@ -144,7 +149,7 @@ class HeadsAnalysis(Analysis):
         out = np.zeros((len(rows), len(spec.settings), len(self.sweep_values()), spec.seeds), dtype=bool)
         for (setting, v, seed), n in index.items():
             out[:, spec.settings.index(setting), v, seed] = ok[:, n]
-        return out
+        return out, run.cells
 
     def _neutral_row(self, row):
         """The row's prompt with the text context made to agree with the image (None if the text
@@ -198,7 +203,9 @@ class HeadsAnalysis(Analysis):
         ds["mfr"].attrs["description"] = f"modality following ratio ({spec.rule}) over the task's selected prompts"
         ds["accuracy"].attrs["description"] = "accuracy on no-conflict twins (text context made to agree with the image)"
         ds.attrs.update(analysis=spec.kind, rule=spec.rule, sweep_dim=self.sweep_dim,
-                        **param_attrs(spec))
+                        decoder_cells=int(results["cells"].sum()), **param_attrs(spec))
+        # distinct [L, H] tables each task ran (equal draws share one): what `anchorlab estimate` prices
+        ds.attrs.update({f"head_tables_{task}": len(self.tables(task)[0]) for task in dict.fromkeys(r.task for r in rows)})
         if empty:
             ds.attrs["tasks_not_run"] = f"{', '.join(empty)}: no prompt selected (rows: {self.spec.selection()})"
         return ds

@@ -13,7 +13,7 @@ from ..interventions.knockout import parse_pathway, window_layers
 from ..method.stats import bootstrap_ci
 from ..method.nssd import nssd
 from ..rows.roles import ROLES
-from .base import Analysis, layers_out_of_range, AnalysisSpec, param_attrs
+from .base import Analysis, layers_out_of_range, AnalysisSpec, cells_column, param_attrs
 from ..rows.layout import by_task_sample, decision_rows
 from ..labels.capture import dictionary_best
 
@@ -69,11 +69,13 @@ class KnockoutAnalysis(Analysis):
         engine = KnockoutEngine(self.ctx.bundle, self.ctx.backend, spec.engine, spec.variants_per_pass)
         decision = decision_rows(rows) if spec.decision == "answer" else dictionary_best(self.ctx, batch, rows)
         sweep = engine.sweep(batch, rows, pathways, self.centres(), spec.window, decision)
+        # dictionary_best read its tokens with one plain pass of the batch
+        extra = self.ctx.bundle.n_layers * batch.inputs["input_ids"].numel() if spec.decision == "dictionary_best" else 0
         return {
             "logits": sweep.logits.numpy(),
             "clean": sweep.clean.numpy(),
             "decision_ids": decision.numpy(),
-            "cells": np.full(len(rows), sweep.cells / len(rows)),
+            "cells": cells_column(len(rows), sweep.cells + extra),
         }
 
     def reduce(self, rows, results, selected):
@@ -110,7 +112,7 @@ class KnockoutAnalysis(Analysis):
         ds["nssd_pathway_ci"] = (("task", "pathway", "bound"), np.array(bar_cis))
         ds["nssd"].attrs["description"] = "sign(P̂(y_p)-P̃̂(y_p))·KL(P̂||P̃̂) on {y_p, y_c} (docs/method.md §3.1); >0: path helped following"
         ds["nssd_pathway"].attrs["description"] = "per-sample NSSD averaged over centre layers, then over selected samples"
-        ds.attrs.update(analysis="knockout", decoder_cells=float(results["cells"].sum()),
+        ds.attrs.update(analysis="knockout", decoder_cells=int(results["cells"].sum()),
                         **param_attrs(spec))
         return ds
 

@@ -8,12 +8,12 @@ import numpy as np
 import xarray as xr
 from pydantic import Field
 
-from ..engines.generation import greedy_generate
+from ..engines.generation import greedy_generate, step_cells
 from ..engines.knockout import role_mask
 from ..errors import UserError
 from ..interventions.knockout import generation_blocker
 from ..method.stats import bootstrap_ci
-from .base import Analysis, layers_out_of_range, AnalysisSpec, param_attrs
+from .base import Analysis, layers_out_of_range, AnalysisSpec, cells_column, param_attrs
 from ..rows.layout import by_task_sample
 
 SETTINGS = ("original", "instruction->last", "followed_context->last")
@@ -59,19 +59,21 @@ class PathBlockingAnalysis(Analysis):
         a, dev = bundle.adapter, bundle.device
         prompt_mask = batch.inputs["attention_mask"].to(dev)
         labels = np.zeros((len(rows), len(SETTINGS)), dtype=np.int8)
-        answers = []
+        answers, (b, s) = [], batch.inputs["input_ids"].shape
+        cells = len(SETTINGS) * bundle.n_layers * s * b
         for k, setting in enumerate(SETTINGS):
             intervene = None
             if setting != "original":
                 src = self._source(batch, rows, setting).to(dev)
                 intervene = generation_blocker(a.layers, a.attention, self.block_layers(), src, prompt_mask)
             ids = greedy_generate(bundle, backend, batch.inputs, self.spec.max_new_tokens, intervene)
+            cells += step_cells(ids, bundle.n_layers)
             texts = bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)
             answers.append(texts)
             for i, (row, text) in enumerate(zip(rows, texts)):
                 label = classify_answer(text, *answer_forms(row))
                 labels[i, k] = LABELS.index(label)
-        return {"label": labels, "answer": np.array(list(zip(*answers)), dtype=str)}
+        return {"label": labels, "answer": np.array(list(zip(*answers)), dtype=str), "cells": cells_column(len(rows), cells)}
 
     @staticmethod
     def _source(batch, rows, setting):
@@ -102,6 +104,6 @@ class PathBlockingAnalysis(Analysis):
         ds["mfr"].attrs["description"] = "share of selected prompts whose generated answer follows the instruction"
         ds.attrs.update(analysis="path_blocking", rule="generation", blocked_layers=", ".join(map(str, self.block_layers())),
                         followed_context="vision for vf, context for tf",
-                        **param_attrs(self.spec))
+                        decoder_cells=int(results["cells"].sum()), **param_attrs(self.spec))
         return ds
 

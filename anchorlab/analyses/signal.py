@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..method.lens import PhiInputs, pooled_logits, restricted_logits, top_k_mean
 from ..method.stats import bootstrap_ci
 from ..method.signal import ldar, synchrony
-from .base import Analysis, layers_out_of_range, PhiSpec, param_attrs
+from .base import Analysis, layers_out_of_range, PhiSpec, cells_column, param_attrs
 from ..rows.layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
 from ..rows.batching import no_logits
 
@@ -77,6 +77,7 @@ class SignalAnalysis(Analysis):
             "signal": phi.transpose(1, 2).numpy(),  # [B, 2, L]
             "signal_last": pooled[..., n_pos].transpose(1, 2).numpy(),
             "decision_margin": (decision[:, 0] - decision[:, 1]).float().cpu().numpy(),
+            "cells": cells_column(len(rows), bundle.n_layers * batch.inputs["input_ids"].numel()),
         }
 
     def reduce(self, rows, results, selected):
@@ -123,7 +124,7 @@ class SignalAnalysis(Analysis):
         ds["ldar"].attrs["description"] = "share of selected samples with Φ_f > Φ_c"
         ds["sync"].attrs["description"] = "sign(Φ_v-Φ_t) at positions equals the sign at last"
         ds["signal_mean"].attrs["description"] = "mean Φ of the followed (f) and competing (c) modality"
-        ds.attrs.update(analysis="signal", **param_attrs(spec))
+        ds.attrs.update(analysis="signal", decoder_cells=int(results["cells"].sum()), **param_attrs(spec))
         return ds
 
     def _ci(self, values: np.ndarray) -> np.ndarray:

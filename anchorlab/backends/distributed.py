@@ -68,6 +68,16 @@ class Group:
         dist.all_gather_object(values, value)
         return min(values)
 
+    def total(self, value):
+        """The sum of every rank's `value` (e.g. the forward passes each rank ran)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        values = [None] * self.world
+        dist.all_gather_object(values, value)
+        return sum(values)
+
     def first(self, fn, then=None):
         """`fn()` on rank 0, before any other rank goes on; its user error stops every rank. The other
         ranks get `then()` when given (e.g. open what rank 0 created), else rank 0's return value."""

@@ -55,6 +55,12 @@ def generate_loop(backend, inputs: dict, decoder: str, max_new_tokens: int, inte
     return out
 
 
+def step_cells(ids: list[list[int]], n_layers: int) -> int:
+    """Cells of the generation steps after the prompt pass: every row takes part in each step the
+    loop runs (it stops when the last row is done)."""
+    return max(0, max((len(t) for t in ids), default=0) - 1) * n_layers * len(ids)
+
+
 def _eos_ids(bundle) -> set[int]:
     ids = set()
     for source in (bundle.tokenizer, getattr(bundle.model, "generation_config", None)):

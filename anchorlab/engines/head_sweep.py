@@ -15,7 +15,7 @@ import torch
 from ..rows.layout import decision_rows
 from ..adapters.paths import envoy_at
 from ..interventions.head_scaling import scale_heads
-from .generation import greedy_generate
+from .generation import greedy_generate, step_cells
 from .knockout import role_mask
 from ..rows.batching import no_logits
 from .prefix import clean_capture, final_logits, model_paths, suffix_inputs
@@ -25,7 +25,7 @@ from .prefix import clean_capture, final_logits, model_paths, suffix_inputs
 class HeadRun:
     tokens: list[list[list[int]]] | None  # [setting][row] generated ids (rule: generation)
     margins: torch.Tensor | None  # [B, settings] logit(y_f) - logit(y_c) at last (rule: first_token)
-    cells: int  # decoder (layer × position) cells of the prompt passes, padding included
+    cells: int  # decoder (layer × position) cells computed, padding and generation steps included
 
 
 def touched_layers(tables: torch.Tensor) -> list[int]:
@@ -79,7 +79,7 @@ def _finish(rule, outputs, b, cells) -> HeadRun:
 def naive_heads(t, bundle, inputs, paths, tables, where, dec_w, rule, max_new_tokens, per_pass):
     b, s = where.shape
     n_layers, head_dim = tables.shape[1], bundle.head_dim
-    outputs = []
+    outputs, cells = [], len(tables) * n_layers * s * b
     for table in tables:
         rows_table = table.expand(b, *table.shape)
         layers = touched_layers(rows_table)
@@ -87,9 +87,11 @@ def naive_heads(t, bundle, inputs, paths, tables, where, dec_w, rule, max_new_to
             logits = t.trace(inputs, heads_logits_capture, paths, layers, rows_table, where, head_dim, dec_w)
             outputs.append((logits[:, 0] - logits[:, 1]).cpu()[:, None])
         else:
-            outputs.append([greedy_generate(bundle, t, inputs, max_new_tokens,
-                                            head_intervener(paths, layers, rows_table, where, head_dim))])
-    return _finish(rule, outputs, b, len(tables) * n_layers * s * b)
+            ids = greedy_generate(bundle, t, inputs, max_new_tokens,
+                                  head_intervener(paths, layers, rows_table, where, head_dim))
+            outputs.append([ids])
+            cells += step_cells(ids, n_layers)
+    return _finish(rule, outputs, b, cells)
 
 
 def fast_heads(t, bundle, inputs, paths, tables, where, dec_w, rule, max_new_tokens, per_pass):
@@ -114,5 +116,6 @@ def fast_heads(t, bundle, inputs, paths, tables, where, dec_w, rule, max_new_tok
             ids = greedy_generate(bundle, t, pass_inputs, max_new_tokens,
                                   head_intervener(paths, layers, rows_table, rows_where, head_dim))
             outputs.append([ids[k * b : (k + 1) * b] for k in range(g)])
+            cells += step_cells(ids, n_layers)
         cells += n_layers * (s - p0) * g * b
     return _finish(rule, outputs, b, cells)

@@ -3,8 +3,9 @@ import xarray as xr
 import yaml
 
 import anchorlab
+from anchorlab.executor import WORK_ATTRS
 
-TIME_ATTRS = {"started", "finished"}
+TIME_ATTRS = {"started", "finished", *WORK_ATTRS}
 
 
 def test_two_runs_are_bit_identical(tmp_path, random_toy_path):

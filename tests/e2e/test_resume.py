@@ -7,9 +7,10 @@ import xarray as xr
 import anchorlab
 from anchorlab.analyses.signal import SignalAnalysis
 from anchorlab.errors import UserError
+from anchorlab.executor import WORK_ATTRS
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
-TIME_ATTRS = {"started", "finished"}
+TIME_ATTRS = {"started", "finished", *WORK_ATTRS}
 
 
 def overrides(model_path):

@@ -8,7 +8,9 @@ import time
 import xarray as xr
 import yaml
 
-TIME_ATTRS = {"started", "finished"}
+from anchorlab.executor import WORK_ATTRS
+
+TIME_ATTRS = {"started", "finished", *WORK_ATTRS}
 
 
 def test_sigkill_then_resume_is_identical(tmp_path, random_toy_path):
