@@ -29,6 +29,8 @@ class SharedError(UserError):
 
 @dataclass(frozen=True)
 class Group:
+    """This process's place among torchrun's: rank in the world, and on its node (LOCAL_RANK)."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
