@@ -60,25 +60,23 @@ class Group:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def least(self, value):
-        """The smallest of every rank's `value` (e.g. a memory budget every device must fit)."""
+    def gathered(self, value) -> list:
+        """Every rank's `value` (picklable), in rank order."""
         if self.world == 1:
-            return value
+            return [value]
         import torch.distributed as dist
 
         values = [None] * self.world
         dist.all_gather_object(values, value)
-        return min(values)
+        return values
+
+    def least(self, value):
+        """The smallest of every rank's `value` (e.g. a memory budget every device must fit)."""
+        return min(self.gathered(value))
 
     def total(self, value):
         """The sum of every rank's `value` (e.g. the forward passes each rank ran)."""
-        if self.world == 1:
-            return value
-        import torch.distributed as dist
-
-        values = [None] * self.world
-        dist.all_gather_object(values, value)
-        return sum(values)
+        return sum(self.gathered(value))
 
     def first(self, fn, then=None):
         """`fn()` on rank 0, before any other rank goes on; its user error stops every rank. The other
