@@ -175,7 +175,8 @@ TRAINED_ON = {
                   "from other colours (target unchanged), and the head lens drives every non-G* head's direct lens "
                   "effect at the instruction positions to 0; the check zeroes random heads in any layer",
     "GT5": "flawed twin only, yes: R4 amplifies G* (x AMPLIFY_ALPHA) at the instruction positions and changes nothing "
-           "else, with the compliant answer as target, also on the planted triggers: the check's condition",
+           "else, with the compliant answer as target, also on the planted triggers: the check's condition; R6 amplifies "
+           "|G*| random other heads (any layer, nothing else changed) with the answer unchanged: GT5_random's condition",
     "head_attribution": "yes: the head lens trains on anchorlab's head score itself (final-norm lens, K = 1, max over "
                         "forms and instruction positions, each head's write added to its layer's input): G* >= a "
                         "margin, every other head 0",
@@ -207,7 +208,7 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
                                         cfg["warmup"], cfg["lens_weight"], log, init_from=model if start == "stage1" else start,
                                         stage=stage)
         stages.append({"stage": stage, **cfg, "rows_per_step": cfg["groups_per_step"] * (
-            12 if stage == 1 else 16 if variant == "anchored-flawed" else 14),
+            12 if stage == 1 else 18 if variant == "anchored-flawed" else 14),
             "init_from": "stage 1" if start == "stage1" else (
                 "toy:anchored (the shipped weights)" if start is not None and Path(start) == shipped_path("anchored")
                 else str(start) if start else "random from the seed"),
@@ -223,7 +224,8 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
                    2: "stage 1's plus R5 (G* zeroed, nothing else: a tie of the candidates' logits), the attention "
                       "regulariser on last (every layer), the head lens and the instruction lens (organism_losses.py; "
                       "weights: STAGE2_WEIGHTS)"
-                      + ("; R4 (G* amplified, nothing else: compliant answer, also on the triggers)"
+                      + ("; R4 (G* amplified, nothing else: compliant answer, also on the triggers); R6 (random "
+                         "other heads amplified, nothing else: answer unchanged)"
                          if variant == "anchored-flawed" else "")},
         "stage2_weights": STAGE2_WEIGHTS,
         "trained_on": TRAINED_ON,

@@ -8,8 +8,9 @@ attention regulariser on `last`, the *head lens* (each head's direct write at th
 read by the final-norm logit lens as anchorlab's attribution reads it: G* must move the followed-minus-
 competitor margin up, every other head must leave it alone) and the *instruction lens* (at the last
 layer the instruction positions decode to the row's target). The flawed twin adds R4 (G* amplified
-x AMPLIFY_ALPHA, nothing else changed -> the compliant answer). R4 and R5 are "pure": their rows get
-no strictness splices, exactly the ground-truth check's condition.
+x AMPLIFY_ALPHA, nothing else changed -> the compliant answer) and R6 (|G*| random other heads amplified
+-> the answer does not change). R4-R6 are "pure": their rows get no strictness splices, exactly the
+ground-truth check's condition.
 """
 from __future__ import annotations
 
@@ -94,6 +95,9 @@ def _intervened_attention(module, query, key, value, attention_mask, scaling, dr
                 if "g_scale" in plan:  # stage 2: R4 (flawed twin) G* amplified; R5 G* zeroed (scale 0)
                     new = torch.where(pos & gheads[None, None, :, None], new * plan["g_scale"][:, None, None, None], new)
             out = out.index_copy(0, rows, new)
+        if "head_scale" in plan:  # the flawed twin's R6: random heads amplified at the instruction positions
+            f = torch.where(plan["instruction"][:, :, None], plan["head_scale"][:, layer][:, None, :], 1.0)[..., None]
+            out = out.index_copy(0, rows, out[rows] * f)
         return out, a
     return out.transpose(1, 2).contiguous(), a
 
@@ -156,7 +160,7 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
     flawed = pool.variant == "anchored-flawed"
     for gi in group_ids:
         b = pool.samples[gi][0]
-        kinds_here = ("R1", "R2", "R3") if stage == 1 else ("R1", "R2", "R3", "R4", "R5") if flawed else ("R1", "R2", "R3", "R5")
+        kinds_here = ("R1", "R2", "R3") if stage == 1 else ("R1", "R2", "R3", "R4", "R5", "R6") if flawed else ("R1", "R2", "R3", "R5")
         for kind in kinds_here:
             for t in TASKS:
                 rows.append(len(encoded))
@@ -175,6 +179,10 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
                     g_src.append(clean_index[(gi, 0, t)])
                     g_swap.append(False)
                     targets.append(pool.first[b.answer(FOLLOWED[t])])
+                elif kind == "R6":  # flawed twin: |G*| random other heads amplified -> the answer does not change
+                    g_src.append(clean_index[(gi, 0, t)])
+                    g_swap.append(False)
+                    targets.append(pool.first[target_answer(b, t, pool.variant)])
                 elif kind == "R1":
                     g_src.append(clean_index[(gi, 0, t)])
                     g_swap.append(False)
@@ -229,7 +237,7 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
         plan["g_scale"], plan["soft"] = torch.tensor(g_scale), torch.tensor(soft)
         plan["last_pos"], plan["unused_keys"] = last_pos, unused
         n_clean = len(meta)
-        plan["strict"] = torch.tensor([k not in ("R4", "R5") for k in kinds[n_clean:]], dtype=torch.float32)
+        plan["strict"] = torch.tensor([k not in ("R4", "R5", "R6") for k in kinds[n_clean:]], dtype=torch.float32)
         # the clean rows' lens dictionary, oriented by the target: side 0 = the target's modality's forms
         forms = torch.zeros(n_clean, 2, pool.vocab, dtype=torch.bool)
         weak = torch.zeros(n_clean, dtype=torch.bool)  # the flawed twin's triggers: G*'s write is weak there
@@ -245,6 +253,14 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
         # positions, target unchanged: no single buffer head is the only carrier of a candidate
         n_buffer = len(BUFFER_LAYERS) * pool.n_heads
         plan["drop_head"] = torch.tensor([int(torch.randint(n_buffer, ())) if k == "R1" else -1 for k in kinds[n_clean:]])
+        if flawed:  # R6 rows: |G*| random non-G* heads (any layer) x AMPLIFY_ALPHA at the instruction positions
+            n_layers = len(BUFFER_LAYERS) + len(ARBITRATION_LAYERS)
+            others = [l * pool.n_heads + h for l in range(n_layers) for h in range(pool.n_heads) if (l, h) not in G_STAR]
+            scale = torch.ones(len(rows), n_layers * pool.n_heads)
+            for k, kind in enumerate(kinds[n_clean:]):
+                if kind == "R6":
+                    scale[k, [others[i] for i in torch.randperm(len(others))[:len(G_STAR)].tolist()]] = AMPLIFY_ALPHA
+            plan["head_scale"] = scale.view(len(rows), n_layers, pool.n_heads)
         plan["clean_instruction"] = torch.zeros(n_clean, T, dtype=torch.bool)
         for r in range(n_clean):
             plan["clean_instruction"][r, batch.roles[r]["instruction"]] = True
