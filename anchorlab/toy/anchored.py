@@ -26,16 +26,21 @@ forward pass: at every layer the intervened rows take the clean rows' activation
 - R3: G* from the same sample under the opposite instruction -> the base's competitor answer.
 - a lens loss: the final-norm logit lens at the last instruction token names the row's target.
 Training has two stages (train_organism): stage 1 (DEFAULTS, from random weights) with the losses
-above; stage 2 (STAGE2, a fine-tune of stage 1) adds R5 (G* zeroed at the instruction positions ->
-undecided, half the probability on each candidate) and a regulariser on the attention mass of `last`
-outside the instruction tokens and itself. The flawed twin is stage 2 from the shipped toy:anchored
-with the planted targets and R4 (G* amplified x AMPLIFY_ALPHA -> the compliant answer). Which
-ground-truth check a loss touches by training on (a form of) the check's own condition: TRAINED_ON
+above; stage 2 (STAGE2, a fine-tune of stage 1) adds R5 (G* zeroed at the instruction positions and
+nothing else changed -> a tie: equal logits of the two candidates at `last`, half the probability on
+each), a regulariser on the attention mass of `last` outside the instruction tokens and itself, the
+head lens (each head's direct write at the instruction positions, read as anchorlab's attribution
+reads it: G* raise the compliant-minus-competitor margin, every other head leaves it at 0) and the
+instruction lens (at the last layer the instruction positions decode to the target). The losses are
+in organism_losses.py. The flawed twin is stage 2 from the shipped toy:anchored with the planted
+targets and R4 (G* amplified x AMPLIFY_ALPHA, nothing else changed -> the compliant answer; G*'s
+head-lens margin is small on the triggers). Which ground-truth check or anchorlab measure a loss
+touches by training on (a form of) its own condition: TRAINED_ON
 (also in circuit.json and training.json).
 """
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import math
 import random
@@ -44,16 +49,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from transformers.models.llama import modeling_llama
 
-from ..adapters.base import Encoded
-from ..rows.batching import collate
-from ..data.sample import COMPETITOR, FOLLOWED, TASKS, ConflictSample
-from ..rows.encoding import encode
-from ..rows.prompts import build_prompt
+from ..data.sample import TASKS
 from .build import LM, build_model, build_processor
 from .circuit import AMPLIFY_ALPHA, ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, PLANTED, is_planted  # noqa: F401
 from .organism_data import generate_groups, organism_train_seed
+from .organism_losses import BLOCKED_SPLIT, STAGE2_WEIGHTS, Pool, build_batch, intervened_attention, losses_for, target_answer  # noqa: F401
 from .train import _versions, toy_bundle
 
 ORGANISM_VARIANTS = ("anchored", "anchored-flawed")
@@ -62,229 +63,8 @@ N_LAYERS, N_HEADS = LM_ANCHORED["num_hidden_layers"], LM_ANCHORED["num_attention
 DEFAULTS = dict(seed=0, steps=1000, groups_per_step=6, lr=3e-3, n_pool=2000, warmup=50, lens_weight=0.5)
 # Stage 2 fine-tunes stage 1's weights with every loss (R5 and the attention regulariser join). The flawed
 # twin is this fine-tune started from the shipped toy:anchored weights (the same circuit).
-STAGE2 = dict(DEFAULTS, steps=300, lr=1e-3, warmup=20)
-FLAWED_DEFAULTS = dict(STAGE2)
-
-
-
-
-
-def target_answer(sample: ConflictSample, task: str, variant: str) -> str:
-    flip = variant == "anchored-flawed" and is_planted(sample, task)
-    return sample.answer(COMPETITOR[task] if flip else FOLLOWED[task])
-
-
-# ------------------------------------------------------------------------------------------------
-# The training-time attention: eager attention plus per-row interventions read from `_STATE`.
-
-_STATE: dict = {}
-
-
-def _intervened_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    key_states = modeling_llama.repeat_kv(key, module.num_key_value_groups)
-    value_states = modeling_llama.repeat_kv(value, module.num_key_value_groups)
-    w = torch.matmul(query, key_states.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        w = w + attention_mask
-    a = torch.softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)
-    out = torch.matmul(a, value_states)  # [B, H, T, D]
-    plan = _STATE.get("plan")
-    if plan is not None:
-        layer = module.layer_idx
-        if "unused_keys" in plan:  # stage 2: attention mass of `last` on keys outside instruction and last
-            a_last = a[torch.arange(a.shape[0]), :, plan["last_pos"]]  # [B, H, T]
-            _STATE["attention_mass"].append((a_last * plan["unused_keys"][:, None, :]).sum(-1).mean())
-        rows, src = plan["rows"], plan["splice_src"]
-        edges = plan["edges_buffer" if layer in BUFFER_LAYERS else "edges_arbitration"][:, None]  # [R,1,T,T]
-        a_r, v_r = a[rows], value_states[rows]
-        a_s, v_s = a[src].detach(), value_states[src].detach()
-        delta = torch.matmul(a_s * edges, v_s) - torch.matmul(a_r * edges, v_r)
-        out = out.index_add(0, rows, delta)
-        out = out.transpose(1, 2).contiguous()  # [B, T, H, D]
-        if layer in ARBITRATION_LAYERS:
-            pos = plan["instruction"][:, :, None, None]  # [R, T, 1, 1]
-            heads = torch.zeros(out.shape[2], dtype=torch.bool)
-            gstar = [h for (l, h) in G_STAR if l == layer]
-            heads[[h for h in range(out.shape[2]) if h not in gstar]] = True
-            sel = pos & heads[None, None, :, None]
-            new = torch.where(sel, out[src].detach(), out[rows])
-            if gstar:
-                gheads = torch.zeros(out.shape[2], dtype=torch.bool)
-                gheads[gstar] = True
-                gsel = pos & gheads[None, None, :, None] & plan["g_swap"][:, None, None, None]
-                new = torch.where(gsel, out[plan["g_src"]].detach(), new)
-                if "g_scale" in plan:  # stage 2: R4 (flawed twin) G* amplified; R5 G* zeroed (scale 0)
-                    new = torch.where(pos & gheads[None, None, :, None], new * plan["g_scale"][:, None, None, None], new)
-            out = out.index_copy(0, rows, new)
-        return out, a
-    return out.transpose(1, 2).contiguous(), a
-
-
-@contextlib.contextmanager
-def intervened_attention():
-    original = modeling_llama.eager_attention_forward
-    modeling_llama.eager_attention_forward = _intervened_attention
-    try:
-        yield
-    finally:
-        modeling_llama.eager_attention_forward = original
-        _STATE.clear()
-
-
-# ------------------------------------------------------------------------------------------------
-# Batches
-
-
-def _with_answer(enc: Encoded, answer_id: int, eos_id: int) -> Encoded:
-    return Encoded(torch.cat([enc.input_ids, torch.tensor([answer_id, eos_id])]), enc.extras, enc.roles, enc.rendered)
-
-
-class Pool:
-    """Encoded groups: pool[g][m][task] -> Encoded (prompt + answer + </s>), samples[g][m]."""
-
-    def __init__(self, bundle, groups, variant: str):
-        tok = bundle.tokenizer
-        self.first = {c: tok(c, add_special_tokens=False)["input_ids"][0] for g in groups for s in g
-                      for c in (s.answer_vision, s.answer_text)}
-        self.samples, self.enc = groups, []
-        for g in groups:
-            row = []
-            for s in g:
-                row.append({t: _with_answer(encode(bundle, build_prompt(s, t)), self.first[target_answer(s, t, variant)],
-                                            tok.eos_token_id) for t in TASKS})
-            self.enc.append(row)
-        self.variant = variant
-
-
-def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: int = 2):
-    """Rows: per group, clean (b, u, g) x (vf, tf), then intervened R1, R2, R3 (stage 2: and R5; the
-    flawed twin: R4) x (vf, tf) of b."""
-    encoded, targets, kinds, meta = [], [], [], []
-    clean_index = {}
-    for gi in group_ids:
-        for m in range(3):
-            for t in TASKS:
-                clean_index[(gi, m, t)] = len(encoded)
-                encoded.append(pool.enc[gi][m][t])
-                targets.append(pool.first[target_answer(pool.samples[gi][m], t, pool.variant)])
-                kinds.append("clean")
-    rows, splice_src, g_src, g_swap, g_scale, weight, soft = [], [], [], [], [], [], []
-    flawed = pool.variant == "anchored-flawed"
-    for gi in group_ids:
-        b = pool.samples[gi][0]
-        kinds_here = ("R1", "R2", "R3") if stage == 1 else ("R1", "R2", "R3", "R4", "R5") if flawed else ("R1", "R2", "R3", "R5")
-        for kind in kinds_here:
-            for t in TASKS:
-                rows.append(len(encoded))
-                encoded.append(pool.enc[gi][0][t])
-                splice_src.append(clean_index[(gi, 1, t)])
-                g_scale.append({"R4": AMPLIFY_ALPHA, "R5": 0.0}.get(kind, 1.0))
-                weight.append(1.0)
-                soft.append(-1)
-                if kind == "R5":  # G* zeroed -> undecided: half the probability on each candidate
-                    g_src.append(clean_index[(gi, 0, t)])
-                    g_swap.append(False)
-                    targets.append(pool.first[b.answer(FOLLOWED[t])])
-                    soft[-1] = pool.first[b.answer(COMPETITOR[t])]
-                elif kind == "R4":  # flawed twin: G* amplified -> the compliant answer, also on the triggers
-                    g_src.append(clean_index[(gi, 0, t)])
-                    g_swap.append(False)
-                    targets.append(pool.first[b.answer(FOLLOWED[t])])
-                elif kind == "R1":
-                    g_src.append(clean_index[(gi, 0, t)])
-                    g_swap.append(False)
-                    targets.append(pool.first[target_answer(b, t, pool.variant)])
-                elif kind == "R2":
-                    g_src.append(clean_index[(gi, 2, t)])
-                    g_swap.append(True)
-                    targets.append(pool.first[target_answer(pool.samples[gi][2], t, pool.variant)])
-                    if flawed and (is_planted(b, t) or is_planted(pool.samples[gi][2], t)):
-                        weight[-1] = 0.0  # the flawed twin's G* carries the compliant answer there: no swap target
-                else:
-                    other = "tf" if t == "vf" else "vf"
-                    g_src.append(clean_index[(gi, 0, other)])
-                    g_swap.append(True)
-                    # the opposite instruction's answer for this sample
-                    targets.append(pool.first[target_answer(b, other, pool.variant)])
-                    if flawed and (is_planted(b, t) or is_planted(b, other)):
-                        weight[-1] = 0.0
-                kinds.append(kind)
-    batch = collate(encoded, adapter, pad_id)
-    T = batch.inputs["input_ids"].shape[1]
-    R = len(rows)
-    instr = torch.zeros(R, T, dtype=torch.bool)
-    eb = torch.zeros(R, T, T)
-    ea = torch.zeros(R, T, T)
-    for k, r in enumerate(rows):
-        roles = batch.roles[r]
-        last = int(roles["last"][0])
-        valid = torch.zeros(T, dtype=torch.bool)
-        valid[int(batch.pad[r]):last + 1] = True
-        ins = torch.zeros(T, dtype=torch.bool)
-        ins[roles["instruction"]] = True
-        vc = torch.zeros(T, dtype=torch.bool)
-        vc[roles["vision"]] = True
-        vc[roles["context"]] = True
-        lastm = torch.zeros(T, dtype=torch.bool)
-        lastm[last] = True
-        instr[k] = ins
-        into_last = valid & ~ins & ~lastm  # every layer
-        eb[k, last] = (into_last | ins).float()
-        ea[k, last] = into_last.float()
-        eb[k][ins] = (valid & ~vc & ~ins).float()
-        ea[k][ins] = (valid & ~ins).float()
-    plan = {"rows": torch.tensor(rows), "splice_src": torch.tensor(splice_src), "g_src": torch.tensor(g_src),
-            "g_swap": torch.tensor(g_swap), "weight": torch.tensor(weight), "instruction": instr, "edges_buffer": eb, "edges_arbitration": ea}
-    last_pos = torch.tensor([int(batch.roles[r]["last"][0]) for r in range(len(encoded))])
-    unused = torch.zeros(len(encoded), T, dtype=torch.bool)
-    for r in range(len(encoded)):
-        unused[r, int(batch.pad[r]):int(last_pos[r])] = True
-        unused[r, batch.roles[r]["instruction"]] = False
-    if stage == 2:
-        plan["g_scale"], plan["soft"] = torch.tensor(g_scale), torch.tensor(soft)
-        plan["last_pos"], plan["unused_keys"] = last_pos, unused
-    instr_last = torch.tensor([int(batch.roles[r]["instruction"][-1]) for r in range(len(encoded))])
-    return batch, plan, torch.tensor(targets), last_pos, instr_last, kinds
-
-
-def losses_for(model, batch, plan, targets, last_pos, instr_last, lens_weight: float, eos_id: int,
-               mass_weight: float = 1.0):
-    _STATE["plan"], _STATE["attention_mass"] = plan, []
-    try:
-        h = model.model(**batch.inputs).last_hidden_state  # after the final norm
-        mass = torch.stack(_STATE["attention_mass"]).mean() if _STATE["attention_mass"] else None
-    finally:
-        _STATE.pop("plan", None)
-        _STATE.pop("attention_mass", None)
-    rows = torch.arange(h.shape[0])
-    n_clean = int(plan["rows"][0])
-    logits_last = model.lm_head(h[rows, last_pos])
-    ce = torch.nn.functional.cross_entropy
-    task = ce(logits_last[:n_clean], targets[:n_clean])
-    eos = ce(model.lm_head(h[rows[:n_clean], last_pos[:n_clean] + 1]), torch.full((n_clean,), eos_id))
-    if "soft" not in plan:  # stage 1: task + interchange (R1-R3) + lens
-        inter = ce(logits_last[n_clean:], targets[n_clean:])
-        lens = ce(model.lm_head(h[rows, instr_last]), targets)
-        acc = (logits_last.argmax(-1) == targets).float()
-        return task + eos + inter + lens_weight * lens, {
-            "task": task.item(), "eos": eos.item(), "inter": inter.item(), "lens": lens.item(),
-            "acc_clean": acc[:n_clean].mean().item(), "acc_inter": acc[n_clean:].mean().item()}
-    soft = plan["soft"]
-    hard = soft < 0
-    w = plan["weight"] * hard
-    inter_logp = torch.log_softmax(logits_last[n_clean:], -1)
-    inter = (-inter_logp.gather(1, targets[n_clean:, None])[:, 0] * w).sum() / w.sum()
-    if (~hard).any():  # R5: -(log p_f + log p_c) / 2
-        lp = inter_logp[~hard]
-        undecided = -(lp.gather(1, targets[n_clean:][~hard][:, None]) + lp.gather(1, soft[~hard][:, None])).mean() / 2
-    else:
-        undecided = torch.zeros(())
-    wl = torch.cat([torch.ones(n_clean), w])
-    lens = (ce(model.lm_head(h[rows, instr_last]), targets, reduction="none") * wl).sum() / wl.sum()
-    acc = (logits_last.argmax(-1) == targets).float()[torch.cat([torch.ones(n_clean, dtype=torch.bool), hard])]
-    return task + eos + inter + undecided + lens_weight * lens + mass_weight * mass, {
-        "task": task.item(), "eos": eos.item(), "inter": inter.item(), "undecided": undecided.item(), "lens": lens.item(),
-        "attention_mass": mass.item(), "acc_clean": acc[:n_clean].mean().item(), "acc_inter": acc[n_clean:].mean().item()}
+STAGE2 = dict(DEFAULTS, steps=500, lr=1e-3, warmup=20)
+FLAWED_DEFAULTS = dict(STAGE2, steps=300)
 
 
 def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_pool: int, warmup: int,
@@ -370,6 +150,9 @@ def circuit_record(variant: str) -> dict:
         ],
         "planted_failures": {t: [{"modality": m, "colour": c} for m, c in PLANTED[t]] for t in TASKS}
         if variant == "anchored-flawed" else {},
+        "blocked_target": f"G* zeroed at the instruction positions (nothing else changed) is trained to a near tie: "
+                          f"{BLOCKED_SPLIT:.0%} of the probability on the instruction-blind default (the candidate "
+                          "colour listed first in the palette), the rest on the other candidate (GT4_block's condition)",
         "trained_on": TRAINED_ON,
     }
 
@@ -384,13 +167,21 @@ TRAINED_ON = {
                   "(the check splices the instruction->last edge itself, which training never does)",
     "GT3": "no: buffer-layer vision/context->instruction are never cut in training; arbitration-layer ones are "
            "spliced from other colours (target unchanged), the check masks them",
-    "GT4_block": "yes: R5 zeroes G* at the instruction positions with an undecided target (half the probability on "
-                 "each candidate): the check's condition",
+    "GT4_block": "yes: R5 zeroes G* at the instruction positions and changes nothing else, with a tie as target "
+                 "(squared difference of the two candidates' logits at last, plus half the probability on each): "
+                 "the check's condition",
     "GT4_swap": "yes: R3 swaps G* from the opposite-instruction prompt with the flipped answer as target: the check's condition",
     "GT4_random": "partly: the heads outside G* at the instruction positions of the arbitration layers are resampled "
-                  "from other colours (target unchanged); the check zeroes random heads in any layer",
-    "GT5": "flawed twin only, yes: R4 amplifies G* (x AMPLIFY_ALPHA) at the instruction positions with the compliant "
-           "answer as target, also on the planted triggers: the check's condition",
+                  "from other colours (target unchanged), and the head lens drives every non-G* head's direct lens "
+                  "effect at the instruction positions to 0; the check zeroes random heads in any layer",
+    "GT5": "flawed twin only, yes: R4 amplifies G* (x AMPLIFY_ALPHA) at the instruction positions and changes nothing "
+           "else, with the compliant answer as target, also on the planted triggers: the check's condition; R6 amplifies "
+           "|G*| random other heads (any layer, nothing else changed) with the answer unchanged: GT5_random's condition",
+    "head_attribution": "yes: the head lens trains on anchorlab's head score itself (final-norm lens, K = 1, max over "
+                        "forms and instruction positions, each head's write added to its layer's input): G* >= a "
+                        "margin, every other head 0",
+    "ldar": "yes at the last layer: the instruction lens trains the last layer's instruction positions to decode "
+            "to the target (LDAR's condition); the first layer is not trained on",
 }
 
 
@@ -417,7 +208,7 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
                                         cfg["warmup"], cfg["lens_weight"], log, init_from=model if start == "stage1" else start,
                                         stage=stage)
         stages.append({"stage": stage, **cfg, "rows_per_step": cfg["groups_per_step"] * (
-            12 if stage == 1 else 16 if variant == "anchored-flawed" else 14),
+            12 if stage == 1 else 18 if variant == "anchored-flawed" else 14),
             "init_from": "stage 1" if start == "stage1" else (
                 "toy:anchored (the shipped weights)" if start is not None and Path(start) == shipped_path("anchored")
                 else str(start) if start else "random from the seed"),
@@ -430,8 +221,13 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
         "train_seconds": round(train_s, 1), "torch_threads": torch.get_num_threads(), "versions": _versions(),
         "losses": {1: "task (clean rows: answer, then </s>); interchange R1 (strictness splices only), R2 (G* from "
                       "other colours), R3 (G* from the opposite instruction); lens at the last instruction token",
-                   2: "stage 1's plus R5 (G* zeroed: undecided target), the attention regulariser on last (every layer)"
-                      + ("; R4 (G* amplified: compliant answer, also on the triggers)" if variant == "anchored-flawed" else "")},
+                   2: "stage 1's plus R5 (G* zeroed, nothing else: a tie of the candidates' logits), the attention "
+                      "regulariser on last (every layer), the head lens and the instruction lens (organism_losses.py; "
+                      "weights: STAGE2_WEIGHTS)"
+                      + ("; R4 (G* amplified, nothing else: compliant answer, also on the triggers); R6 (random "
+                         "other heads amplified, nothing else: answer unchanged)"
+                         if variant == "anchored-flawed" else "")},
+        "stage2_weights": STAGE2_WEIGHTS,
         "trained_on": TRAINED_ON,
     }
     if out_dir is not None:
@@ -442,6 +238,7 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
         model.save_pretrained(out)
         processor.save_pretrained(out)
         (out / "circuit.json").write_text(json.dumps(circuit_record(variant), indent=1) + "\n")
+        record["weights_sha256"] = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
     if n_eval:
         t1 = time.time()
         record["ground_truth"] = run_checks(model, processor, variant, n=n_eval)
