@@ -181,6 +181,16 @@ def work_attrs(backend, traces: int, clock: float, group: Group = SOLO) -> dict:
     return attrs
 
 
+def summed(summaries: list[dict]) -> dict:
+    """Per-rank backend summaries as one: numbers added, anything else (the host) as rank 0 has it."""
+    out = dict(summaries[0])
+    for other in summaries[1:]:
+        for key, value in other.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = round(out[key] + value, 3) if isinstance(value, float) else out[key] + value
+    return out
+
+
 def check_device(device: str) -> str:
     """model.device names a device this machine has (checked before anything is loaded); `auto` is
     the first CUDA device when there is one, else the CPU. Returns the device to load on."""
@@ -337,12 +347,13 @@ def run_recipe(
                     parts.append((combo, analysis.reduce(rows, per_row, selected)))
                     reducing += time.perf_counter() - reduce_clock
             work = work_attrs(backend, traces, clock, group)
+            traffic = summed(group.gathered(backend.summary(mark)))  # NDIF requests of every rank
             if group.primary:
                 ds = run.stamp(stack(parts), started)
                 ds.attrs["rows"] = rule
                 if budget is not None:
                     ds.attrs["batch_size_used"] = batch_size
-                ds.attrs.update(backend.summary(mark))
+                ds.attrs.update(traffic)
                 ds.attrs.update(work, reduce_seconds=reducing)
                 ds.attrs.update(data_attrs)
                 run.write(ds, f"{name}.nc")

@@ -86,6 +86,17 @@ def test_two_processes_equal_one_knockout(one_process, tmp_path):
     assert (again.stderr + again.stdout).count("already holds a finished run") == 1
 
 
+def test_two_processes_through_ndif_count_every_ranks_requests(one_process, tmp_path):
+    """Each rank its own NDIF client (here the offline simulation): results equal the local run, and the
+    result's request and byte counts are the sum over the ranks, equal to one process's."""
+    run(KNOCKOUT, tmp_path / "one", SMALL_KNOCKOUT[:2], 1, "--simulate-remote")
+    run(KNOCKOUT, tmp_path / "two", SMALL_KNOCKOUT[:2], 2, "--simulate-remote")
+    one, two = (xr.load_dataset(tmp_path / d / "knockout.nc") for d in ("one", "two"))
+    np.testing.assert_allclose(two["nssd"].values, one["nssd"].values, rtol=0, atol=1e-5)
+    assert one.attrs["ndif_requests"] == two.attrs["ndif_requests"] == 4  # 16 prompts in batches of 4
+    assert one.attrs["ndif_bytes_received"] == two.attrs["ndif_bytes_received"]
+
+
 def test_two_processes_equal_one_rankings_and_mfr(tmp_path):
     """attribution (rankings) then heads_block (reads them on every rank, MFR): all identical."""
     run(HEADS, tmp_path / "one", SMALL_HEADS)
