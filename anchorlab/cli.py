@@ -217,7 +217,8 @@ def estimate(recipe: Path, overrides, tokens_per_s, probe, image_size, json_path
     (meta device: no weights)."""
     import json
 
-    from .estimate import estimate_recipe, format_report
+    from .estimate import estimate_recipe
+    from .estimate.report import format_report
 
     size = None
     if image_size:

@@ -1,8 +1,8 @@
 """What runs inside an nnsight session, locally or on an NDIF server.
 
 An NDIF server cannot import anchorlab: this module (like every anchorlab function a trace calls) is
-shipped by value with each request (`nnsight.register`), so it may only use torch, nnsight and anchorlab code shipped the same way. A
-`Session` is what a backend's `run(fn, *args)` hands to `fn`: its `trace(inputs, capture, *args)`
+shipped by value with each request (`nnsight.register`), so it may only use torch, nnsight and
+anchorlab code shipped the same way. A `Session` is what a backend's `run(fn, *args)` hands to `fn`: its `trace(inputs, capture, *args)`
 runs one forward with `capture(envoy, *args)` inside, and values returned by one trace (a KV cache,
 hidden states) feed the next without leaving the machine that holds the model.
 """
