@@ -163,22 +163,22 @@ class RunStore:
                 written.append(rel)
         self._write_state()
 
-    def _chunk_path(self, name: str, index: int, size: int | None = None) -> Path:
+    def _chunk_path(self, name: str, index: int, size: int) -> Path:
         """Batch `index` of result `name`; `size` (prompts per batch) is part of the key, so a run
         resumed with another batch size (e.g. `auto` on other devices) never reads another batching's chunk."""
-        return self.out / CHUNKS / name / (f"{index:06d}.npz" if size is None else f"{index:06d}-b{size}.npz")
+        return self.out / CHUNKS / name / f"{index:06d}-b{size}.npz"
 
-    def has_chunk(self, name: str, index: int, size: int | None = None) -> bool:
+    def has_chunk(self, name: str, index: int, size: int) -> bool:
         return self._chunk_path(name, index, size).exists()
 
-    def load_chunk(self, name: str, index: int, size: int | None = None) -> dict[str, np.ndarray] | None:
+    def load_chunk(self, name: str, index: int, size: int) -> dict[str, np.ndarray] | None:
         path = self._chunk_path(name, index, size)
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
 
-    def save_chunk(self, name: str, index: int, arrays: dict[str, np.ndarray], size: int | None = None) -> None:
+    def save_chunk(self, name: str, index: int, arrays: dict[str, np.ndarray], size: int) -> None:
         path = self._chunk_path(name, index, size)
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, lambda fh: np.savez(fh, **arrays))
