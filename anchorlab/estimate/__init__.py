@@ -8,7 +8,8 @@ and time. Prompts are encoded and batched exactly as a run does (same order, bat
 padding) and every engine's passes are counted as it makes them (knockout from its own planner,
 `plan_passes`), so passes and cells equal the run's attrs `passes` and `decoder_cells`; generation
 is counted at `max_new_tokens` (an upper bound: a batch stops when every row has reached EOS), head
-tables as if every random draw differs (an upper bound) unless a pilot run drew them.
+tables as if every random draw differs (an upper bound) unless a probe's pilot drew them (from the
+rankings of the recipe's own attribution over every prompt: timing.full_rankings).
 
 Time: `--tokens-per-s` prices cells only (cells ÷ (tokens/s × layers)): right for a large model on a
 GPU, where a pass is all arithmetic. `--probe` loads the model and measures what a small model's

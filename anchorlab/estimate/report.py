@@ -25,7 +25,8 @@ def format_report(est: dict) -> str:
     text = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     text += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in lines]
     p = est.get("probe")
-    tables = "as the pilot drew them" if p else "as if every random draw differs"
+    tables = ("as the run draws them (the pilot's, from the recipe's attribution over every prompt)" if p
+              else "as if every random draw differs (an upper bound)")
     text.append(f"passes and cells count generation at max_new_tokens (an upper bound), head tables {tables}")
     if p:
         text.append(f"time from a probe: {est['tokens_per_s']:,.0f} tokens/s ({p['seconds_per_cell'] * 1e9:.1f} ns per "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
+
 import torch
 
 from ..rows.batching import collate
@@ -77,23 +79,17 @@ def probe_costs(recipe, rows, costs: list[Cost], repeats: int = 5) -> dict:
 
 
 def pilot_run(recipe_path, overrides: list[str], recipe, seconds_per_cell: float, price) -> tuple[dict, dict, dict]:
-    """Run the recipe for real on one batch of prompts (no figures), twice, and read back what each
-    step cost (result attrs `compute_seconds`, `passes`, `decoder_cells`). Against `price`'s
-    (`estimate_recipe`'s) count of the same pilot, each step gets its own cost per pass (the engine's Python, its hooks,
-    per-batch work: seconds less the cells at the probe's rate, per pass) and, where it generates,
-    the steps its generations really ran; the reduction and what the first pilot spent beyond the
-    second (first calls, caches: a fresh process pays them once) count once per step. The run's
-    set-up (everything outside the steps, less the encoding, priced from this estimate's own) comes
-    from the second pilot's wall time. Returns (per step name: seconds_per_pass, seconds_per_cell,
-    generation_steps, fixed_seconds; pilot facts; distinct head tables per analysis and task, as
-    the pilot drew them)."""
-    import tempfile
-    from pathlib import Path
-
-    import xarray as xr
-
-    from ..executor import run_recipe
-
+    """Run the recipe for real on one batch of prompts (no figures), once in a fresh process and three
+    times here, and read back what each step cost (result attrs `compute_seconds`, `passes`,
+    `decoder_cells`). Against `price`'s (`estimate_recipe`'s) count of the same pilot, each step gets
+    its own cost per pass (the engine's Python, its hooks, per-batch work: seconds less the cells at
+    the probe's rate, per pass) and, where it generates, the steps its generations really ran. The
+    fresh process pays what a run pays once (first calls, lazy imports, caches): what it spent
+    beyond the others counts once, per step and outside the steps. The run's set-up (everything
+    outside the steps, less the encoding, priced from this estimate's own) comes from the later
+    pilots' wall time (medians of three, as their steps'). Returns (per step name: seconds_per_pass,
+    seconds_per_cell, generation_steps, fixed_seconds; pilot facts; distinct head tables per analysis
+    and task, as the pilot drew them)."""
     size = recipe.batch_size if isinstance(recipe.batch_size, int) else 8
     n = max(1, -(-size // len(recipe.data.tasks)))
     if recipe.data.n_samples is not None:
@@ -104,19 +100,15 @@ def pilot_run(recipe_path, overrides: list[str], recipe, seconds_per_cell: float
         f"analyses.{i}.rows=all" for i in range(len(recipe.analyses))]
     if recipe.data.filter == "all" and {a.selection() for a in recipe.analyses} - {"data", "all"}:
         pilot_overrides.append("data.filter=follows")  # the labels the analyses chose their rows by still run
-    parsed, text = load_recipe(recipe_path, pilot_overrides)
-    runs = []
-    for _ in range(2):  # the first pays what a fresh process pays once; the second is the one timed
-        with tempfile.TemporaryDirectory() as out:
-            clock = time.perf_counter()
-            results = run_recipe(parsed, text, out, pilot_overrides, force=True, figures=False)
-            wall = time.perf_counter() - clock
-            labels = Path(out) / "labels.nc"
-            attrs = {name: ds.attrs for name, ds in results.items()}
-            if labels.exists():
-                attrs["labels"] = xr.load_dataset(labels).attrs
-        runs.append((wall, attrs))
-    (_, cold), (wall, attrs) = runs
+    rankings = full_rankings(recipe_path, overrides, recipe)
+    pilot_overrides += rankings["overrides"]
+    # the first pilot runs in a fresh process, as the run will: what it spends beyond the second (first
+    # calls, lazy imports, caches) a run pays once
+    cold_wall, cold = pilot_in_fresh_process(recipe_path, pilot_overrides)
+    warm = [pilot_once(recipe_path, pilot_overrides) for _ in range(3)]  # medians: the machine may be shared
+    wall, attrs = statistics.median(w for w, _ in warm), warm[0][1]
+    for key, a in attrs.items():
+        a["compute_seconds"] = statistics.median(_seconds(run[key]) for _, run in warm)
     drawn = {name: {k.removeprefix("head_tables_"): int(v) for k, v in a.items() if k.startswith("head_tables_")}
              for name, a in attrs.items()}
     drawn = {name: t for name, t in drawn.items() if t}
@@ -140,5 +132,92 @@ def pilot_run(recipe_path, overrides: list[str], recipe, seconds_per_cell: float
         steps[line["analysis"]] = {"seconds_per_pass": (variable - per_cell * float(cells)) / passes,
                                    "seconds_per_cell": per_cell, "generation_steps": generation,
                                    "fixed_seconds": reducing + first}
-    setup = max(wall - spent - plan["encode_seconds"], 0.0)
-    return steps, {"samples": n, "prompts": plan["prompts"], "wall_seconds": wall, "setup_seconds": setup}, drawn
+    once = max((cold_wall - sum(_seconds(a) for a in cold.values())) - (wall - sum(_seconds(a) for a in attrs.values())), 0.0)
+    setup = max(wall - spent - plan["encode_seconds"], 0.0) + once
+    if "dir" in rankings:
+        import shutil
+
+        shutil.rmtree(rankings.pop("dir"), ignore_errors=True)
+    facts = {"samples": n, "prompts": plan["prompts"], "wall_seconds": wall, "setup_seconds": setup,
+             "rankings_seconds": rankings.get("seconds")}
+    return steps, facts, drawn
+
+
+def _seconds(attrs) -> float:
+    return float(attrs.get("compute_seconds", 0.0)) if attrs else 0.0
+
+
+def pilot_once(recipe_path, overrides: list[str]) -> tuple[float, dict]:
+    """One pilot run (no figures) in a temporary folder: its wall time and every step's result attrs."""
+    import tempfile
+
+    import xarray as xr
+
+    from ..executor import run_recipe
+
+    parsed, text = load_recipe(recipe_path, overrides)
+    with tempfile.TemporaryDirectory() as out:
+        clock = time.perf_counter()
+        results = run_recipe(parsed, text, out, overrides, force=True, figures=False)
+        wall = time.perf_counter() - clock
+        attrs = {name: dict(ds.attrs) for name, ds in results.items()}
+        labels = Path(out) / "labels.nc"
+        if labels.exists():
+            attrs["labels"] = dict(xr.load_dataset(labels).attrs)
+    return wall, attrs
+
+
+def pilot_in_fresh_process(recipe_path, overrides: list[str]) -> tuple[float, dict]:
+    """pilot_once in a new Python process with this one's thread count (timed inside it, around the run
+    alone, as a run's own clock would be): (wall, {step: {"compute_seconds": s}})."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "anchorlab.estimate.timing", str(recipe_path), str(torch.get_num_threads()), *overrides]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the estimate's pilot run failed:\n{done.stderr[-2000:]}")
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    return facts["wall"], facts["steps"]
+
+
+def full_rankings(recipe_path, overrides: list[str], recipe) -> dict:
+    """A head sweep's distinct tables depend on which heads its attribution ranks first (random and
+    layer-matched draws exclude them, and coincide with them where a layer runs out of other heads),
+    and one batch of prompts ranks them differently from all of them. When a head analysis takes its
+    heads from this run's attribution, run that attribution (and the labels it selects its rows by)
+    on every prompt, as the run will, and point the pilot's head analyses at its rankings: the pilot
+    then draws the run's own tables. It costs what the run's attribution costs, one plain forward a
+    prompt. Returns {"overrides": [...], "seconds": s, "dir": where} (no overrides: nothing to rank)."""
+    import tempfile
+
+    from ..executor import run_recipe
+
+    kinds = [a.kind for a in recipe.analyses]
+    takes = [i for i, a in enumerate(recipe.analyses) if a.kind in ("heads_block", "heads_amplify")
+             and a.heads_from is None and "attribution" in kinds[:i]]
+    if not takes:
+        return {"overrides": []}
+    keep = [a for a in recipe.analyses if a.kind == "attribution"]
+    parsed, text = load_recipe(recipe_path, overrides + ["backend=local"])
+    parsed = parsed.model_copy(update={"analyses": keep})
+    out = Path(tempfile.mkdtemp(prefix="anchorlab-rankings-"))
+    clock = time.perf_counter()
+    run_recipe(parsed, text, out, overrides, force=True, figures=False)
+    seconds = time.perf_counter() - clock
+    names = [a.name or a.kind for a in recipe.analyses]
+    found = []
+    for i in takes:  # the last attribution before it, as HeadSource finds it in a run
+        source = [names[j] for j in range(i) if recipe.analyses[j].kind == "attribution"][-1]
+        found.append(f"analyses.{i}.heads_from={out / (source + '.nc')}")
+    return {"overrides": found, "seconds": round(seconds, 2), "dir": out}
+
+
+if __name__ == "__main__":  # pilot_in_fresh_process's child: RECIPE THREADS [OVERRIDE ...]
+    import json
+    import sys
+
+    torch.set_num_threads(int(sys.argv[2]))
+    pilot_wall, pilot_attrs = pilot_once(sys.argv[1], sys.argv[3:])
+    print(json.dumps({"wall": pilot_wall, "steps": {k: {"compute_seconds": _seconds(v)} for k, v in pilot_attrs.items()}}))

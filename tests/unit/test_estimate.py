@@ -102,6 +102,20 @@ def test_probe_prices_the_pilots_own_passes(tmp_path, engine, one_thread):
     assert total["seconds_fast"] > sum(a["seconds_fast"] for a in est["analyses"][:-1]) > 0  # + the set-up
 
 
+def test_probe_draws_the_runs_head_tables(tmp_path, one_thread):
+    """recipes/heads_amplify.yaml ranks heads over 96 samples; one batch of them ranks the toy's 32 heads
+    differently, and its targeted sets fill other layers, so layer-matched draws collapse differently.
+    The probe ranks on every prompt first (estimate.timing.full_rankings): the tables, hence the
+    passes and cells, are the run's own (before it: 816 passes priced against 672 run)."""
+    overrides = ["analyses.1.rule=first_token", "analyses.1.seeds=4", "analyses.1.general_check=false"]
+    est = estimate_recipe("recipes/heads_amplify.yaml", overrides, probe=True)
+    ds = run("recipes/heads_amplify.yaml", out=tmp_path / "out", overrides=overrides)["heads_amplify"]
+    line = next(a for a in est["analyses"] if a["analysis"] == "heads_amplify")
+    assert line["variants"] == max(v for k, v in ds.attrs.items() if k.startswith("head_tables_"))
+    assert (line["timed_passes_fast"], line["timed_cells_fast"]) == (ds.attrs["passes"], ds.attrs["decoder_cells"])
+    assert est["probe"]["pilot"]["rankings_seconds"] > 0
+
+
 def test_meta_bundle_holds_no_weights():
     from anchorlab.models.loading import inspect_model
 
