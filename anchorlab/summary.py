@@ -23,9 +23,13 @@ def _verdict(ok: bool) -> str:
 def _knockout(ds) -> list[str]:
     out = []
     paths = list(ds["pathway"].values)
-    to = {dst: [p for p in paths if p.endswith(f"->{dst}")] for dst in ("instruction", "context", "last")}
+    # the modal cues' routes (docs/method.md §6): from vision or context into the instruction, against
+    # from vision or context into the context or last; instruction->last is the anchors' own readout
+    cues = [p for p in paths if p.split("->")[0] in ("vision", "context")]
+    to = {dst: [p for p in cues if p.endswith(f"->{dst}")] for dst in ("instruction", "context", "last")}
     if not to["instruction"] or not (to["context"] or to["last"]):
-        return ["- Instruction anchors (knockout): not tested (needs pathways into instruction and into context/last)."]
+        return ["- Instruction anchors (knockout): not tested (needs pathways from vision/context into the instruction "
+                "and into context/last)."]
     for task in ds["task"].values:
         sel = ds["selected"].sel(task=task).values
         per = ds["nssd"].sel(task=task).mean("layer").values[:, sel]  # [pathway, n]
@@ -33,8 +37,9 @@ def _knockout(ds) -> list[str]:
         other = per[[paths.index(p) for p in to["context"] + to["last"]]].mean(0)
         diff = inst - other
         lo, hi = bootstrap_ci(diff)
-        out.append(f"- Instruction anchors ({task}): blocking paths into the instruction moves the decision more than "
-                   f"paths into context/last — mean NSSD difference {diff.mean():.4f} [{lo:.4f}, {hi:.4f}]: "
+        out.append(f"- Instruction anchors ({task}): blocking the cues' paths into the instruction "
+                   f"({', '.join(to['instruction'])}) moves the decision more than their paths into context/last "
+                   f"({', '.join(to['context'] + to['last'])}) — mean NSSD difference {diff.mean():.4f} [{lo:.4f}, {hi:.4f}]: "
                    f"{_verdict(lo > 0)}.")
     return out
 
