@@ -19,7 +19,8 @@ from .errors import UserError
 
 SECTION = "## Recovery of the planted circuit"
 TARGETS = {"head_auc": 0.95, "top": 5, "nssd_ratio": 10.0, "ldar_first": 0.65, "ldar_last": 0.95,
-           "block_mfr": 0.55, "block_drop": 0.45, "random_drop": 0.05, "repair": 0.5}
+           "block_mfr": 0.55, "block_drop": 0.45, "random_drop": 0.05, "repair": 0.5,
+           "effect_share": 0.05}  # an into-instruction route with an effect: peak NSSD >= 5% of the largest one's
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -96,10 +97,17 @@ def _knockout(ds, circuit) -> dict:
         peaks = {}
         for p in ("vision->instruction", "context->instruction"):
             if p in paths:
-                peak = centres[int(np.argmax(mean[p]))]
-                peaks[p] = {"peak_layer": peak, "in_buffer": peak in buf}
+                i = int(np.argmax(mean[p]))
+                peaks[p] = {"peak_layer": centres[i], "peak_nssd": round(float(mean[p][i]), 5),
+                            "in_buffer": centres[i] in buf}
+        # a route whose cut never lowers following (the competitor's cue: cutting it leaves the answer
+        # as it was) has no peak to place; it is reported, not scored
+        top = max((v["peak_nssd"] for v in peaks.values()), default=0.0)
+        for v in peaks.values():
+            v["effect"] = top > 0 and v["peak_nssd"] >= TARGETS["effect_share"] * top
         res["into_instruction_peaks"] = peaks
-        res["holds_buffer_peak"] = bool(peaks) and all(v["in_buffer"] for v in peaks.values())
+        scored = [v for v in peaks.values() if v["effect"]]
+        res["holds_buffer_peak"] = bool(scored) and all(v["in_buffer"] for v in scored)
         out[str(task)] = res
     return out
 
@@ -181,7 +189,9 @@ def _write_section(path: Path, s: dict) -> None:
             lines.append(f"- Knockout localisation ({task}): instruction->last over the arbitration centres "
                          f"{v['instruction_last_arbitration']:.4f}, ratio to |vision->last|, |context->last| {v['ratio']}; "
                          f"target ≥ 10: {_verdict(v['holds_localisation'])}.")
-        peaks = ", ".join(f"{p} peaks at layer {x['peak_layer']}" for p, x in v["into_instruction_peaks"].items())
+        peaks = ", ".join(f"{p} peaks at layer {x['peak_layer']} (NSSD {x['peak_nssd']:.4f}"
+                          + ("" if x["effect"] else ": no effect, not scored") + ")"
+                          for p, x in v["into_instruction_peaks"].items())
         lines.append(f"- Buffer localisation ({task}): {peaks}; target: in the buffer layers: {_verdict(v['holds_buffer_peak'])}.")
     for task, v in s.get("signal", {}).items():
         lines.append(f"- LDAR transition ({task}): {v['first_layer']:.3f} at the first layer, {v['last_layer']:.3f} at the "

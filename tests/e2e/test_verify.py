@@ -66,3 +66,20 @@ def test_verify_flags_a_missed_circuit_from_the_cli(tmp_path):
     assert s["attribution"]["vf"]["auc"] == 0.0 and not s["attribution"]["vf"]["holds"]
     assert not s["knockout"]["vf"]["holds_localisation"]
     assert "does not hold" in (tmp_path / "summary.md").read_text()
+
+
+def test_buffer_peak_scores_only_routes_with_an_effect(tmp_path):
+    """The competitor's cue route (tf: vision->instruction) has nothing to lose: a flat ~0 curve whose
+    argmax lands anywhere is reported, not scored; a route with an effect peaking outside the buffer fails."""
+    _run(tmp_path, good=True)
+    ds = xr.load_dataset(tmp_path / "knockout.nc")
+    ds["nssd"][1, 3] = 0.0
+    ds["nssd"][1, 3, 3] = 1e-4  # tf vision->instruction: "peaks" at layer 3, in the arbitration layers
+    ds.to_netcdf(tmp_path / "knockout.nc")
+    tf = verify(tmp_path, tmp_path / "circuit.json")["knockout"]["tf"]
+    assert tf["into_instruction_peaks"]["vision->instruction"] == {"peak_layer": 3, "peak_nssd": 0.0001,
+                                                                  "in_buffer": False, "effect": False}
+    assert tf["holds_buffer_peak"]
+    ds["nssd"][1, 3, 3] = 0.2  # now it matters, and in the wrong layers
+    ds.to_netcdf(tmp_path / "knockout.nc")
+    assert not verify(tmp_path, tmp_path / "circuit.json")["knockout"]["tf"]["holds_buffer_peak"]
