@@ -102,10 +102,16 @@ def pilot_run(recipe_path, overrides: list[str], recipe, seconds_per_cell: float
         pilot_overrides.append("data.filter=follows")  # the labels the analyses chose their rows by still run
     rankings = full_rankings(recipe_path, overrides, recipe)
     pilot_overrides += rankings["overrides"]
-    # the first pilot runs in a fresh process, as the run will: what it spends beyond the second (first
+    # the first pilot runs in a fresh process, as the run will: what it spends beyond the others (first
     # calls, lazy imports, caches) a run pays once
-    cold_wall, cold = pilot_in_fresh_process(recipe_path, pilot_overrides)
-    warm = [pilot_once(recipe_path, pilot_overrides) for _ in range(3)]  # medians: the machine may be shared
+    try:
+        cold_wall, cold = pilot_in_fresh_process(recipe_path, pilot_overrides)
+        warm = [pilot_once(recipe_path, pilot_overrides) for _ in range(3)]  # medians: the machine may be shared
+    finally:
+        if "dir" in rankings:
+            import shutil
+
+            shutil.rmtree(rankings.pop("dir"), ignore_errors=True)
     wall, attrs = statistics.median(w for w, _ in warm), warm[0][1]
     for key, a in attrs.items():
         a["compute_seconds"] = statistics.median(_seconds(run[key]) for _, run in warm)
@@ -134,10 +140,6 @@ def pilot_run(recipe_path, overrides: list[str], recipe, seconds_per_cell: float
                                    "fixed_seconds": reducing + first}
     once = max((cold_wall - sum(_seconds(a) for a in cold.values())) - (wall - sum(_seconds(a) for a in attrs.values())), 0.0)
     setup = max(wall - spent - plan["encode_seconds"], 0.0) + once
-    if "dir" in rankings:
-        import shutil
-
-        shutil.rmtree(rankings.pop("dir"), ignore_errors=True)
     facts = {"samples": n, "prompts": plan["prompts"], "wall_seconds": wall, "setup_seconds": setup,
              "rankings_seconds": rankings.get("seconds")}
     return steps, facts, drawn
