@@ -70,13 +70,14 @@ def worker_main(work) -> bool:
     if len(sys.argv) < 2 or sys.argv[1] != "--worker":
         return False
     import os
-    import resource
 
     # one thread by default: on a shared 2-core machine more threads make timings erratic (set
     # ANCHORLAB_BENCH_THREADS to use more on a machine of your own)
     torch.set_num_threads(int(os.environ.get("ANCHORLAB_BENCH_THREADS", "1")))
     result = work(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent that spawned this worker
+    with open("/proc/self/status") as fh:
+        result["peak_rss_mib"] = round(next(int(x.split()[1]) for x in fh if x.startswith("VmHWM:")) / 1024)
     print(json.dumps(result, default=str))
     return True
 
