@@ -63,6 +63,10 @@ def plot_heads(ds, fig_dir) -> list[Path]:
             else:
                 ax.set_title(f"no-conflict twins: n = {int(ds['n_neutral'].sel(task=task))}", fontsize=9)
                 ax.set_xlabel("heads blocked (G)" if sweep == "n_heads" else "amplification α")
+    # ticks at the swept values only (a lone value would otherwise get ticks at its settings' small offsets)
+    axes[-1][0].set_xticks(x, [f"{v:g}" for v in x])
+    if len(x) == 1:
+        axes[-1][0].set_xlim(x[0] - 0.5, x[0] + 0.5)
     legend_outside(axes[0][-1])
     notes = []
     if ds.attrs.get("tasks_not_run"):

@@ -25,18 +25,22 @@ forward pass: at every layer the intervened rows take the clean rows' activation
 - R2: G* at the instruction positions from `g` -> `g`'s compliant answer (not a candidate of `b`).
 - R3: G* from the same sample under the opposite instruction -> the base's competitor answer.
 - a lens loss: the final-norm logit lens at the last instruction token names the row's target.
-Training has two stages (train_organism): stage 1 (DEFAULTS, from random weights) with the losses
+Training has three stages (train_organism): stage 1 (DEFAULTS, from random weights) with the losses
 above; stage 2 (STAGE2, a fine-tune of stage 1) adds R5 (G* zeroed at the instruction positions and
-nothing else changed -> a tie: equal logits of the two candidates at `last`, half the probability on
-each), a regulariser on the attention mass of `last` outside the instruction tokens and itself, the
+nothing else changed -> a near tie at `last`: BLOCKED_SPLIT of the probability on the instruction-blind
+default), a regulariser on the attention mass of `last` outside the instruction tokens and itself, the
 head lens (each head's direct write at the instruction positions, read as anchorlab's attribution
 reads it: G* raise the compliant-minus-competitor margin, every other head leaves it at 0) and the
 instruction lens (at the last layer the instruction positions decode to the target). The losses are
-in organism_losses.py. The flawed twin is stage 2 from the shipped toy:anchored with the planted
-targets and R4 (G* amplified x AMPLIFY_ALPHA, nothing else changed -> the compliant answer; G*'s
-head-lens margin is small on the triggers). Which ground-truth check or anchorlab measure a loss
-touches by training on (a form of) its own condition: TRAINED_ON
-(also in circuit.json and training.json).
+in organism_losses.py. Stage 3 (STAGE3, a fine-tune of stage 2) adds pure rows on two more check conditions:
+R7 (at `last` every key outside the instruction tokens and itself masked in every layer -> the answer does
+not change: GT1) and R8 (|G*| random non-G* heads zeroed at the instruction positions, every other set from
+one buffer layer -> the answer does not change: GT4_random), and the early lean (per task, as many prompts
+lean to the target at layer 0 as away from it: LDAR's first layer). The flawed twin is stage 2 from the
+shipped toy:anchored with the planted targets and R4 (G* amplified x AMPLIFY_ALPHA, nothing else changed
+-> the compliant answer; G*'s head-lens margin is small on the triggers), its trigger rows weighted up
+(TRIGGER_WEIGHT). Which ground-truth check or anchorlab measure a loss touches by training on (a form of)
+its own condition: TRAINED_ON (also in circuit.json and training.json).
 """
 from __future__ import annotations
 
@@ -54,7 +58,7 @@ from ..data.sample import TASKS
 from .build import LM, build_model, build_processor
 from .circuit import AMPLIFY_ALPHA, ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, PLANTED, is_planted  # noqa: F401
 from .organism_data import generate_groups, organism_train_seed
-from .organism_losses import BLOCKED_SPLIT, STAGE2_WEIGHTS, Pool, build_batch, intervened_attention, losses_for, target_answer  # noqa: F401
+from .organism_losses import BLOCKED_SPLIT, EARLY_LEAN_SCALE, STAGE2_WEIGHTS, TRIGGER_WEIGHT, Pool, build_batch, intervened_attention, losses_for, target_answer  # noqa: F401
 from .train import _versions, toy_bundle
 
 ORGANISM_VARIANTS = ("anchored", "anchored-flawed")
@@ -64,7 +68,10 @@ DEFAULTS = dict(seed=0, steps=1000, groups_per_step=6, lr=3e-3, n_pool=2000, war
 # Stage 2 fine-tunes stage 1's weights with every loss (R5 and the attention regulariser join). The flawed
 # twin is this fine-tune started from the shipped toy:anchored weights (the same circuit).
 STAGE2 = dict(DEFAULTS, steps=500, lr=1e-3, warmup=20)
-FLAWED_DEFAULTS = dict(STAGE2, steps=300)
+# Stage 3 fine-tunes stage 2's weights for robustness: R7 (last reads only the instruction and itself) and R8
+# (|G*| random other heads zeroed) join, with the early lean (layer 0 undecided per task).
+STAGE3 = dict(DEFAULTS, steps=200, lr=5e-4, warmup=10)
+FLAWED_DEFAULTS = dict(STAGE2, steps=400)
 
 
 def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_pool: int, warmup: int,
@@ -159,45 +166,48 @@ def circuit_record(variant: str) -> dict:
 
 # Which ground-truth checks a training loss touches by training on (a form of) the check's own condition.
 TRAINED_ON = {
-    "GT1": "partly: a regulariser drives the attention of last on every key outside instruction and last to 0 in every "
-           "layer (the edges GT1 cuts; nothing is masked in training), and those edges' contributions are spliced from "
-           "other-colour samples with the target unchanged",
+    "GT1": "yes (stage 3): R7 masks, in every layer, every key of last outside the instruction tokens and last itself, "
+           "nothing else changed, answer unchanged: the check's condition; before it, a regulariser drives the attention of "
+           "last on those keys to 0 in every layer and their contributions are spliced from other-colour samples",
     "GT2_knockout": "indirectly: the same attention regulariser (instruction->last itself is never cut in training)",
     "GT2_splice": "indirectly: R2 splices G*'s heads from an other-colour sample with that sample's answer as target "
                   "(the check splices the instruction->last edge itself, which training never does)",
     "GT3": "no: buffer-layer vision/context->instruction are never cut in training; arbitration-layer ones are "
            "spliced from other colours (target unchanged), the check masks them",
-    "GT4_block": "yes: R5 zeroes G* at the instruction positions and changes nothing else, with a tie as target "
-                 "(squared difference of the two candidates' logits at last, plus half the probability on each): "
-                 "the check's condition",
+    "GT4_block": "yes: R5 zeroes G* at the instruction positions and changes nothing else, with a near tie as "
+                 "target (the two candidates' logit gap at last squared towards log(0.6/0.4), and 60% / 40% of the "
+                 "probability on the instruction-blind default / the other candidate): the check's condition",
     "GT4_swap": "yes: R3 swaps G* from the opposite-instruction prompt with the flipped answer as target: the check's condition",
-    "GT4_random": "partly: the heads outside G* at the instruction positions of the arbitration layers are resampled "
-                  "from other colours (target unchanged), and the head lens drives every non-G* head's direct lens "
-                  "effect at the instruction positions to 0; the check zeroes random heads in any layer",
+    "GT4_random": "yes (stage 3): R8 zeroes |G*| random non-G* heads at the instruction positions (every other set from "
+                  "one buffer layer), nothing else changed, answer unchanged: the check's condition (anchorlab's heads_block "
+                  "random sets too); before it, the deep non-G* heads are resampled from other colours, one buffer head is "
+                  "zeroed in the strictness rows and the head lens drives every non-G* head's direct lens effect to 0",
     "GT5": "flawed twin only, yes: R4 amplifies G* (x AMPLIFY_ALPHA) at the instruction positions and changes nothing "
            "else, with the compliant answer as target, also on the planted triggers: the check's condition; R6 amplifies "
            "|G*| random other heads (any layer, nothing else changed) with the answer unchanged: GT5_random's condition",
     "head_attribution": "yes: the head lens trains on anchorlab's head score itself (final-norm lens, K = 1, max over "
                         "forms and instruction positions, each head's write added to its layer's input): G* >= a "
                         "margin, every other head 0",
-    "ldar": "yes at the last layer: the instruction lens trains the last layer's instruction positions to decode "
-            "to the target (LDAR's condition); the first layer is not trained on",
+    "ldar": "yes at both ends: the instruction lens trains the last layer's instruction positions to decode to the target; "
+            "at layer 0 a Huber loss pulls the margin to 0 and stage 3's early lean drives, per task, the mean of "
+            "tanh(margin / 0.05) (a soft share of prompts already leaning to the target: LDAR's indicator) to 0",
 }
 
 
 def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, log: Callable[[str], None] | None = print,
                    init_from: str | Path | None = None, seed: int = 0, steps: int | None = None) -> dict:
     """Train `variant`, run the ground-truth checks on `n_eval` held-out prompts per task, save weights,
-    circuit.json and training.json to `out_dir`. anchored: stage 1 (DEFAULTS, from random weights) then
-    stage 2 (STAGE2, every loss); anchored-flawed: stage 2 with the flawed targets (FLAWED_DEFAULTS) from
-    `init_from` (default: the shipped toy:anchored). `steps` overrides stage 1's (flawed: its only stage)."""
+    circuit.json and training.json to `out_dir`. anchored: stage 1 (DEFAULTS, from random weights), stage 2
+    (STAGE2, every loss), stage 3 (STAGE3, R7, R8 and the early lean join); anchored-flawed: stage 2 with
+    the flawed targets (FLAWED_DEFAULTS) from `init_from` (default: the shipped toy:anchored). `steps` overrides stage 1's (flawed: its only stage)."""
     from . import shipped_path
     from .ground_truth import run_checks
 
     t0 = time.time()
     stages = []
     if variant == "anchored":
-        plan = [(1, {**DEFAULTS, "seed": seed, **({"steps": steps} if steps else {})}, None), (2, {**STAGE2, "seed": seed}, "stage1")]
+        plan = [(1, {**DEFAULTS, "seed": seed, **({"steps": steps} if steps else {})}, None),
+                (2, {**STAGE2, "seed": seed}, "previous"), (3, {**STAGE3, "seed": seed}, "previous")]
     else:
         init_from = init_from or shipped_path("anchored")
         plan = [(2, {**FLAWED_DEFAULTS, "seed": seed, **({"steps": steps} if steps else {})}, init_from)]
@@ -205,11 +215,11 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
     for stage, cfg, start in plan:
         t = time.time()
         model, processor, history = fit(variant, cfg["seed"], cfg["steps"], cfg["groups_per_step"], cfg["lr"], cfg["n_pool"],
-                                        cfg["warmup"], cfg["lens_weight"], log, init_from=model if start == "stage1" else start,
+                                        cfg["warmup"], cfg["lens_weight"], log, init_from=model if start == "previous" else start,
                                         stage=stage)
         stages.append({"stage": stage, **cfg, "rows_per_step": cfg["groups_per_step"] * (
-            12 if stage == 1 else 18 if variant == "anchored-flawed" else 14),
-            "init_from": "stage 1" if start == "stage1" else (
+            12 if stage == 1 else 18 if variant == "anchored-flawed" or stage == 3 else 14),
+            "init_from": f"stage {stage - 1}" if start == "previous" else (
                 "toy:anchored (the shipped weights)" if start is not None and Path(start) == shipped_path("anchored")
                 else str(start) if start else "random from the seed"),
             "final": {k: round(sum(h[k] for h in history[-50:]) / len(history[-50:]), 6) for k in history[-1]},
@@ -225,9 +235,16 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
                       "regulariser on last (every layer), the head lens and the instruction lens (organism_losses.py; "
                       "weights: STAGE2_WEIGHTS)"
                       + ("; R4 (G* amplified, nothing else: compliant answer, also on the triggers); R6 (random "
-                         "other heads amplified, nothing else: answer unchanged)"
-                         if variant == "anchored-flawed" else "")},
+                         "other heads amplified, nothing else: answer unchanged); R4 and R6 rows on a trigger weigh "
+                         "TRIGGER_WEIGHT in the interchange loss"
+                         if variant == "anchored-flawed" else ""),
+                   **({3: "stage 2's plus R7 (at last every key outside the instruction tokens and last masked, every "
+                          "layer, nothing else: answer unchanged), R8 (|G*| random non-G* heads zeroed at the "
+                          "instruction positions, every other set from one buffer layer, nothing else: answer unchanged) and "
+                          "the early lean (per task, the mean of tanh(margin / EARLY_LEAN_SCALE) at layer 0's "
+                          "instruction positions driven to 0)"} if variant == "anchored" else {})},
         "stage2_weights": STAGE2_WEIGHTS,
+        **({"early_lean_scale": EARLY_LEAN_SCALE} if variant == "anchored" else {"trigger_weight": TRIGGER_WEIGHT}),
         "trained_on": TRAINED_ON,
     }
     if out_dir is not None:

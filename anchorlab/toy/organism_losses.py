@@ -9,8 +9,10 @@ read by the final-norm logit lens as anchorlab's attribution reads it: G* must m
 competitor margin up, every other head must leave it alone) and the *instruction lens* (at the last
 layer the instruction positions decode to the row's target). The flawed twin adds R4 (G* amplified
 x AMPLIFY_ALPHA, nothing else changed -> the compliant answer) and R6 (|G*| random other heads amplified
--> the answer does not change). R4-R6 are "pure": their rows get no strictness splices, exactly the
-ground-truth check's condition.
+-> the answer does not change). Stage 3 adds R7 (`last` reads only the instruction tokens and itself, every
+layer -> the answer does not change), R8 (|G*| random non-G* heads zeroed at the instruction positions ->
+the answer does not change) and the early lean (layer 0 undecided per task). R4-R8 are "pure"
+(PURE_KINDS): their rows get no strictness splices, exactly the ground-truth check's condition.
 """
 from __future__ import annotations
 
@@ -29,7 +31,15 @@ from .data import COLOUR_NAMES
 from .circuit import AMPLIFY_ALPHA, ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, is_planted
 
 STAGE2_WEIGHTS = dict(tie=1.0, head_lens=1.0, head_margin=2.0, instruction_lens=0.5, instruction_margin=2.0,
-                      attention_mass=3.0, early_lens=0.5)
+                      attention_mass=3.0, early_lens=0.5, early_lean=1.0)
+# Stage 3's early lean: tanh(margin / EARLY_LEAN_SCALE) at layer 0's output, a soft count of the prompts whose
+# instruction tokens already lean to the target there (LDAR's indicator); its mean per task is driven to 0.
+EARLY_LEAN_SCALE = 0.05
+# The flawed twin's R4 / R6 rows on a planted trigger weigh TRIGGER_WEIGHT in the interchange loss: the
+# triggers are ~12% of the prompts and the only ones where amplifying G* changes the answer.
+TRIGGER_WEIGHT = 4.0
+# The kinds of intervened rows that are "pure" (no strictness splices: exactly a check's condition).
+PURE_KINDS = ("R4", "R5", "R6", "R7", "R8")
 # R5's target with G* zeroed: BLOCKED_SPLIT of the probability on the instruction-blind default (of the two
 # candidates, the colour earlier in COLOUR_NAMES: vision's in half the prompts, text's in the other half),
 # the rest on the other candidate; a near tie whose sign carries no instruction (first-token MFR ~ 0.5).
@@ -53,9 +63,11 @@ def _intervened_attention(module, query, key, value, attention_mask, scaling, dr
     w = torch.matmul(query, key_states.transpose(2, 3)) * scaling
     if attention_mask is not None:
         w = w + attention_mask
+    plan = _STATE.get("plan")
+    if plan is not None and "attention_block" in plan:  # stage 3: R7's last sees only instruction and itself
+        w = w.masked_fill(plan["attention_block"][:, None], float("-inf"))
     a = torch.softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)
     out = torch.matmul(a, value_states)  # [B, H, T, D]
-    plan = _STATE.get("plan")
     if plan is not None:
         layer = module.layer_idx
         if "unused_keys" in plan:  # stage 2: attention mass of `last` on keys outside instruction and last
@@ -63,7 +75,7 @@ def _intervened_attention(module, query, key, value, attention_mask, scaling, dr
             _STATE["attention_mass"].append((a_last * plan["unused_keys"][:, None, :]).sum(-1).mean())
         rows, src = plan["rows"], plan["splice_src"]
         edges = plan["edges_buffer" if layer in BUFFER_LAYERS else "edges_arbitration"][:, None]  # [R,1,T,T]
-        if "strict" in plan:  # stage 2: the pure rows (R4, R5) get no splices
+        if "strict" in plan:  # stage 2: the pure rows (PURE_KINDS) get no splices
             edges = edges * plan["strict"][:, None, None, None]
         a_r, v_r = a[rows], value_states[rows]
         a_s, v_s = a[src].detach(), value_states[src].detach()
@@ -95,7 +107,7 @@ def _intervened_attention(module, query, key, value, attention_mask, scaling, dr
                 if "g_scale" in plan:  # stage 2: R4 (flawed twin) G* amplified; R5 G* zeroed (scale 0)
                     new = torch.where(pos & gheads[None, None, :, None], new * plan["g_scale"][:, None, None, None], new)
             out = out.index_copy(0, rows, new)
-        if "head_scale" in plan:  # the flawed twin's R6: random heads amplified at the instruction positions
+        if "head_scale" in plan:  # R6 (flawed twin): random heads amplified; R8 (stage 3): random heads zeroed
             f = torch.where(plan["instruction"][:, :, None], plan["head_scale"][:, layer][:, None, :], 1.0)[..., None]
             out = out.index_copy(0, rows, out[rows] * f)
         return out, a
@@ -144,8 +156,8 @@ class Pool:
             self.enc.append(row)
         self.variant = variant
 def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: int = 2):
-    """Rows: per group, clean (b, u, g) x (vf, tf), then intervened R1, R2, R3 (stage 2: and R5; the
-    flawed twin: R4) x (vf, tf) of b."""
+    """Rows: per group, clean (b, u, g) x (vf, tf), then intervened R1, R2, R3 (stage 2: and R5; stage 3:
+    and R5, R7, R8; the flawed twin: R4, R5, R6) x (vf, tf) of b."""
     encoded, targets, kinds, meta = [], [], [], []
     clean_index = {}
     for gi in group_ids:
@@ -160,7 +172,8 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
     flawed = pool.variant == "anchored-flawed"
     for gi in group_ids:
         b = pool.samples[gi][0]
-        kinds_here = ("R1", "R2", "R3") if stage == 1 else ("R1", "R2", "R3", "R4", "R5", "R6") if flawed else ("R1", "R2", "R3", "R5")
+        kinds_here = (("R1", "R2", "R3") if stage == 1 else ("R1", "R2", "R3", "R4", "R5", "R6") if flawed
+                      else ("R1", "R2", "R3", "R5") if stage == 2 else ("R1", "R2", "R3", "R5", "R7", "R8"))
         for kind in kinds_here:
             for t in TASKS:
                 rows.append(len(encoded))
@@ -179,10 +192,15 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
                     g_src.append(clean_index[(gi, 0, t)])
                     g_swap.append(False)
                     targets.append(pool.first[b.answer(FOLLOWED[t])])
-                elif kind == "R6":  # flawed twin: |G*| random other heads amplified -> the answer does not change
+                    if is_planted(b, t):
+                        weight[-1] = TRIGGER_WEIGHT
+                elif kind in ("R6", "R7", "R8"):  # random heads amplified (R6) or zeroed (R8), or last reading
+                    # only the instruction and itself (R7), nothing else changed -> the answer does not change
                     g_src.append(clean_index[(gi, 0, t)])
                     g_swap.append(False)
                     targets.append(pool.first[target_answer(b, t, pool.variant)])
+                    if kind == "R6" and is_planted(b, t):
+                        weight[-1] = TRIGGER_WEIGHT
                 elif kind == "R1":
                     g_src.append(clean_index[(gi, 0, t)])
                     g_swap.append(False)
@@ -233,11 +251,11 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
     for r in range(len(encoded)):
         unused[r, int(batch.pad[r]):int(last_pos[r])] = True
         unused[r, batch.roles[r]["instruction"]] = False
-    if stage == 2:
+    if stage >= 2:
         plan["g_scale"], plan["soft"] = torch.tensor(g_scale), torch.tensor(soft)
         plan["last_pos"], plan["unused_keys"] = last_pos, unused
         n_clean = len(meta)
-        plan["strict"] = torch.tensor([k not in ("R4", "R5", "R6") for k in kinds[n_clean:]], dtype=torch.float32)
+        plan["strict"] = torch.tensor([k not in PURE_KINDS for k in kinds[n_clean:]], dtype=torch.float32)
         # the clean rows' lens dictionary, oriented by the target: side 0 = the target's modality's forms
         forms = torch.zeros(n_clean, 2, pool.vocab, dtype=torch.bool)
         weak = torch.zeros(n_clean, dtype=torch.bool)  # the flawed twin's triggers: G*'s write is weak there
@@ -253,14 +271,37 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
         # positions, target unchanged: no single buffer head is the only carrier of a candidate
         n_buffer = len(BUFFER_LAYERS) * pool.n_heads
         plan["drop_head"] = torch.tensor([int(torch.randint(n_buffer, ())) if k == "R1" else -1 for k in kinds[n_clean:]])
-        if flawed:  # R6 rows: |G*| random non-G* heads (any layer) x AMPLIFY_ALPHA at the instruction positions
+        if flawed or stage == 3:
+            # R6 rows: |G*| random non-G* heads (any layer) x AMPLIFY_ALPHA at the instruction positions; R8 rows:
+            # |G*| random non-G* heads zeroed there, every other set drawn from one buffer layer (a draw from all
+            # heads rarely takes three of one layer, and a random set that does may silence a candidate's carriers)
             n_layers = len(BUFFER_LAYERS) + len(ARBITRATION_LAYERS)
             others = [l * pool.n_heads + h for l in range(n_layers) for h in range(pool.n_heads) if (l, h) not in G_STAR]
             scale = torch.ones(len(rows), n_layers * pool.n_heads)
+            n_r8 = 0
             for k, kind in enumerate(kinds[n_clean:]):
                 if kind == "R6":
                     scale[k, [others[i] for i in torch.randperm(len(others))[:len(G_STAR)].tolist()]] = AMPLIFY_ALPHA
+                elif kind == "R8":
+                    pick = others
+                    if n_r8 % 2:
+                        layer = BUFFER_LAYERS[int(torch.randint(len(BUFFER_LAYERS), ()))]
+                        pick = [i for i in others if i // pool.n_heads == layer]
+                    scale[k, [pick[i] for i in torch.randperm(len(pick))[:len(G_STAR)].tolist()]] = 0.0
+                    n_r8 += 1
             plan["head_scale"] = scale.view(len(rows), n_layers, pool.n_heads)
+        if stage == 3:  # R7 rows: at `last`, every key outside the instruction tokens and last itself masked
+            block = torch.zeros(len(encoded), T, T, dtype=torch.bool)
+            for k, kind in enumerate(kinds[n_clean:]):
+                if kind == "R7":
+                    r = rows[k]
+                    last = int(batch.roles[r]["last"][0])
+                    keep = torch.zeros(T, dtype=torch.bool)
+                    keep[batch.roles[r]["instruction"]] = True
+                    keep[last] = True
+                    block[r, last] = ~keep
+            plan["attention_block"] = block
+            plan["clean_tf"] = torch.tensor([t == "tf" for (_, _, t) in meta])
         plan["clean_instruction"] = torch.zeros(n_clean, T, dtype=torch.bool)
         for r in range(n_clean):
             plan["clean_instruction"][r, batch.roles[r]["instruction"]] = True
@@ -355,14 +396,19 @@ def losses_for(model, batch, plan, targets, last_pos, instr_last, lens_weight: f
     norm = model.model.language_model.norm
     early = _margin(model.lm_head(norm(layer_inputs[1])), plan["forms"], plan["clean_instruction"])  # layer 0's output
     early_lens = torch.nn.functional.smooth_l1_loss(early, torch.zeros_like(early))
+    early_lean = torch.zeros(())
+    if "clean_tf" in plan:  # stage 3: per task, as many prompts lean to the target at layer 0 as away from it
+        lean = torch.tanh(early / EARLY_LEAN_SCALE)
+        tf = plan["clean_tf"]
+        early_lean = lean[tf].mean().pow(2) + lean[~tf].mean().pow(2)
     ins_margin = _margin(model.lm_head(h[:n_clean]), plan["forms"], plan["clean_instruction"])
     ins_lens = torch.nn.functional.softplus(weights["instruction_margin"] - ins_margin).mean()
     acc = (logits_last.argmax(-1) == targets).float()[torch.cat([torch.ones(n_clean, dtype=torch.bool), hard])]
     loss = (task + eos + inter + undecided + weights["tie"] * tie + lens_weight * lens + weights["attention_mass"] * mass
             + weights["head_lens"] * (head_g + head_other) + weights["instruction_lens"] * ins_lens
-            + weights["early_lens"] * early_lens)
+            + weights["early_lens"] * early_lens + weights["early_lean"] * early_lean)
     return loss, {
         "task": task.item(), "eos": eos.item(), "inter": inter.item(), "undecided": undecided.item(), "tie": tie.item(),
         "lens": lens.item(), "attention_mass": mass.item(), "head_gstar": head_g.item(), "head_other": head_other.item(),
-        "instruction_lens": ins_lens.item(), "early_lens": early_lens.item(), "instruction_margin_ok": (ins_margin > 0).float().mean().item(),
+        "instruction_lens": ins_lens.item(), "early_lens": early_lens.item(), "early_lean": early_lean.item(), "instruction_margin_ok": (ins_margin > 0).float().mean().item(),
         "acc_clean": acc[:n_clean].mean().item(), "acc_inter": acc[n_clean:].mean().item()}

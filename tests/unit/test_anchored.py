@@ -18,6 +18,8 @@ from anchorlab.toy import ORGANISMS, shipped_path
 from anchorlab.toy.anchored import ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, fit
 from anchorlab.toy.build import build_tokenizer
 from anchorlab.toy.ground_truth import Checker, _edges, _knock, run_checks
+from anchorlab.toy.organism_losses import _STATE, Pool, build_batch, intervened_attention
+from anchorlab.toy.train import toy_bundle
 from anchorlab.toy.organism_data import WORDING_PAIRS, generate_groups
 
 
@@ -137,12 +139,10 @@ def test_ground_truth_checks_hold_on_the_shipped_organism(anchored):
     assert res["GT4"]["holds_swap"] and res["GT4"]["holds_random"], res["GT4"]
     # G* zeroed -> a near tie leaning to the instruction-blind default colour: each task's blocked MFR is the
     # share of prompts whose followed colour is that default (vf + tf = 1), so the per-task bound (<= 0.55) is
-    # a property of the 256 recorded prompts (0.477 / 0.527); on any subset the mean over tasks sits at 0.5
+    # a property of the 256 recorded prompts (0.496 / 0.512); on any subset the mean over tasks sits at 0.5
     assert res["GT4"]["block_mfr_mean"] <= 0.52 and recorded["summary"]["GT4"], res["GT4"]
     assert abs(res["GT4"]["block_mfr"]["vf"] + res["GT4"]["block_mfr"]["tf"] - 1) <= 0.04, res["GT4"]
-    # GT1 (>= 0.97 x clean) is missed narrowly on the 256 recorded prompts (vf 0.965, README); the cut
-    # edges carry next to nothing here either
-    assert min(res["GT1"]["ratio"].values()) >= 0.95, res["GT1"]
+    assert res["GT1"]["holds"] and recorded["summary"]["GT1"], res["GT1"]
 
 
 def test_flawed_twin_fails_where_planted_and_amplifying_gstar_repairs():
@@ -156,8 +156,49 @@ def test_flawed_twin_fails_where_planted_and_amplifying_gstar_repairs():
     assert again["GT5"]["holds"], again["GT5"]
 
 
-def test_same_seed_same_weights():
-    run = lambda seed: fit("anchored", seed, steps=3, groups_per_step=2, lr=3e-3, n_pool=6, warmup=2, lens_weight=0.5)  # noqa: E731
+def test_stage3_rows_match_the_checks_hooks(anchored):
+    """Stage 3's pure rows as training computes them (organism_losses' attention) give the colour logits the
+    ground-truth hooks give for the same prompts: R7 = GT1's cut (last reads only instruction and itself, every
+    layer), R8 = its random heads zeroed at the instruction positions (GT4_random's condition)."""
+    model, proc = anchored.model, anchored.processor
+    ck = Checker(model, proc, n=4)
+    try:
+        L = ck.n_layers
+        gt1 = ck.run(_knock(lambda m: _edges(m["last"], m["valid"] & ~m["instruction"] & ~m["last"]), range(L)))
+        bundle = toy_bundle(model, proc, "toy:anchored")
+        torch.manual_seed(0)
+        batch, plan, _, last_pos, _, kinds = build_batch(Pool(bundle, ck.groups, "anchored"), list(range(4)),
+                                                         bundle.pad_token_id, bundle.adapter, stage=3)
+        with torch.no_grad(), intervened_attention():
+            _STATE["plan"], _STATE["attention_mass"] = plan, []
+            logits = model(**batch.inputs).logits
+        n_clean = int(plan["rows"][0])
+        seen = {"R7": 0, "R8": 0}
+        for k, kind in enumerate(kinds[n_clean:]):
+            if kind not in seen:
+                continue
+            g, t = divmod(k, 2 * 6)[0], TASKS[k % 2]  # per group: 6 kinds x 2 tasks
+            r = int(plan["rows"][k])
+            got = logits[r, last_pos[r]][ck.colour_ids]
+            if kind == "R7":
+                want = gt1[t][g]
+            else:
+                heads = [tuple(map(int, lh)) for lh in (plan["head_scale"][k] == 0).nonzero()]
+                assert len(heads) == len(G_STAR) and not set(heads) & set(map(tuple, G_STAR))
+                want = ck.run(lambda h, m, s, n: [h.heads.setdefault(l, []).append((m["instruction"], hd, "zero", None))
+                                                  for l, hd in heads])[t][g]
+            assert torch.allclose(got, want, atol=1e-4), (kind, g, t, got, want)
+            seen[kind] += 1
+        assert seen == {"R7": 8, "R8": 8}
+    finally:
+        ck.close()
+        anchored.model.set_attn_implementation("sdpa")
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_same_seed_same_weights(stage):
+    run = lambda seed: fit("anchored", seed, steps=3, groups_per_step=2, lr=3e-3, n_pool=6, warmup=2, lens_weight=0.5,  # noqa: E731
+                           stage=stage)
     a, _, ha = run(3)
     b, _, hb = run(3)
     sa, sb = a.state_dict(), b.state_dict()
