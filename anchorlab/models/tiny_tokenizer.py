@@ -47,7 +47,9 @@ CHAT = "USER: ASSISTANT: system user assistant You are a helpful assistant. Text
 
 def corpus() -> list[str]:
     """Training text, in a fixed order so the merges (and so the ids) are reproducible."""
-    lines = ENGLISH.splitlines() + [CHAT] * 16 + list(MC2_INSTRUCTIONS.values()) + [CONTEXT_PREFIX.strip()]
+    # the built-in text twice: each of its words reaches min_frequency and becomes whole tokens, so the tests'
+    # answers ("two" vs "three") stay distinct whether or not the MC² file is beside the checkout
+    lines = ENGLISH.splitlines() * 2 + [CHAT] * 16 + list(MC2_INSTRUCTIONS.values()) + [CONTEXT_PREFIX.strip()]
     try:
         samples = json.loads(MC2_DATA.read_text())[:MC2_SAMPLES]
         for s in samples:

@@ -18,9 +18,9 @@ from anchorlab.toy import ORGANISMS, shipped_path
 from anchorlab.toy.anchored import ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, fit
 from anchorlab.toy.build import build_tokenizer
 from anchorlab.toy.ground_truth import Checker, _edges, _knock, run_checks
+from anchorlab.toy.organism_data import WORDING_PAIRS, generate_groups
 from anchorlab.toy.organism_losses import _STATE, Pool, build_batch, intervened_attention
 from anchorlab.toy.train import toy_bundle
-from anchorlab.toy.organism_data import WORDING_PAIRS, generate_groups
 
 
 N_TEST = 128  # prompts per task in the test's re-measurement (training.json: 256)
@@ -177,7 +177,7 @@ def test_stage3_rows_match_the_checks_hooks(anchored):
         for k, kind in enumerate(kinds[n_clean:]):
             if kind not in seen:
                 continue
-            g, t = divmod(k, 2 * 6)[0], TASKS[k % 2]  # per group: 6 kinds x 2 tasks
+            g, t = k // 12, TASKS[k % 2]  # per group, stage 3 has 6 kinds x 2 tasks of intervened rows
             r = int(plan["rows"][k])
             got = logits[r, last_pos[r]][ck.colour_ids]
             if kind == "R7":
