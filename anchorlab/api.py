@@ -1,11 +1,16 @@
 """The Python entry point: the same as `anchorlab run`, returning the xarray datasets."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import xarray as xr
 
-from .recipe import load_recipe
+from .recipe import Recipe, RecipeError, load_recipe
+
+# --set fields a companion recipe (verify.amplify) takes over from the main run: where and how it runs, and
+# which data; never its model or analyses
+COMPANION_FIELDS = ("data.", "batch_size", "memory_budget", "seed", "backend", "model.device", "model.dtype")
 
 
 def run(
@@ -13,9 +18,50 @@ def run(
     force: bool = False, remote: bool | str = False,
 ) -> dict[str, xr.Dataset]:
     """`remote=True` runs on NDIF (host NDIF_HOST, key NDIF_API_KEY) as `backend: ndif` would;
-    `remote="local"` is nnsight's offline simulation of that (serialized as for the server, run here)."""
+    `remote="local"` is nnsight's offline simulation of that (serialized as for the server, run here).
+    A recipe with `verify:` then scores the run against the model's circuit.json (after running its
+    `verify.amplify` companion recipe into OUT/<companion name>); the companion's results come back as
+    "<companion name>/<analysis>"."""
     from .executor import run_recipe
 
     overrides = list(overrides) + (["backend=ndif"] if remote else [])
     parsed, text = load_recipe(recipe, overrides)
-    return run_recipe(parsed, text, out, overrides, resume=resume, force=force, simulate_remote=remote == "local")
+    companion = _companion(Path(recipe), parsed, overrides)  # checked before anything runs
+    results = run_recipe(parsed, text, out, overrides, resume=resume, force=force, simulate_remote=remote == "local")
+    if parsed.verify is None:
+        return results
+    out_dir = Path(out) if out else parsed.output_dir
+    amplify_dir = None
+    if companion is not None:
+        c_parsed, c_text, c_overrides = companion
+        amplify_dir = out_dir / c_parsed.name
+        for name, ds in run_recipe(c_parsed, c_text, amplify_dir, c_overrides, resume=resume, force=force,
+                                   simulate_remote=remote == "local").items():
+            results[f"{c_parsed.name}/{name}"] = ds
+    if int(os.environ.get("RANK", "0")) == 0:
+        from .verify import verify
+
+        verify(out_dir, parsed.verify.circuit, amplify_dir)
+    return results
+
+
+def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe, str, list[str]] | None:
+    """verify's circuit.json must exist and its companion recipe must load: (recipe, text, overrides) or None."""
+    if recipe.verify is None:
+        return None
+    from .verify import model_circuit
+
+    circuit = Path(recipe.verify.circuit) if recipe.verify.circuit else model_circuit(recipe.model.id)
+    if not circuit.is_file():
+        raise RecipeError(f"{path}: verify: no circuit.json at {circuit} for model {recipe.model.id} "
+                          "(set verify.circuit, or drop verify:)")
+    if not recipe.verify.amplify:
+        return None
+    c_path = path.parent / recipe.verify.amplify
+    if not c_path.is_file():
+        raise RecipeError(f"{path}: verify.amplify: no recipe at {c_path}")
+    c_overrides = [o for o in overrides if o.partition("=")[0].startswith(COMPANION_FIELDS)]
+    c_parsed, c_text = load_recipe(c_path, c_overrides)
+    if not any(a.kind == "heads_amplify" for a in c_parsed.analyses):
+        raise RecipeError(f"{c_path}: verify.amplify of {path}: the companion recipe has no heads_amplify analysis")
+    return c_parsed, c_text, c_overrides

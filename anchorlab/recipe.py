@@ -64,6 +64,13 @@ class DataSpec(Strict):
         return self
 
 
+class VerifySpec(Strict):
+    """Recovery scoring after the run (`anchorlab verify`), for a model whose circuit is known."""
+    circuit: str | None = None  # circuit.json; None: beside the model (toy:NAME -> its shipped folder)
+    # a companion recipe (path relative to this recipe) run into OUT/<its name>: its heads_amplify is scored too
+    amplify: str | None = None
+
+
 class Recipe(Strict):
     name: str = "run"
     model: ModelSpec
@@ -76,6 +83,7 @@ class Recipe(Strict):
                                             "weights (512MiB, 2GiB, ...); default 90% of free device memory")
     seed: int = 0
     output: str | None = None  # None: outputs/<name>
+    verify: VerifySpec | None = None  # score the run against a known circuit (verify.json + a summary.md section)
 
     @field_validator("batch_size")
     @classmethod

@@ -32,19 +32,23 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
+def model_circuit(model_id: str) -> Path:
+    """Where a model's circuit.json sits: the shipped folder of toy:NAME, else beside the weights."""
+    if model_id.startswith("toy:"):
+        from .toy import shipped_path
+
+        return shipped_path(model_id[4:]) / "circuit.json"
+    return Path(model_id) / "circuit.json"
+
+
 def find_circuit(run_dir: Path, circuit: str | Path | None) -> Path:
     if circuit:
         return Path(circuit)
     for nc in sorted(run_dir.glob("*.nc")):
         with xr.open_dataset(nc) as ds:
             model_id = ds.attrs.get("model_id")
-        if not model_id:
-            continue
-        if model_id.startswith("toy:"):
-            from .toy import shipped_path
-
-            return shipped_path(model_id[4:]) / "circuit.json"
-        return Path(model_id) / "circuit.json"
+        if model_id:
+            return model_circuit(model_id)
     raise UserError(f"{run_dir}: no result names its model; pass --circuit PATH")
 
 
@@ -161,7 +165,8 @@ def verify(run_dir: str | Path, circuit: str | Path | None = None, amplify_dir: 
     if not cpath.exists():
         raise UserError(f"{cpath}: no circuit.json for this run's model (pass --circuit PATH)")
     circuit_data = json.loads(cpath.read_text())
-    scores: dict = {"circuit": str(cpath), "run": str(run), "targets": TARGETS}
+    scores: dict = {"circuit": str(cpath), "run": str(run), "amplify_dir": str(amplify_dir) if amplify_dir else None,
+                    "targets": TARGETS}
     folders = [run] + ([Path(amplify_dir)] if amplify_dir else [])
     for kind, fn in (("attribution", lambda d: _heads(d, circuit_data)), ("knockout", lambda d: _knockout(d, circuit_data)),
                      ("signal", _ldar), ("heads_block", lambda d: _block(d, circuit_data)), ("heads_amplify", _amplify)):

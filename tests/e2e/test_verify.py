@@ -83,3 +83,52 @@ def test_buffer_peak_scores_only_routes_with_an_effect(tmp_path):
     ds["nssd"][1, 3, 3] = 0.2  # now it matters, and in the wrong layers
     ds.to_netcdf(tmp_path / "knockout.nc")
     assert not verify(tmp_path, tmp_path / "circuit.json")["knockout"]["tf"]["holds_buffer_peak"]
+
+
+MAIN = """name: main
+model: {id: "toy:anchored"}
+data: {source: organism, n_samples: 16, filter: all, filter_rule: first_token}
+analyses: [{kind: attribution}]
+verify: {amplify: flawed.yaml}
+"""
+FLAWED = """name: flawed
+model: {id: "toy:anchored-flawed"}
+data: {source: organism, n_samples: 999, filter: all, filter_rule: first_token}
+analyses:
+  - {kind: attribution}
+  - {kind: heads_amplify, n_heads: [3], alphas: [4], seeds: 2, rule: first_token}
+"""
+
+
+def test_a_recipe_with_verify_runs_its_companion_and_scores_both(tmp_path):
+    """`verify:` in a recipe: the companion recipe runs into OUT/<its name> (taking over the run's data.*
+    --set), and verify.json scores the main run's attribution and the companion's amplification, the
+    latter equal to the repair read directly off the companion's per-prompt results."""
+    import anchorlab
+
+    (tmp_path / "main.yaml").write_text(MAIN)
+    (tmp_path / "flawed.yaml").write_text(FLAWED)
+    out = tmp_path / "out"
+    res = anchorlab.run(tmp_path / "main.yaml", out=out, overrides=["data.n_samples=64"])
+    assert {"attribution", "flawed/attribution", "flawed/heads_amplify"} <= set(res)
+    scores = json.loads((out / "verify.json").read_text())
+    assert scores["amplify_dir"] == str(out / "flawed") and SECTION in (out / "summary.md").read_text()
+    amp = xr.open_dataset(out / "flawed" / "heads_amplify.nc")
+    assert amp.sizes["sample"] == 64  # the main run's --set data.n_samples reached the companion
+    for t in ("vf", "tf"):
+        follows = amp["follows"].sel(task=t, setting="targeted", alpha=4.0).squeeze(drop=True)
+        failing = amp["selected"].sel(task=t).values.astype(bool)
+        assert failing.any()
+        direct = float(follows.values[:, failing].mean())  # (seed, sample) -> over seeds and the failing prompts
+        assert abs(scores["heads_amplify"][t]["repair_targeted"]["4.0"] - direct) < 1e-4
+        assert scores["attribution"][t]["auc"] >= 0.95
+
+
+def test_recipe_verify_errors_before_any_compute(tmp_path):
+    (tmp_path / "main.yaml").write_text(MAIN)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "main.yaml"), "--out", str(out)])
+    assert r.exit_code != 0 and "verify.amplify: no recipe at" in r.output and not out.exists()
+    (tmp_path / "main.yaml").write_text(MAIN.replace("toy:anchored", "toy:arbiter").replace("organism", "toy"))
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "main.yaml"), "--out", str(out)])
+    assert r.exit_code != 0 and "verify: no circuit.json" in r.output and not out.exists()
