@@ -25,7 +25,7 @@ STAGES = [
     ("anchorlab.labels", 10), ("anchorlab.analyses", 11), ("anchorlab.sweeps", 12), ("anchorlab.recipe", 12),
     ("anchorlab.results", 13), ("anchorlab.summary", 13), ("anchorlab.store", 13), ("anchorlab.plots", 14),
     ("anchorlab.executor", 15), ("anchorlab.api", 16), ("anchorlab.estimate", 16), ("anchorlab.toy.train", 16),
-    ("anchorlab.toy.anchored", 16), ("anchorlab.toy.organism_losses", 16), ("anchorlab.toy.ground_truth", 16), ("anchorlab.verify", 16), ("anchorlab.cli", 17),
+    ("anchorlab.toy.anchored", 16), ("anchorlab.toy.organism_batches", 16), ("anchorlab.toy.organism_losses", 16), ("anchorlab.toy.ground_truth", 16), ("anchorlab.verify", 16), ("anchorlab.cli", 17),
     ("anchorlab.__main__", 18), ("anchorlab", 18),
 ]
 

@@ -32,7 +32,7 @@ default), a regulariser on the attention mass of `last` outside the instruction 
 head lens (each head's direct write at the instruction positions, read as anchorlab's attribution
 reads it: G* raise the compliant-minus-competitor margin, every other head leaves it at 0) and the
 instruction lens (at the last layer the instruction positions decode to the target). The losses are
-in organism_losses.py. Stage 3 (STAGE3, a fine-tune of stage 2) adds pure rows on two more check conditions:
+in organism_losses.py, the rows in organism_batches.py. Stage 3 (STAGE3, a fine-tune of stage 2) adds pure rows on two more check conditions:
 R7 (at `last` every key outside the instruction tokens and itself masked in every layer -> the answer does
 not change: GT1) and R8 (|G*| random non-G* heads zeroed at the instruction positions, every other set from
 one buffer layer -> the answer does not change: GT4_random), and the early lean (per task, as many prompts
@@ -58,7 +58,8 @@ from ..data.sample import TASKS
 from .build import LM, build_model, build_processor
 from .circuit import AMPLIFY_ALPHA, ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, PLANTED, is_planted  # noqa: F401
 from .organism_data import generate_groups, organism_train_seed
-from .organism_losses import BLOCKED_SPLIT, EARLY_LEAN_SCALE, STAGE2_WEIGHTS, TRIGGER_WEIGHT, Pool, build_batch, intervened_attention, losses_for, target_answer  # noqa: F401
+from .organism_batches import TRIGGER_WEIGHT, Pool, build_batch, target_answer  # noqa: F401
+from .organism_losses import BLOCKED_SPLIT, EARLY_LEAN_SCALE, STAGE2_WEIGHTS, intervened_attention, losses_for  # noqa: F401
 from .train import _versions, toy_bundle
 
 ORGANISM_VARIANTS = ("anchored", "anchored-flawed")

@@ -19,7 +19,8 @@ from anchorlab.toy.anchored import ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, fi
 from anchorlab.toy.build import build_tokenizer
 from anchorlab.toy.ground_truth import Checker, _edges, _knock, run_checks
 from anchorlab.toy.organism_data import WORDING_PAIRS, generate_groups
-from anchorlab.toy.organism_losses import _STATE, Pool, build_batch, intervened_attention
+from anchorlab.toy.organism_batches import Pool, build_batch
+from anchorlab.toy.organism_losses import _STATE, intervened_attention
 from anchorlab.toy.train import toy_bundle
 
 
