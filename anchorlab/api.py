@@ -1,7 +1,6 @@
 """The Python entry point: the same as `anchorlab run`, returning the xarray datasets."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import xarray as xr
@@ -38,7 +37,9 @@ def run(
         for name, ds in run_recipe(c_parsed, c_text, amplify_dir, c_overrides, resume=resume, force=force,
                                    simulate_remote=remote == "local").items():
             results[f"{c_parsed.name}/{name}"] = ds
-    if int(os.environ.get("RANK", "0")) == 0:
+    from .backends.distributed import from_env
+
+    if from_env().primary:  # rank 0 writes verify.json and the summary section, as it writes the results
         from .verify import verify
 
         verify(out_dir, parsed.verify.circuit, amplify_dir)
