@@ -29,7 +29,7 @@ from .labels.capture import label_batch
 from .models.loading import ModelFacts, inspect_model, load_model
 from .recipe import Recipe
 from .plots import draw
-from .engines.autobatch import choose, default_budget, parse_bytes
+from .engines.autobatch import BATCH_SHARE, choose, default_budget, parse_bytes
 from .results import input_hashes, now, provenance, write_dataset
 from .store import RunStore, result_names
 from .summary import write_summary
@@ -304,6 +304,7 @@ def run_recipe(
                 budget = default_budget(bundle) // (group.local_world if bundle.device.type == "cpu" else 1)
                 budget = group.least(budget)
             data_attrs["memory_budget_bytes"] = budget
+            data_attrs["memory_budget_batch_share"] = BATCH_SHARE
         label_batch_size = recipe.batch_size if budget is None else choose(bundle, rows, None, budget)[0]
         labels, filter_attrs = follow_labels(run, rows, label_batch_size, needed=bool(own))
         data_attrs.update(filter_attrs)

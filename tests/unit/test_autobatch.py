@@ -67,6 +67,31 @@ def test_small_budget_is_never_exceeded(tmp_path):
     assert n * g < 32 * 16 and res["batch_size_used"]["knockout"] == n
 
 
+FREED = """
+import sys, torch
+from anchorlab.backends.local import return_freed_tensors_to_os
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+if sys.argv[1] == "set":
+    assert return_freed_tensors_to_os()
+big = torch.ones(30 * 2**18); del big  # a freed 30 MiB tensor: glibc raises its mmap threshold to it
+before = rss()
+xs = [torch.ones(2**20) for _ in range(10)]; del xs  # ten 4 MiB tensors, freed
+print(rss() - before)
+"""
+
+
+def test_freed_cpu_tensors_leave_the_process():
+    """The local backend's allocator setting is what lets a budget hold: without it the ten freed
+    4 MiB tensors stay in the heap (the control proves the test can tell)."""
+    def retained(mode):
+        out = subprocess.run([sys.executable, "-c", FREED, mode], check=True, capture_output=True, text=True)
+        return float(out.stdout.split()[-1])
+
+    assert retained("set") < 4 and retained("default") >= 36
+
+
 def test_impossible_budget_is_a_clear_error(tmp_path):
     from anchorlab.api import run
 
