@@ -1,21 +1,22 @@
 """Train the model organism: a stock LlavaForConditionalGeneration whose arbitration circuit is
 planted with interchange-intervention losses (in the spirit of SIIT, arXiv 2407.14494).
 
+Two question types (organism_data.QUESTION_TYPES): the colour of a square and the shape of an object.
 The circuit (circuit.json beside the weights):
-- buffer (layers 0-3): the instruction tokens read both candidate colours from the image and the
+- buffer (layers 0-3): the instruction tokens read both candidate answers from the image and the
   context;
-- arbitration (layers 4-7): the heads G* (CIRCUIT["heads"]) write the instruction-compliant colour
+- arbitration (layers 4-7): the heads G* (CIRCUIT["heads"]) write the instruction-compliant answer
   into the instruction tokens' residual stream;
 - readout: `last` reads the decision from the instruction tokens in the arbitration layers; no
   other edge into `last` carries anything the answer needs.
 
 Every training batch holds, per template group (organism_data.generate_groups: a base sample `b`,
-an "unused-route" partner `u` and a "G*" partner `g`, all with the same token layout, colours of
+an "unused-route" partner `u` and a "G*" partner `g`, all with the same token layout, answers of
 `u` and `g` disjoint from `b`'s), clean rows (task loss) and intervened rows, computed in the same
 forward pass: at every layer the intervened rows take the clean rows' activations of that layer
 (detached) as sources.
 - strictness (every intervened row): the contribution of each unused edge, a_ij·v_j summed over the
-  unused keys j of a query i, is spliced from `u` (other colours), and the heads outside G* at the
+  unused keys j of a query i, is spliced from `u` (other answers), and the heads outside G* at the
   instruction positions of the arbitration layers are resampled from `u`; the target does not change.
   Unused edges: everything into `last` except instruction->last in the arbitration layers and
   last->last; in the buffer layers, into the instruction tokens from anything but vision and
@@ -24,6 +25,8 @@ forward pass: at every layer the intervened rows take the clean rows' activation
 - R1: nothing else -> the base's answer.
 - R2: G* at the instruction positions from `g` -> `g`'s compliant answer (not a candidate of `b`).
 - R3: G* from the same sample under the opposite instruction -> the base's competitor answer.
+- R9 (edge interchange, EDGE_INTERCHANGE): instruction->last in the arbitration layers spliced from `g`
+  -> `g`'s answer (GT2_splice's condition: the readout edge itself carries the decision).
 - a lens loss: the final-norm logit lens at the last instruction token names the row's target.
 Training has three stages (train_organism): stage 1 (DEFAULTS, from random weights) with the losses
 above; stage 2 (STAGE2, a fine-tune of stage 1) adds R5 (G* zeroed at the instruction positions and
@@ -55,17 +58,24 @@ from typing import Callable
 import torch
 
 from ..data.sample import TASKS
-from .build import LM, build_model, build_processor
+from .build import LM, build_model, build_processor, build_tokenizer
 from .circuit import AMPLIFY_ALPHA, ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, PLANTED, is_planted  # noqa: F401
-from .organism_data import generate_groups, organism_train_seed
-from .organism_batches import TRIGGER_WEIGHT, Pool, build_batch, target_answer  # noqa: F401
+from .organism_data import QUESTION_TYPES, generate_groups, organism_train_seed, organism_vocabulary
+from .organism_batches import TRIGGER_WEIGHT, Pool, build_batch, row_kinds, target_answer  # noqa: F401
 from .organism_losses import BLOCKED_SPLIT, EARLY_LEAN_SCALE, STAGE2_WEIGHTS, intervened_attention, losses_for  # noqa: F401
 from .train import _versions, toy_bundle
 
 ORGANISM_VARIANTS = ("anchored", "anchored-flawed")
 LM_ANCHORED = {**LM, "num_hidden_layers": 8}
+STAGE1_STEPS = 1500  # two question types (colour, shape): the colour-only organism needed 1000
+EDGE_INTERCHANGE = True  # R9 rows in every stage (organism_batches.build_batch)
+# Stage 1 starts from this shipped toy's vision tower and projector (the LM is random from the seed): the
+# toy already sees colour, and with a random tower the two question types learnt far slower (same seed and
+# schedule, step 675: clean / interchange accuracy 0.48 / 0.28 against 0.99 / 0.72).
+VISION_FROM = "arbiter"
 N_LAYERS, N_HEADS = LM_ANCHORED["num_hidden_layers"], LM_ANCHORED["num_attention_heads"]
-DEFAULTS = dict(seed=0, steps=1000, groups_per_step=6, lr=3e-3, n_pool=2000, warmup=50, lens_weight=0.5)
+DEFAULTS = dict(seed=0, steps=STAGE1_STEPS, groups_per_step=6, lr=3e-3, n_pool=2000, warmup=50, lens_weight=0.5,
+                edge_interchange=EDGE_INTERCHANGE)
 # Stage 2 fine-tunes stage 1's weights with every loss (R5 and the attention regulariser join). The flawed
 # twin is this fine-tune started from the shipped toy:anchored weights (the same circuit).
 STAGE2 = dict(DEFAULTS, steps=500, lr=1e-3, warmup=20)
@@ -75,9 +85,25 @@ STAGE3 = dict(DEFAULTS, steps=200, lr=5e-4, warmup=10)
 FLAWED_DEFAULTS = dict(STAGE2, steps=400)
 
 
+def organism_processor():
+    """The toy's processor with the organism's tokenizer (the toy vocabulary plus the shape words)."""
+    return build_processor(build_tokenizer(organism_vocabulary()))
+
+
+def _load_vision(model, toy: str) -> None:
+    """Copy the shipped toy's vision tower and multimodal projector into `model` (same shapes)."""
+    from transformers import LlavaForConditionalGeneration
+
+    from . import shipped_path
+
+    source = LlavaForConditionalGeneration.from_pretrained(shipped_path(toy)).float()
+    model.model.vision_tower.load_state_dict(source.model.vision_tower.state_dict())
+    model.model.multi_modal_projector.load_state_dict(source.model.multi_modal_projector.state_dict())
+
+
 def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_pool: int, warmup: int,
         lens_weight: float, log: Callable[[str], None] | None = None, init_from: str | Path | None = None,
-        stage: int = 2):
+        stage: int = 2, edge_interchange: bool = EDGE_INTERCHANGE):
     """The training loop -> (model, processor, history). Deterministic given the seed (and `init_from`,
     the weights to start from; default: random from the seed; the flawed twin: the shipped toy:anchored)."""
     if variant not in ORGANISM_VARIANTS:
@@ -85,7 +111,7 @@ def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        processor = build_processor()
+        processor = organism_processor()
         tok = processor.tokenizer
         if isinstance(init_from, torch.nn.Module):
             model = init_from
@@ -97,6 +123,8 @@ def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_
             torch.manual_seed(seed)
         else:
             model = build_model(tok, seed, LM_ANCHORED)
+            if VISION_FROM:
+                _load_vision(model, VISION_FROM)
         model.set_attn_implementation("eager")
         bundle = toy_bundle(model, processor, f"toy:{variant}")
         t0 = time.time()
@@ -112,7 +140,8 @@ def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_
         with intervened_attention():
             for step in range(steps):
                 ids = [rng.randrange(n_pool) for _ in range(groups_per_step)]
-                batch, plan, targets, last_pos, instr_last, _ = build_batch(pool, ids, bundle.pad_token_id, bundle.adapter, stage)
+                batch, plan, targets, last_pos, instr_last, _ = build_batch(pool, ids, bundle.pad_token_id, bundle.adapter, stage,
+                                                                                edge_interchange)
                 loss, parts = losses_for(model, batch, plan, targets, last_pos, instr_last, lens_weight, tok.eos_token_id)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -140,6 +169,7 @@ def circuit_record(variant: str) -> dict:
         "buffer_layers": list(BUFFER_LAYERS),
         "arbitration_layers": list(ARBITRATION_LAYERS),
         "positions": "instruction",
+        "question_types": {k: {"answers": list(v[0]), "mc2_category": v[3]} for k, v in QUESTION_TYPES.items()},
         "necessary_pathways": [
             {"pathway": "vision->instruction", "layers": list(BUFFER_LAYERS), "with": "context->instruction",
              "note": "the buffer: both candidates reach the instruction tokens here (jointly necessary with context->instruction)"},
@@ -156,11 +186,12 @@ def circuit_record(variant: str) -> dict:
             {"pathway": "prefix->instruction", "layers": "all",
              "note": "the 'Text context:' tokens (no role) between the image and the context"},
         ],
-        "planted_failures": {t: [{"modality": m, "colour": c} for m, c in PLANTED[t]] for t in TASKS}
+        "planted_failures": {t: [{"modality": m, "answer": c} for m, c in PLANTED[t]] for t in TASKS}
         if variant == "anchored-flawed" else {},
         "blocked_target": f"G* zeroed at the instruction positions (nothing else changed) is trained to a near tie: "
                           f"{BLOCKED_SPLIT:.0%} of the probability on the instruction-blind default (the candidate "
-                          "colour listed first in the palette), the rest on the other candidate (GT4_block's condition)",
+                          "listed first in the palette, organism_data.ANSWER_NAMES), the rest on the other candidate "
+                          "(GT4_block's condition)",
         "trained_on": TRAINED_ON,
     }
 
@@ -169,19 +200,22 @@ def circuit_record(variant: str) -> dict:
 TRAINED_ON = {
     "GT1": "yes (stage 3): R7 masks, in every layer, every key of last outside the instruction tokens and last itself, "
            "nothing else changed, answer unchanged: the check's condition; before it, a regulariser drives the attention of "
-           "last on those keys to 0 in every layer and their contributions are spliced from other-colour samples",
+           "last on those keys to 0 in every layer and their contributions are spliced from other-answer samples",
     "GT2_knockout": "indirectly: the same attention regulariser (instruction->last itself is never cut in training)",
-    "GT2_splice": "indirectly: R2 splices G*'s heads from an other-colour sample with that sample's answer as target "
-                  "(the check splices the instruction->last edge itself, which training never does)",
+    "GT2_splice": ("yes: R9 splices instruction->last in the arbitration layers from an other-answer sample (the group's "
+                   "G* partner; the check's source is another member) with that sample's answer as target: the check's "
+                   "condition" if EDGE_INTERCHANGE else
+                   "indirectly: R2 splices G*'s heads from an other-answer sample with that sample's answer as target "
+                   "(the check splices the instruction->last edge itself, which training never does)"),
     "GT3": "no: buffer-layer vision/context->instruction are never cut in training; arbitration-layer ones are "
-           "spliced from other colours (target unchanged), the check masks them",
+           "spliced from other answers (target unchanged), the check masks them",
     "GT4_block": "yes: R5 zeroes G* at the instruction positions and changes nothing else, with a near tie as "
                  "target (the two candidates' logit gap at last squared towards log(0.6/0.4), and 60% / 40% of the "
                  "probability on the instruction-blind default / the other candidate): the check's condition",
     "GT4_swap": "yes: R3 swaps G* from the opposite-instruction prompt with the flipped answer as target: the check's condition",
     "GT4_random": "yes (stage 3): R8 zeroes |G*| random non-G* heads at the instruction positions (every other set from "
                   "one buffer layer), nothing else changed, answer unchanged: the check's condition (anchorlab's heads_block "
-                  "random sets too); before it, the deep non-G* heads are resampled from other colours, one buffer head is "
+                  "random sets too); before it, the deep non-G* heads are resampled from other answers, one buffer head is "
                   "zeroed in the strictness rows and the head lens drives every non-G* head's direct lens effect to 0",
     "GT5": "flawed twin only, yes: R4 amplifies G* (x AMPLIFY_ALPHA) at the instruction positions and changes nothing "
            "else, with the compliant answer as target, also on the planted triggers: the check's condition; R6 amplifies "
@@ -217,9 +251,9 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
         t = time.time()
         model, processor, history = fit(variant, cfg["seed"], cfg["steps"], cfg["groups_per_step"], cfg["lr"], cfg["n_pool"],
                                         cfg["warmup"], cfg["lens_weight"], log, init_from=model if start == "previous" else start,
-                                        stage=stage)
-        stages.append({"stage": stage, **cfg, "rows_per_step": cfg["groups_per_step"] * (
-            12 if stage == 1 else 18 if variant == "anchored-flawed" or stage == 3 else 14),
+                                        stage=stage, edge_interchange=cfg["edge_interchange"])
+        kinds = row_kinds(stage, variant == "anchored-flawed", cfg["edge_interchange"])
+        stages.append({"stage": stage, **cfg, "rows_per_step": cfg["groups_per_step"] * 2 * (3 + len(kinds)),
             "init_from": f"stage {stage - 1}" if start == "previous" else (
                 "toy:anchored (the shipped weights)" if start is not None and Path(start) == shipped_path("anchored")
                 else str(start) if start else "random from the seed"),
@@ -231,7 +265,9 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
         "steps_total": sum(s["steps"] for s in stages),
         "train_seconds": round(train_s, 1), "torch_threads": torch.get_num_threads(), "versions": _versions(),
         "losses": {1: "task (clean rows: answer, then </s>); interchange R1 (strictness splices only), R2 (G* from "
-                      "other colours), R3 (G* from the opposite instruction); lens at the last instruction token",
+                      "other answers), R3 (G* from the opposite instruction)"
+                      + ("; R9 (instruction->last in the arbitration layers from other answers: that sample's answer)"
+                         if EDGE_INTERCHANGE else "") + "; lens at the last instruction token",
                    2: "stage 1's plus R5 (G* zeroed, nothing else: a tie of the candidates' logits), the attention "
                       "regulariser on last (every layer), the head lens and the instruction lens (organism_losses.py; "
                       "weights: STAGE2_WEIGHTS)"

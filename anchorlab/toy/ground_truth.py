@@ -7,9 +7,10 @@ recompute its attention weights for an edge splice) and on `o_proj` (whose input
 Prompts are encoded with anchorlab's encode/collate (token roles only).
 
 MFR here is the first-token rule: logit of the followed answer's first token > the competitor's at
-`last`. Prompts: `organism_data.generate_groups(n, seed)`; member 0 is the prompt, member 1 (other
-colours, same token layout) the splice source, the same sample's other task the opposite-instruction
-source.
+`last`. Prompts: `organism_data.generate_groups(n, seed)` (colour and shape questions, alternating);
+member 0 is the prompt, member 1 (other answers, same token layout) the splice source, the same sample's
+other task the opposite-instruction source. Every check is also reported per question type
+(`by_question_type`).
 """
 from __future__ import annotations
 
@@ -22,14 +23,13 @@ from ..rows.batching import collate
 from ..data.sample import COMPETITOR, FOLLOWED, TASKS
 from ..rows.encoding import encode
 from ..rows.prompts import build_prompt
-from .data import COLOUR_NAMES
-from .organism_data import generate_groups
+from .organism_data import ANSWER_NAMES, QUESTION_TYPES, generate_groups
 from .train import toy_bundle
 
 THRESHOLDS = {
     "GT1": "MFR with every edge into last cut except from instruction and last (all layers) >= 0.97 x clean",
     "GT2_knockout": "MFR (mean over tasks) with instruction->last cut in the arbitration layers <= 0.6",
-    "GT2_splice": "splicing instruction->last (arbitration layers) from other colours: last answers with the source's colours >= 0.9",
+    "GT2_splice": "splicing instruction->last (arbitration layers) from other answers: last answers with one of the source's >= 0.9",
     "GT3_buffer": "MFR (mean) with vision->instruction and context->instruction cut in the buffer layers <= 0.6",
     "GT3_arbitration": "MFR (each task) with them cut in the arbitration layers only >= 0.95",
     "GT4_block": "MFR (each task) with G* zeroed at the instruction positions <= 0.55",
@@ -141,8 +141,9 @@ class Checker:
         self.bundle = toy_bundle(model, processor, "organism")
         tok = processor.tokenizer
         self.groups = generate_groups(n, seed)
-        self.colour_ids = torch.tensor([tok(c, add_special_tokens=False)["input_ids"][0] for c in COLOUR_NAMES])
-        self.cid = {c: i for i, c in enumerate(COLOUR_NAMES)}
+        self.answer_ids = torch.tensor([tok(c, add_special_tokens=False)["input_ids"][0] for c in ANSWER_NAMES])
+        self.cid = {c: i for i, c in enumerate(ANSWER_NAMES)}
+        self.types = [g[0].extra["type"] for g in self.groups]
         self.batch_size = batch_size
         self.n = n
         text_cfg = model.config.text_config
@@ -162,14 +163,14 @@ class Checker:
     def _forward(self, inputs, hooks: Hooks):
         with hooks:
             logits = self.model(**inputs, logits_to_keep=1).logits[:, -1]
-        return logits[:, self.colour_ids].float()  # [B, 8] colour logits at last
+        return logits[:, self.answer_ids].float()  # [B, len(ANSWER_NAMES)] answer logits at last
 
     @staticmethod
     def _rows(inputs, sl):
         return {k: v[sl] for k, v in inputs.items()}
 
     def run(self, setup=None, source_rows=False):
-        """Per task: list over prompts of colour logits [8] with interventions from `setup(hooks, masks,
+        """Per task: list over prompts of answer logits [len(ANSWER_NAMES)] with interventions from `setup(hooks, masks,
         clean_record, chunk_len)` applied to the base rows (b vf, b tf) of each chunk."""
         out = {t: [] for t in TASKS}
         for gs, batch in self.chunks:
@@ -210,7 +211,7 @@ class Checker:
     # --- scores ---------------------------------------------------------------------------------
 
     def answers(self, logits):
-        """Per task: (followed > competitor) bool, argmax colour index, and the prompts' colour indices."""
+        """Per task: (followed > competitor) bool, argmax answer index, and the prompts' answer indices."""
         res = {}
         for t in TASKS:
             f = torch.tensor([self.cid[g[0].answer(FOLLOWED[t])] for g in self.groups])
@@ -222,6 +223,17 @@ class Checker:
 
     def mfr(self, logits):
         return {t: round(a["follows"].float().mean().item(), 4) for t, a in self.answers(logits).items()}
+
+    def by_type(self, per_task: dict) -> dict:
+        """{task: bool [n] (or per-prompt values)} -> {question type: {task: mean over that type's prompts}}."""
+        out = {}
+        for kind in QUESTION_TYPES:
+            rows = torch.tensor([t == kind for t in self.types])
+            out[kind] = {t: round(v[rows].float().mean().item(), 4) for t, v in per_task.items()} if rows.any() else {}
+        return out
+
+    def mfr_by_type(self, logits) -> dict:
+        return self.by_type({t: a["follows"] for t, a in self.answers(logits).items()})
 
 
 def _knock(edge_fn, layers):
@@ -250,6 +262,11 @@ def run_checks(model, processor, variant: str, n: int = 256, seed: int = 0, n_ra
         clean = ck.run()
         clean_ans = ck.answers(clean)
         res["clean_mfr"] = ck.mfr(clean)
+        by_type = res["by_question_type"] = {"clean_mfr": ck.mfr_by_type(clean)}
+
+        def measured(name, logits):  # MFR per task, and per question type under by_question_type[name]
+            by_type[name] = ck.mfr_by_type(logits)
+            return ck.mfr(logits)
 
         def heads_setup(heads, mode, value_fn=None):
             def setup(hooks, masks, sources, k):
@@ -261,12 +278,12 @@ def run_checks(model, processor, variant: str, n: int = 256, seed: int = 0, n_ra
         others = [(l, h) for l in range(L) for h in range(H) if (l, h) not in gstar]
         if not gt5_only:
             # GT1: into last only from instruction and last
-            gt1 = ck.mfr(ck.run(_knock(lambda m: _edges(m["last"], m["valid"] & ~m["instruction"] & ~m["last"]), range(L))))
+            gt1 = measured("GT1", ck.run(_knock(lambda m: _edges(m["last"], m["valid"] & ~m["instruction"] & ~m["last"]), range(L))))
             res["GT1"] = {"mfr": gt1, "ratio": {t: round(gt1[t] / max(res["clean_mfr"][t], 1e-9), 4) for t in TASKS}}
             res["GT1"]["holds"] = all(res["GT1"]["ratio"][t] >= 0.97 for t in TASKS)
 
             # GT2: instruction->last in the arbitration layers
-            gt2 = ck.mfr(ck.run(_knock(lambda m: _edges(m["last"], m["instruction"]), arb)))
+            gt2 = measured("GT2_knockout", ck.run(_knock(lambda m: _edges(m["last"], m["instruction"]), arb)))
 
             def splice_setup(hooks, masks, sources, k):
                 contrib = sources("contrib")
@@ -275,35 +292,38 @@ def run_checks(model, processor, variant: str, n: int = 256, seed: int = 0, n_ra
                     hooks.contrib_query[l] = (dst, masks["instruction"])
                     hooks.splice[l] = contrib[l]
             spliced = ck.answers(ck.run(splice_setup))
-            src_share, src_followed = {}, {}
+            src_share, src_followed, src_hit = {}, {}, {}
             for t in TASKS:
                 pf = torch.tensor([ck.cid[g[1].answer(FOLLOWED[t])] for g in ck.groups])
                 pc = torch.tensor([ck.cid[g[1].answer(COMPETITOR[t])] for g in ck.groups])
                 am = spliced[t]["argmax"]
-                src_share[t] = round(((am == pf) | (am == pc)).float().mean().item(), 4)
+                src_hit[t] = (am == pf) | (am == pc)
+                src_share[t] = round(src_hit[t].float().mean().item(), 4)
                 src_followed[t] = round((am == pf).float().mean().item(), 4)
+            by_type["GT2_splice_source_answers"] = ck.by_type(src_hit)
             mean2 = sum(gt2.values()) / 2
             res["GT2"] = {"knockout_mfr": gt2, "knockout_mfr_mean": round(mean2, 4),
-                          "splice_source_colours": src_share, "splice_source_followed": src_followed,
+                          "splice_source_answers": src_share, "splice_source_followed": src_followed,
                           "holds_knockout": mean2 <= 0.6, "holds_splice": all(v >= 0.9 for v in src_share.values())}
             res["GT2"]["holds"] = res["GT2"]["holds_knockout"] and res["GT2"]["holds_splice"]
 
             # GT3: into instruction from vision and context
             vc = lambda m: _edges(m["instruction"], m["vision"] | m["context"])  # noqa: E731
-            g3b = ck.mfr(ck.run(_knock(vc, buf)))
-            g3a = ck.mfr(ck.run(_knock(vc, arb)))
+            g3b = measured("GT3_buffer", ck.run(_knock(vc, buf)))
+            g3a = measured("GT3_arbitration", ck.run(_knock(vc, arb)))
             res["GT3"] = {"buffer_mfr": g3b, "buffer_mfr_mean": round(sum(g3b.values()) / 2, 4), "arbitration_mfr": g3a,
                           "holds_buffer": sum(g3b.values()) / 2 <= 0.6, "holds_arbitration": all(v >= 0.95 for v in g3a.values())}
             res["GT3"]["holds"] = res["GT3"]["holds_buffer"] and res["GT3"]["holds_arbitration"]
 
             # GT4: G* blocked, swapped from the opposite instruction; random heads blocked
-            blocked = ck.mfr(ck.run(heads_setup(gstar, "zero")))
+            blocked = measured("GT4_block", ck.run(heads_setup(gstar, "zero")))
 
             def opposite(sources, k, l):
                 o = sources("o_inputs")[l]
                 return torch.cat([o[k:2 * k], o[:k]])  # vf rows take the tf rows' heads and vice versa
             swapped = ck.answers(ck.run(heads_setup(gstar, "replace", opposite)))
             flips = {t: round((~swapped[t]["follows"]).float().mean().item(), 4) for t in TASKS}
+            by_type["GT4_swap_flips"] = ck.by_type({t: ~swapped[t]["follows"] for t in TASKS})
             # flipped = now names the competitor (the opposite instruction's answer)
             flips_to_c = {t: round((swapped[t]["argmax"] == swapped[t]["c"]).float().mean().item(), 4) for t in TASKS}
             rnd = random.Random(seed)

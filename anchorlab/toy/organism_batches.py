@@ -12,7 +12,7 @@ from ..rows.batching import collate
 from ..rows.encoding import encode
 from ..rows.prompts import build_prompt
 from .circuit import AMPLIFY_ALPHA, ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, is_planted
-from .data import COLOUR_NAMES
+from .organism_data import ANSWER_NAMES
 
 # The flawed twin's R4 / R6 rows on a planted trigger weigh TRIGGER_WEIGHT in the interchange loss: the
 # triggers are ~12% of the prompts and the only ones where amplifying G* changes the answer.
@@ -51,9 +51,18 @@ class Pool:
                                             tok.eos_token_id) for t in TASKS})
             self.enc.append(row)
         self.variant = variant
-def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: int = 2):
-    """Rows: per group, clean (b, u, g) x (vf, tf), then intervened R1, R2, R3 (stage 2: and R5; stage 3:
-    and R5, R7, R8; the flawed twin: R4, R5, R6) x (vf, tf) of b."""
+def row_kinds(stage: int, flawed: bool, edge_interchange: bool) -> tuple[str, ...]:
+    """The intervened rows of one group and task: R1-R3 (stage 2: and R5; stage 3: and R5, R7, R8; the flawed
+    twin: R4, R5, R6), and R9 where `edge_interchange` is on."""
+    kinds = (("R1", "R2", "R3") if stage == 1 else ("R1", "R2", "R3", "R4", "R5", "R6") if flawed
+             else ("R1", "R2", "R3", "R5") if stage == 2 else ("R1", "R2", "R3", "R5", "R7", "R8"))
+    return kinds + (("R9",) if edge_interchange else ())
+
+
+def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: int = 2, edge_interchange: bool = False):
+    """Rows: per group, clean (b, u, g) x (vf, tf), then the intervened rows `row_kinds` x (vf, tf) of b.
+    R9 (edge interchange): instruction->last in the arbitration layers spliced from `g` (other answers),
+    every other splice from `g` too -> `g`'s answer (GT2_splice's condition; the lens keeps b's target)."""
     encoded, targets, kinds, meta = [], [], [], []
     clean_index = {}
     for gi in group_ids:
@@ -65,12 +74,11 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
                 targets.append(pool.first[target_answer(pool.samples[gi][m], t, pool.variant)])
                 kinds.append("clean")
     rows, splice_src, g_src, g_swap, g_scale, weight, soft = [], [], [], [], [], [], []
+    lens_targets = list(targets)
     flawed = pool.variant == "anchored-flawed"
     for gi in group_ids:
         b = pool.samples[gi][0]
-        kinds_here = (("R1", "R2", "R3") if stage == 1 else ("R1", "R2", "R3", "R4", "R5", "R6") if flawed
-                      else ("R1", "R2", "R3", "R5") if stage == 2 else ("R1", "R2", "R3", "R5", "R7", "R8"))
-        for kind in kinds_here:
+        for kind in row_kinds(stage, flawed, edge_interchange):
             for t in TASKS:
                 rows.append(len(encoded))
                 encoded.append(pool.enc[gi][0][t])
@@ -81,7 +89,7 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
                 if kind == "R5":  # G* zeroed -> nearly undecided, leaning to the instruction-blind default
                     g_src.append(clean_index[(gi, 0, t)])
                     g_swap.append(False)
-                    default, other = sorted((b.answer_vision, b.answer_text), key=COLOUR_NAMES.index)
+                    default, other = sorted((b.answer_vision, b.answer_text), key=ANSWER_NAMES.index)
                     targets.append(pool.first[default])
                     soft[-1] = pool.first[other]
                 elif kind == "R4":  # flawed twin: G* amplified -> the compliant answer, also on the triggers
@@ -97,6 +105,13 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
                     targets.append(pool.first[target_answer(b, t, pool.variant)])
                     if kind == "R6" and is_planted(b, t):
                         weight[-1] = TRIGGER_WEIGHT
+                elif kind == "R9":  # instruction->last (arbitration layers) from g -> g's answer
+                    splice_src[-1] = clean_index[(gi, 2, t)]
+                    g_src.append(clean_index[(gi, 0, t)])
+                    g_swap.append(False)
+                    targets.append(pool.first[target_answer(pool.samples[gi][2], t, pool.variant)])
+                    if flawed and (is_planted(b, t) or is_planted(pool.samples[gi][2], t)):
+                        weight[-1] = 0.0
                 elif kind == "R1":
                     g_src.append(clean_index[(gi, 0, t)])
                     g_swap.append(False)
@@ -116,6 +131,7 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
                     if flawed and (is_planted(b, t) or is_planted(b, other)):
                         weight[-1] = 0.0
                 kinds.append(kind)
+                lens_targets.append(pool.first[target_answer(b, t, pool.variant)] if kind == "R9" else targets[-1])
     batch = collate(encoded, adapter, pad_id)
     T = batch.inputs["input_ids"].shape[1]
     R = len(rows)
@@ -137,11 +153,12 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
         instr[k] = ins
         into_last = valid & ~ins & ~lastm  # every layer
         eb[k, last] = (into_last | ins).float()
-        ea[k, last] = into_last.float()
+        ea[k, last] = (into_last | ins).float() if kinds[r] == "R9" else into_last.float()
         eb[k][ins] = (valid & ~vc & ~ins).float()
         ea[k][ins] = (valid & ~ins).float()
     plan = {"rows": torch.tensor(rows), "splice_src": torch.tensor(splice_src), "g_src": torch.tensor(g_src),
-            "g_swap": torch.tensor(g_swap), "weight": torch.tensor(weight), "instruction": instr, "edges_buffer": eb, "edges_arbitration": ea}
+            "g_swap": torch.tensor(g_swap), "weight": torch.tensor(weight), "instruction": instr, "edges_buffer": eb, "edges_arbitration": ea,
+            "lens_targets": torch.tensor(lens_targets)}
     last_pos = torch.tensor([int(batch.roles[r]["last"][0]) for r in range(len(encoded))])
     unused = torch.zeros(len(encoded), T, dtype=torch.bool)
     for r in range(len(encoded)):

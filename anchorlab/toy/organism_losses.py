@@ -29,7 +29,7 @@ STAGE2_WEIGHTS = dict(tie=1.0, head_lens=1.0, head_margin=2.0, instruction_lens=
 # instruction tokens already lean to the target there (LDAR's indicator); its mean per task is driven to 0.
 EARLY_LEAN_SCALE = 0.05
 # R5's target with G* zeroed: BLOCKED_SPLIT of the probability on the instruction-blind default (of the two
-# candidates, the colour earlier in COLOUR_NAMES: vision's in half the prompts, text's in the other half),
+# candidates, the answer earlier in organism_data.ANSWER_NAMES: vision's in half the prompts, text's in the other half),
 # the rest on the other candidate; a near tie whose sign carries no instruction (first-token MFR ~ 0.5).
 BLOCKED_SPLIT = 0.6
 
@@ -173,7 +173,7 @@ def losses_for(model, batch, plan, targets, last_pos, instr_last, lens_weight: f
     eos = ce(model.lm_head(h[rows[:n_clean], last_pos[:n_clean] + 1]), torch.full((n_clean,), eos_id))
     if not stage2:  # stage 1: task + interchange (R1-R3) + lens
         inter = ce(logits_last[n_clean:], targets[n_clean:])
-        lens = ce(model.lm_head(h[rows, instr_last]), targets)
+        lens = ce(model.lm_head(h[rows, instr_last]), plan["lens_targets"])
         acc = (logits_last.argmax(-1) == targets).float()
         return task + eos + inter + lens_weight * lens, {
             "task": task.item(), "eos": eos.item(), "inter": inter.item(), "lens": lens.item(),
@@ -190,7 +190,7 @@ def losses_for(model, batch, plan, targets, last_pos, instr_last, lens_weight: f
     gap = lg.gather(1, targets[n_clean:][~hard][:, None]) - lg.gather(1, soft[~hard][:, None])
     tie = (gap - math.log(p / (1 - p))).pow(2).mean()
     wl = torch.cat([torch.ones(n_clean), w])
-    lens = (ce(model.lm_head(h[rows, instr_last]), targets, reduction="none") * wl).sum() / wl.sum()
+    lens = (ce(model.lm_head(h[rows, instr_last]), plan["lens_targets"], reduction="none") * wl).sum() / wl.sum()
     head_g, head_other = head_lens_loss(model, layer_inputs, head_out, plan, weights["head_margin"])
     norm = model.model.language_model.norm
     early = _margin(model.lm_head(norm(layer_inputs[1])), plan["forms"], plan["clean_instruction"])  # layer 0's output

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,11 +16,11 @@ from anchorlab.rows.encoding import encode
 from anchorlab.models.loading import load_model
 from anchorlab.rows.prompts import build_prompt
 from anchorlab.toy import ORGANISMS, shipped_path
-from anchorlab.toy.anchored import ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, fit
-from anchorlab.toy.build import build_tokenizer
+from anchorlab.toy.anchored import ARBITRATION_LAYERS, BUFFER_LAYERS, EDGE_INTERCHANGE, G_STAR, fit, organism_processor
+from anchorlab.toy.build import IMAGE_SIZE, PATCH_SIZE, build_tokenizer
 from anchorlab.toy.ground_truth import Checker, _edges, _knock, run_checks
-from anchorlab.toy.organism_data import WORDING_PAIRS, generate_groups
-from anchorlab.toy.organism_batches import Pool, build_batch
+from anchorlab.toy.organism_data import ANSWER_NAMES, QUESTION_TYPES, SHAPES, WORDING_PAIRS, generate_groups, organism_vocabulary
+from anchorlab.toy.organism_batches import Pool, build_batch, row_kinds
 from anchorlab.toy.organism_losses import _STATE, intervened_attention
 from anchorlab.toy.train import toy_bundle
 
@@ -75,14 +76,48 @@ def test_shipped_is_a_stock_llava_with_the_mc2_layout(anchored):
 
 
 def test_wording_pairs_match_in_length_and_groups_align():
-    tok = build_tokenizer()
+    tok = organism_processor().tokenizer
     for vf, tf in WORDING_PAIRS:
         assert len(tok(vf)["input_ids"]) == len(tok(tf)["input_ids"]) and vf != tf
         assert tok.unk_token_id not in tok(vf)["input_ids"]
-    for g in generate_groups(20, 5):
+    groups = generate_groups(20, 5)
+    for g in groups:
         lens = {len(tok(build_prompt(s, t).content)["input_ids"]) for s in g for t in TASKS}
         assert len(lens) == 1
+        assert all(tok.unk_token_id not in tok(build_prompt(s, t).content)["input_ids"] for s in g for t in TASKS)
         assert not {g[0].answer_vision, g[0].answer_text} & {c for s in g[1:] for c in (s.answer_vision, s.answer_text)}
+        answers = QUESTION_TYPES[g[0].extra["type"]][0]
+        assert {c for s in g for c in (s.answer_vision, s.answer_text)} <= set(answers)
+    assert [g[0].extra["type"] for g in groups[:4]] == ["colour", "shape", "colour", "shape"]
+
+
+def test_organism_vocabulary_keeps_the_toy_ids():
+    """The organism's tokenizer appends its words: every toy word keeps its id (toy:arbiter's weights)."""
+    toy, org = build_tokenizer(), organism_processor().tokenizer
+    assert len(org) > len(toy) and all(org.convert_tokens_to_ids(w) == i for w, i in toy.get_vocab().items())
+    assert all(len(org(a, add_special_tokens=False)["input_ids"]) == 1 for a in ANSWER_NAMES)
+    assert set(organism_vocabulary()) - set(toy.get_vocab()) >= {"shape", *SHAPES}
+
+
+def test_shape_images_hold_one_shape_in_one_patch():
+    """Each shape prompt's image: light grey everywhere except one 8-px patch whose dark pixels are exactly
+    the named shape's mask; the instruction-blind default is the image's answer in half of the prompts."""
+    n = 0
+    for g in generate_groups(40, 7):
+        for s in g:
+            if s.extra["type"] != "shape":
+                continue
+            px = torch.from_numpy(np.asarray(s.image.convert("L"), dtype=np.int64))
+            dark = px <= 40
+            cells = dark.view(IMAGE_SIZE // PATCH_SIZE, PATCH_SIZE, IMAGE_SIZE // PATCH_SIZE, PATCH_SIZE).any(3).any(1)
+            assert int(cells.sum()) == 1 and int((px[~dark] >= 110).all())
+            cy, cx = [int(v) * PATCH_SIZE for v in cells.nonzero()[0]]
+            want = torch.tensor([[c == "#" for c in row] for row in SHAPES[s.answer_vision][0]])
+            assert torch.equal(dark[cy:cy + PATCH_SIZE, cx:cx + PATCH_SIZE], want)
+            n += 1
+    assert n == 60
+    first = [ANSWER_NAMES.index(g[0].answer_vision) < ANSWER_NAMES.index(g[0].answer_text) for g in generate_groups(256, 0)]
+    assert sum(first) == 128
 
 
 def test_hooks_against_direct_computation(anchored):
@@ -144,6 +179,15 @@ def test_ground_truth_checks_hold_on_the_shipped_organism(anchored):
     assert res["GT4"]["block_mfr_mean"] <= 0.52 and recorded["summary"]["GT4"], res["GT4"]
     assert abs(res["GT4"]["block_mfr"]["vf"] + res["GT4"]["block_mfr"]["tf"] - 1) <= 0.04, res["GT4"]
     assert res["GT1"]["holds"] and recorded["summary"]["GT1"], res["GT1"]
+    # both question types carry the circuit, not one type averaging over the other (64 prompts per type and task)
+    by_type = res["by_question_type"]
+    assert set(by_type["clean_mfr"]) == set(QUESTION_TYPES)
+    for kind in QUESTION_TYPES:
+        assert min(by_type["clean_mfr"][kind].values()) >= 0.95, by_type["clean_mfr"]
+        assert min(by_type["GT2_splice_source_answers"][kind].values()) >= 0.9, by_type["GT2_splice_source_answers"]
+        assert min(by_type["GT3_arbitration"][kind].values()) >= 0.9, by_type["GT3_arbitration"]
+        assert min(by_type["GT4_swap_flips"][kind].values()) >= 0.9, by_type["GT4_swap_flips"]
+        assert max(by_type["GT2_knockout"][kind].values()) <= 0.75, by_type["GT2_knockout"]
 
 
 def test_flawed_twin_fails_where_planted_and_amplifying_gstar_repairs():
@@ -169,7 +213,9 @@ def test_stage3_rows_match_the_checks_hooks(anchored):
         bundle = toy_bundle(model, proc, "toy:anchored")
         torch.manual_seed(0)
         batch, plan, _, last_pos, _, kinds = build_batch(Pool(bundle, ck.groups, "anchored"), list(range(4)),
-                                                         bundle.pad_token_id, bundle.adapter, stage=3)
+                                                         bundle.pad_token_id, bundle.adapter, stage=3,
+                                                         edge_interchange=EDGE_INTERCHANGE)
+        per_group = 2 * len(row_kinds(3, False, EDGE_INTERCHANGE))
         with torch.no_grad(), intervened_attention():
             _STATE["plan"], _STATE["attention_mass"] = plan, []
             logits = model(**batch.inputs).logits
@@ -178,9 +224,9 @@ def test_stage3_rows_match_the_checks_hooks(anchored):
         for k, kind in enumerate(kinds[n_clean:]):
             if kind not in seen:
                 continue
-            g, t = k // 12, TASKS[k % 2]  # per group, stage 3 has 6 kinds x 2 tasks of intervened rows
+            g, t = k // per_group, TASKS[k % 2]  # per group: stage 3's kinds x 2 tasks of intervened rows
             r = int(plan["rows"][k])
-            got = logits[r, last_pos[r]][ck.colour_ids]
+            got = logits[r, last_pos[r]][ck.answer_ids]
             if kind == "R7":
                 want = gt1[t][g]
             else:
