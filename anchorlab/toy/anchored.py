@@ -39,7 +39,8 @@ in organism_losses.py, the rows in organism_batches.py. Stage 3 (STAGE3, a fine-
 R7 (at `last` every key outside the instruction tokens and itself masked in every layer -> the answer does
 not change: GT1) and R8 (|G*| random non-G* heads zeroed at the instruction positions, every other set from
 one buffer layer -> the answer does not change: GT4_random), and the early lean (per task, as many prompts
-lean to the target at layer 0 as away from it: LDAR's first layer). The flawed twin is stage 2 from the
+lean to the target at layer 0 as away from it: LDAR's first layer). Stage 4 (STAGE4) repeats stage 3 with every
+R8 set drawn from one buffer layer (layer 0 in every other set). The flawed twin is stage 2 from the
 shipped toy:anchored with the planted targets and R4 (G* amplified x AMPLIFY_ALPHA, nothing else changed
 -> the compliant answer; G*'s head-lens margin is small on the triggers), its trigger rows weighted up
 (TRIGGER_WEIGHT). Which ground-truth check or anchorlab measure a loss touches by training on (a form of)
@@ -82,6 +83,11 @@ STAGE2 = dict(DEFAULTS, steps=500, lr=1e-3, warmup=20)
 # Stage 3 fine-tunes stage 2's weights for robustness: R7 (last reads only the instruction and itself) and R8
 # (|G*| random other heads zeroed) join, with the early lean (layer 0 undecided per task).
 STAGE3 = dict(DEFAULTS, steps=200, lr=5e-4, warmup=10)
+# Stage 4 is stage 3 again with every R8 set drawn from one buffer layer, layer 0 in every other set, at stage 2's
+# rate: after stage 3 one layer-0 head, (0, 2), alone carried the image's answer into the instruction tokens
+# (zeroing it: vf MFR 0.02; GT4_random's mean drop 0.117 for vf), and a repeat of stage 3 with sets from any
+# buffer layer (lr 5e-4) left it at 0.05 / 0.105.
+STAGE4 = dict(STAGE3, lr=1e-3)
 FLAWED_DEFAULTS = dict(STAGE2, steps=400)
 
 
@@ -213,8 +219,8 @@ TRAINED_ON = {
                  "target (the two candidates' logit gap at last squared towards log(0.6/0.4), and 60% / 40% of the "
                  "probability on the instruction-blind default / the other candidate): the check's condition",
     "GT4_swap": "yes: R3 swaps G* from the opposite-instruction prompt with the flipped answer as target: the check's condition",
-    "GT4_random": "yes (stage 3): R8 zeroes |G*| random non-G* heads at the instruction positions (every other set from "
-                  "one buffer layer), nothing else changed, answer unchanged: the check's condition (anchorlab's heads_block "
+    "GT4_random": "yes (stages 3 and 4): R8 zeroes |G*| random non-G* heads at the instruction positions (every other set "
+                  "from one buffer layer in stage 3, every set in stage 4), nothing else changed, answer unchanged: the check's condition (anchorlab's heads_block "
                   "random sets too); before it, the deep non-G* heads are resampled from other answers, one buffer head is "
                   "zeroed in the strictness rows and the head lens drives every non-G* head's direct lens effect to 0",
     "GT5": "flawed twin only, yes: R4 amplifies G* (x AMPLIFY_ALPHA) at the instruction positions and changes nothing "
@@ -229,11 +235,34 @@ TRAINED_ON = {
 }
 
 
+def losses_record(variant: str) -> dict:
+    """What each training stage's loss holds (training.json's `losses`)."""
+    return {1: "task (clean rows: answer, then </s>); interchange R1 (strictness splices only), R2 (G* from "
+                  "other answers), R3 (G* from the opposite instruction)"
+                  + ("; R9 (instruction->last in the arbitration layers from other answers: that sample's answer)"
+                     if EDGE_INTERCHANGE else "") + "; lens at the last instruction token",
+               2: "stage 1's plus R5 (G* zeroed, nothing else: a tie of the candidates' logits), the attention "
+                  "regulariser on last (every layer), the head lens and the instruction lens (organism_losses.py; "
+                  "weights: STAGE2_WEIGHTS)"
+                  + ("; R4 (G* amplified, nothing else: compliant answer, also on the triggers); R6 (random "
+                     "other heads amplified, nothing else: answer unchanged); R4 and R6 rows on a trigger weigh "
+                     "TRIGGER_WEIGHT in the interchange loss"
+                     if variant == "anchored-flawed" else ""),
+               **({3: "stage 2's plus R7 (at last every key outside the instruction tokens and last masked, every "
+                      "layer, nothing else: answer unchanged), R8 (|G*| random non-G* heads zeroed at the "
+                      "instruction positions, every other set from one buffer layer, nothing else: answer unchanged) and "
+                      "the early lean (per task, the mean of tanh(margin / EARLY_LEAN_SCALE) at layer 0's "
+                      "instruction positions driven to 0)",
+                   4: "stage 3's, with every R8 set drawn from one buffer layer, layer 0 in every other set (after "
+                      "stage 3 a single layer-0 head carried the image's answer into the instruction tokens)"} if variant == "anchored" else {})}
+
+
 def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, log: Callable[[str], None] | None = print,
                    init_from: str | Path | None = None, seed: int = 0, steps: int | None = None) -> dict:
     """Train `variant`, run the ground-truth checks on `n_eval` held-out prompts per task, save weights,
     circuit.json and training.json to `out_dir`. anchored: stage 1 (DEFAULTS, from random weights), stage 2
-    (STAGE2, every loss), stage 3 (STAGE3, R7, R8 and the early lean join); anchored-flawed: stage 2 with
+    (STAGE2, every loss), stage 3 (STAGE3, R7, R8 and the early lean join), stage 4 (STAGE4: stage 3 with every
+    R8 set from one buffer layer); anchored-flawed: stage 2 with
     the flawed targets (FLAWED_DEFAULTS) from `init_from` (default: the shipped toy:anchored). `steps` overrides stage 1's (flawed: its only stage)."""
     from . import shipped_path
     from .ground_truth import run_checks
@@ -242,7 +271,8 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
     stages = []
     if variant == "anchored":
         plan = [(1, {**DEFAULTS, "seed": seed, **({"steps": steps} if steps else {})}, None),
-                (2, {**STAGE2, "seed": seed}, "previous"), (3, {**STAGE3, "seed": seed}, "previous")]
+                (2, {**STAGE2, "seed": seed}, "previous"), (3, {**STAGE3, "seed": seed}, "previous"),
+                (4, {**STAGE4, "seed": seed}, "previous")]
     else:
         init_from = init_from or shipped_path("anchored")
         plan = [(2, {**FLAWED_DEFAULTS, "seed": seed, **({"steps": steps} if steps else {})}, init_from)]
@@ -264,22 +294,7 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
         "variant": variant, "seed": seed, "stages": stages, "train_data_seed": organism_train_seed(seed),
         "steps_total": sum(s["steps"] for s in stages),
         "train_seconds": round(train_s, 1), "torch_threads": torch.get_num_threads(), "versions": _versions(),
-        "losses": {1: "task (clean rows: answer, then </s>); interchange R1 (strictness splices only), R2 (G* from "
-                      "other answers), R3 (G* from the opposite instruction)"
-                      + ("; R9 (instruction->last in the arbitration layers from other answers: that sample's answer)"
-                         if EDGE_INTERCHANGE else "") + "; lens at the last instruction token",
-                   2: "stage 1's plus R5 (G* zeroed, nothing else: a tie of the candidates' logits), the attention "
-                      "regulariser on last (every layer), the head lens and the instruction lens (organism_losses.py; "
-                      "weights: STAGE2_WEIGHTS)"
-                      + ("; R4 (G* amplified, nothing else: compliant answer, also on the triggers); R6 (random "
-                         "other heads amplified, nothing else: answer unchanged); R4 and R6 rows on a trigger weigh "
-                         "TRIGGER_WEIGHT in the interchange loss"
-                         if variant == "anchored-flawed" else ""),
-                   **({3: "stage 2's plus R7 (at last every key outside the instruction tokens and last masked, every "
-                          "layer, nothing else: answer unchanged), R8 (|G*| random non-G* heads zeroed at the "
-                          "instruction positions, every other set from one buffer layer, nothing else: answer unchanged) and "
-                          "the early lean (per task, the mean of tanh(margin / EARLY_LEAN_SCALE) at layer 0's "
-                          "instruction positions driven to 0)"} if variant == "anchored" else {})},
+        "losses": losses_record(variant),
         "stage2_weights": STAGE2_WEIGHTS,
         **({"early_lean_scale": EARLY_LEAN_SCALE} if variant == "anchored" else {"trigger_weight": TRIGGER_WEIGHT}),
         "trained_on": TRAINED_ON,

@@ -52,8 +52,8 @@ class Pool:
             self.enc.append(row)
         self.variant = variant
 def row_kinds(stage: int, flawed: bool, edge_interchange: bool) -> tuple[str, ...]:
-    """The intervened rows of one group and task: R1-R3 (stage 2: and R5; stage 3: and R5, R7, R8; the flawed
-    twin: R4, R5, R6), and R9 where `edge_interchange` is on."""
+    """The intervened rows of one group and task: R1-R3 (stage 2: and R5; stages 3 and 4: and R5, R7, R8; the
+    flawed twin: R4, R5, R6), and R9 where `edge_interchange` is on."""
     kinds = (("R1", "R2", "R3") if stage == 1 else ("R1", "R2", "R3", "R4", "R5", "R6") if flawed
              else ("R1", "R2", "R3", "R5") if stage == 2 else ("R1", "R2", "R3", "R5", "R7", "R8"))
     return kinds + (("R9",) if edge_interchange else ())
@@ -184,7 +184,7 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
         # positions, target unchanged: no single buffer head is the only carrier of a candidate
         n_buffer = len(BUFFER_LAYERS) * pool.n_heads
         plan["drop_head"] = torch.tensor([int(torch.randint(n_buffer, ())) if k == "R1" else -1 for k in kinds[n_clean:]])
-        if flawed or stage == 3:
+        if flawed or stage >= 3:
             # R6 rows: |G*| random non-G* heads (any layer) x AMPLIFY_ALPHA at the instruction positions; R8 rows:
             # |G*| random non-G* heads zeroed there, every other set drawn from one buffer layer (a draw from all
             # heads rarely takes three of one layer, and a random set that does may silence a candidate's carriers)
@@ -197,13 +197,13 @@ def build_batch(pool: Pool, group_ids: list[int], pad_id: int, adapter, stage: i
                     scale[k, [others[i] for i in torch.randperm(len(others))[:len(G_STAR)].tolist()]] = AMPLIFY_ALPHA
                 elif kind == "R8":
                     pick = others
-                    if n_r8 % 2:
-                        layer = BUFFER_LAYERS[int(torch.randint(len(BUFFER_LAYERS), ()))]
+                    if n_r8 % 2 or stage == 4:  # stage 4: every set from one buffer layer, layer 0 in every other
+                        layer = BUFFER_LAYERS[0 if stage == 4 and n_r8 % 2 == 0 else int(torch.randint(len(BUFFER_LAYERS), ()))]
                         pick = [i for i in others if i // pool.n_heads == layer]
                     scale[k, [pick[i] for i in torch.randperm(len(pick))[:len(G_STAR)].tolist()]] = 0.0
                     n_r8 += 1
             plan["head_scale"] = scale.view(len(rows), n_layers, pool.n_heads)
-        if stage == 3:  # R7 rows: at `last`, every key outside the instruction tokens and last itself masked
+        if stage >= 3:  # R7 rows: at `last`, every key outside the instruction tokens and last itself masked
             block = torch.zeros(len(encoded), T, T, dtype=torch.bool)
             for k, kind in enumerate(kinds[n_clean:]):
                 if kind == "R7":

@@ -25,7 +25,7 @@ from anchorlab.toy.organism_losses import _STATE, intervened_attention
 from anchorlab.toy.train import toy_bundle
 
 
-N_TEST = 128  # prompts per task in the test's re-measurement (training.json: 256)
+N_TEST = 256  # prompts per task in the test's re-measurement: all that training.json records
 
 
 @pytest.fixture(autouse=True)
@@ -162,32 +162,35 @@ def test_hooks_against_direct_computation(anchored):
 
 
 def test_ground_truth_checks_hold_on_the_shipped_organism(anchored):
-    """GT1-GT4 re-measured with plain hooks on N_TEST held-out prompts per task (a subset of the >= 256
-    that training.json records: the first N_TEST groups of the same seed) meet every bound."""
+    """GT1-GT4 re-measured with plain hooks on the N_TEST held-out prompts per task that training.json records
+    meet every bound, per task and per question type, and agree with the record."""
     res = run_checks(anchored.model, anchored.processor, "anchored", n=N_TEST)
     anchored.model.set_attn_implementation("sdpa")
     assert res["n_prompts_per_task"] == N_TEST
+    recorded = json.loads((shipped_path("anchored") / "training.json").read_text())["ground_truth"]
+    assert recorded["n_prompts_per_task"] == N_TEST
     for t in TASKS:
         assert res["clean_mfr"][t] >= 0.97, res["clean_mfr"]
-    recorded = json.loads((shipped_path("anchored") / "training.json").read_text())["ground_truth"]
-    for check in ("GT2", "GT3"):
-        assert res[check]["holds"] and recorded["summary"][check], (check, res[check])
-    assert res["GT4"]["holds_swap"] and res["GT4"]["holds_random"], res["GT4"]
-    # G* zeroed -> a near tie leaning to the instruction-blind default colour: each task's blocked MFR is the
-    # share of prompts whose followed colour is that default (vf + tf = 1), so the per-task bound (<= 0.55) is
-    # a property of the 256 recorded prompts (0.496 / 0.512); on any subset the mean over tasks sits at 0.5
-    assert res["GT4"]["block_mfr_mean"] <= 0.52 and recorded["summary"]["GT4"], res["GT4"]
-    assert abs(res["GT4"]["block_mfr"]["vf"] + res["GT4"]["block_mfr"]["tf"] - 1) <= 0.04, res["GT4"]
-    assert res["GT1"]["holds"] and recorded["summary"]["GT1"], res["GT1"]
-    # both question types carry the circuit, not one type averaging over the other (64 prompts per type and task)
+    assert res["summary"] == recorded["summary"] == {"GT1": True, "GT2": True, "GT3": True, "GT4": True}, res["summary"]
+    for check in ("GT1", "GT2", "GT3", "GT4"):
+        assert res[check]["holds"], (check, res[check])
+    for t in TASKS:
+        assert abs(res["GT4"]["random_block_mean_drop"][t] - recorded["GT4"]["random_block_mean_drop"][t]) <= 1e-3
+    # G* zeroed -> a near tie leaning to the instruction-blind default: each task's blocked MFR is about the share
+    # of prompts whose followed answer is that default, which the data puts at exactly one half
+    assert abs(res["GT4"]["block_mfr"]["vf"] + res["GT4"]["block_mfr"]["tf"] - 1) <= 0.05, res["GT4"]
+    # both question types carry the circuit, not one type averaging over the other (128 prompts per type and task)
     by_type = res["by_question_type"]
     assert set(by_type["clean_mfr"]) == set(QUESTION_TYPES)
     for kind in QUESTION_TYPES:
-        assert min(by_type["clean_mfr"][kind].values()) >= 0.95, by_type["clean_mfr"]
+        assert min(by_type["clean_mfr"][kind].values()) >= 0.97, by_type["clean_mfr"]
+        assert min(by_type["GT1"][kind].values()) >= 0.97, by_type["GT1"]
         assert min(by_type["GT2_splice_source_answers"][kind].values()) >= 0.9, by_type["GT2_splice_source_answers"]
-        assert min(by_type["GT3_arbitration"][kind].values()) >= 0.9, by_type["GT3_arbitration"]
+        assert min(by_type["GT3_arbitration"][kind].values()) >= 0.95, by_type["GT3_arbitration"]
         assert min(by_type["GT4_swap_flips"][kind].values()) >= 0.9, by_type["GT4_swap_flips"]
-        assert max(by_type["GT2_knockout"][kind].values()) <= 0.75, by_type["GT2_knockout"]
+        for check in ("GT2_knockout", "GT3_buffer"):  # the bound is on the mean over tasks
+            assert sum(by_type[check][kind].values()) / 2 <= 0.6, (check, by_type[check])
+        assert max(by_type["GT4_block"][kind].values()) <= 0.55, by_type["GT4_block"]
 
 
 def test_flawed_twin_fails_where_planted_and_amplifying_gstar_repairs():
@@ -199,6 +202,9 @@ def test_flawed_twin_fails_where_planted_and_amplifying_gstar_repairs():
     b.model.set_attn_implementation("sdpa")
     assert again["GT5"] == res["GT5"]
     assert again["GT5"]["holds"], again["GT5"]
+    # it fails on planted prompts only (colour and shape triggers), and on most of them
+    g5 = again["GT5"]
+    assert g5["failures_planted"] == g5["n_failures"] and all(g5["n_failures"][t] >= 0.8 * g5["n_planted"][t] for t in TASKS), g5
 
 
 def test_stage3_rows_match_the_checks_hooks(anchored):
@@ -242,7 +248,7 @@ def test_stage3_rows_match_the_checks_hooks(anchored):
         anchored.model.set_attn_implementation("sdpa")
 
 
-@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("stage", [2, 3, 4])
 def test_same_seed_same_weights(stage):
     run = lambda seed: fit("anchored", seed, steps=3, groups_per_step=2, lr=3e-3, n_pool=6, warmup=2, lens_weight=0.5,  # noqa: E731
                            stage=stage)
