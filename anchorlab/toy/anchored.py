@@ -28,8 +28,8 @@ forward pass: at every layer the intervened rows take the clean rows' activation
 - R9 (edge interchange, EDGE_INTERCHANGE): instruction->last in the arbitration layers spliced from `g`
   -> `g`'s answer (GT2_splice's condition: the readout edge itself carries the decision).
 - a lens loss: the final-norm logit lens at the last instruction token names the row's target.
-Training has three stages (train_organism): stage 1 (DEFAULTS, from random weights) with the losses
-above; stage 2 (STAGE2, a fine-tune of stage 1) adds R5 (G* zeroed at the instruction positions and
+Training has four stages (train_organism): stage 1 (DEFAULTS; the LM random from the seed, the vision tower
+and projector from toy:arbiter: VISION_FROM) with the losses above; stage 2 (STAGE2, a fine-tune of stage 1) adds R5 (G* zeroed at the instruction positions and
 nothing else changed -> a near tie at `last`: BLOCKED_SPLIT of the probability on the instruction-blind
 default), a regulariser on the attention mass of `last` outside the instruction tokens and itself, the
 head lens (each head's direct write at the instruction positions, read as anchorlab's attribution
@@ -260,7 +260,7 @@ def losses_record(variant: str) -> dict:
 def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, log: Callable[[str], None] | None = print,
                    init_from: str | Path | None = None, seed: int = 0, steps: int | None = None) -> dict:
     """Train `variant`, run the ground-truth checks on `n_eval` held-out prompts per task, save weights,
-    circuit.json and training.json to `out_dir`. anchored: stage 1 (DEFAULTS, from random weights), stage 2
+    circuit.json and training.json to `out_dir`. anchored: stage 1 (DEFAULTS, a random LM), stage 2
     (STAGE2, every loss), stage 3 (STAGE3, R7, R8 and the early lean join), stage 4 (STAGE4: stage 3 with every
     R8 set from one buffer layer); anchored-flawed: stage 2 with
     the flawed targets (FLAWED_DEFAULTS) from `init_from` (default: the shipped toy:anchored). `steps` overrides stage 1's (flawed: its only stage)."""
