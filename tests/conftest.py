@@ -25,6 +25,19 @@ def random_toy_path(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def random_organism_path(tmp_path_factory):
+    """The same, with the organism's tokenizer (the toy's plus the shape words): for recipes on organism data."""
+    from anchorlab.toy.anchored import LM_ANCHORED, organism_processor
+    from anchorlab.toy.build import build_model
+
+    path = tmp_path_factory.mktemp("random-organism")
+    processor = organism_processor()
+    build_model(processor.tokenizer, seed=0, lm=LM_ANCHORED).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
 @functools.cache
 def _load(path: str, attn: str):
     return load_model(path, attn_implementation=attn)

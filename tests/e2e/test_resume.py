@@ -17,8 +17,8 @@ def overrides(model_path):
     return [f"model.id={model_path}", "data.n_samples=12", "batch_size=4", "data.filter=all"]
 
 
-def test_interrupted_run_resumes_to_identical_result(tmp_path, random_toy_path, monkeypatch):
-    full = anchorlab.run(RECIPE, out=tmp_path / "full", overrides=overrides(random_toy_path))["signal"]
+def test_interrupted_run_resumes_to_identical_result(tmp_path, random_organism_path, monkeypatch):
+    full = anchorlab.run(RECIPE, out=tmp_path / "full", overrides=overrides(random_organism_path))["signal"]
 
     calls = {"n": 0}
     original = SignalAnalysis.run_batch
@@ -32,13 +32,13 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, random_toy_path, 
     monkeypatch.setattr(SignalAnalysis, "run_batch", flaky)
     out = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
-        anchorlab.run(RECIPE, out=out, overrides=overrides(random_toy_path))
+        anchorlab.run(RECIPE, out=out, overrides=overrides(random_organism_path))
     assert len(list((out / ".chunks" / "signal").glob("*.npz"))) == 3
     with pytest.raises(UserError, match="unfinished run; pass --resume"):
-        anchorlab.run(RECIPE, out=out, overrides=overrides(random_toy_path))
+        anchorlab.run(RECIPE, out=out, overrides=overrides(random_organism_path))
 
     calls["n"] = -100  # no more failures; count what the resumed run computes
-    resumed = anchorlab.run(RECIPE, out=out, overrides=overrides(random_toy_path), resume=True)["signal"]
+    resumed = anchorlab.run(RECIPE, out=out, overrides=overrides(random_organism_path), resume=True)["signal"]
     assert calls["n"] == -100 + 3  # 6 batches in all, 3 were already stored
     xr.testing.assert_identical(resumed.drop_attrs(), full.drop_attrs())
     assert {k: v for k, v in resumed.attrs.items() if k not in TIME_ATTRS} == {
@@ -47,12 +47,12 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, random_toy_path, 
     assert not (out / ".chunks").exists()
 
 
-def test_finished_run_needs_force_and_resume_refuses_changed_recipe(tmp_path, random_toy_path):
+def test_finished_run_needs_force_and_resume_refuses_changed_recipe(tmp_path, random_organism_path):
     out = tmp_path / "run"
-    anchorlab.run(RECIPE, out=out, overrides=overrides(random_toy_path))
+    anchorlab.run(RECIPE, out=out, overrides=overrides(random_organism_path))
     with pytest.raises(UserError, match="already holds a finished run; pass --force"):
-        anchorlab.run(RECIPE, out=out, overrides=overrides(random_toy_path))
+        anchorlab.run(RECIPE, out=out, overrides=overrides(random_organism_path))
     with pytest.raises(UserError, match=r"recipe changed .*analyses\.0\.k: 1 -> 2"):
-        anchorlab.run(RECIPE, out=out, overrides=overrides(random_toy_path) + ["analyses.0.k=2"], resume=True)
-    again = anchorlab.run(RECIPE, out=out, overrides=overrides(random_toy_path) + ["analyses.0.k=2"], force=True)
+        anchorlab.run(RECIPE, out=out, overrides=overrides(random_organism_path) + ["analyses.0.k=2"], resume=True)
+    again = anchorlab.run(RECIPE, out=out, overrides=overrides(random_organism_path) + ["analyses.0.k=2"], force=True)
     assert again["signal"].attrs["param_k"] == 2
