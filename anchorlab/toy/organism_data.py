@@ -38,22 +38,20 @@ POSITION = "after_context"  # MC²'s order: the buffer needs the image and the c
 ORGANISM_SEED_BASE = 2_000_000_000  # training pools: ORGANISM_SEED_BASE + seed; evaluation: small seeds
 
 PATCH = 8  # the toy vision tower's patch side: a shape fills one patch, so one patch embedding sees all of it
-_SHAPE_ROWS = {  # 8 x 8 masks, '#' = ink
-    "circle": ("........", "..####..", ".######.", ".######.", ".######.", ".######.", "..####..", "........"),
-    "ring": ("........", "..####..", ".#....#.", ".#....#.", ".#....#.", ".#....#.", "..####..", "........"),
-    "cross": ("........", "...##...", "...##...", ".######.", ".######.", "...##...", "...##...", "........"),
-    "triangle": ("........", "...##...", "...##...", "..####..", "..####..", ".######.", ".######.", "........"),
-    "diamond": ("........", "...##...", "..####..", ".######.", ".######.", "..####..", "...##...", "........"),
-    "bar": ("........", "........", "........", "########", "########", "........", "........", "........"),
-}
-# shape word -> (mask, two more surface forms for the entity dictionary)
+# shape word -> (8 x 8 mask, '#' = ink; two more surface forms for the entity dictionary)
 SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, str]]] = {
-    "circle": (_SHAPE_ROWS["circle"], ("disc", "round")),
-    "ring": (_SHAPE_ROWS["ring"], ("hoop", "loop")),
-    "cross": (_SHAPE_ROWS["cross"], ("plus", "cruciform")),
-    "triangle": (_SHAPE_ROWS["triangle"], ("wedge", "trigon")),
-    "diamond": (_SHAPE_ROWS["diamond"], ("rhombus", "lozenge")),
-    "bar": (_SHAPE_ROWS["bar"], ("stripe", "strip")),
+    "circle": (("........", "..####..", ".######.", ".######.", ".######.", ".######.", "..####..", "........"),
+               ("disc", "round")),
+    "ring": (("........", "..####..", ".#....#.", ".#....#.", ".#....#.", ".#....#.", "..####..", "........"),
+             ("hoop", "loop")),
+    "cross": (("........", "...##...", "...##...", ".######.", ".######.", "...##...", "...##...", "........"),
+              ("plus", "cruciform")),
+    "triangle": (("........", "...##...", "...##...", "..####..", "..####..", ".######.", ".######.", "........"),
+                 ("wedge", "trigon")),
+    "diamond": (("........", "...##...", "..####..", ".######.", ".######.", "..####..", "...##...", "........"),
+                ("rhombus", "lozenge")),
+    "bar": (("........", "........", "........", "########", "########", "........", "........", "........"),
+            ("stripe", "strip")),
 }
 SHAPE_NAMES: tuple[str, ...] = tuple(SHAPES)
 SHAPE_CONTEXTS = (
