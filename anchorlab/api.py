@@ -21,7 +21,7 @@ def run(
     A recipe with `verify:` then scores the run against the model's circuit.json (after running its
     `verify.amplify` companion recipe into OUT/<companion name>); the companion's results come back as
     "<companion name>/<analysis>"."""
-    from .executor import run_recipe
+    from .run.executor import run_recipe
 
     overrides = list(overrides) + (["backend=ndif"] if remote else [])
     parsed, text = load_recipe(recipe, overrides)
@@ -40,7 +40,7 @@ def run(
     from .backends.distributed import from_env
 
     if from_env().primary:  # rank 0 writes verify.json and the summary section, as it writes the results
-        from .verify import verify
+        from .report.verify import verify
 
         verify(out_dir, parsed.verify.circuit, amplify_dir)
     return results
@@ -50,7 +50,7 @@ def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe
     """verify's circuit.json must exist and its companion recipe must load: (recipe, text, overrides) or None."""
     if recipe.verify is None:
         return None
-    from .verify import model_circuit
+    from .report.verify import model_circuit
 
     circuit = Path(recipe.verify.circuit) if recipe.verify.circuit else model_circuit(recipe.model.id)
     if not circuit.is_file():

@@ -282,40 +282,9 @@ def verify(run_dir: Path, circuit: Path | None, amplify_dir: Path | None) -> Non
     """Score a finished run against the model's known circuit: verify.json + a summary.md section."""
     import json
 
-    from .verify import verify as score
+    from .report.verify import verify as score
 
     click.echo(json.dumps(score(run_dir, circuit, amplify_dir), indent=1, default=float))
-
-
-@main.group()
-def toy() -> None:
-    """The shipped toy MLLM."""
-
-
-@toy.command("train")
-@click.option("--variant", type=click.Choice(["arbiter", "arbiter-flawed", "anchored", "anchored-flawed"]),
-              default="arbiter", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder for the trained model")
-@click.option("--seed", type=int, default=None, help="training seed (default: the shipped model's)")
-@click.option("--steps", type=int, default=None, help="optimizer steps (default: the shipped model's)")
-@user_errors
-def toy_train(variant: str, out: Path, seed: int | None, steps: int | None) -> None:
-    """Train the toy model from scratch; prints its MFR (compare with the shipped training.json)."""
-    import json
-
-    from .toy.train import train_toy
-
-    kwargs = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
-    if variant.startswith("anchored"):  # the model organism: interchange training + ground-truth checks
-        import torch
-
-        from .toy.anchored import train_organism
-
-        torch.set_num_threads(1)  # the shipped weights' thread count (bit-identical on the same machine)
-        metrics = train_organism(variant, out, **kwargs)
-    else:
-        metrics = train_toy(variant, out, **kwargs)
-    click.echo(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

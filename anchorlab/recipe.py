@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from .sweeps import expand
+from .run.sweeps import expand
 from .analyses import ANALYSES, AnalysisSpec
 from .errors import UserError
 

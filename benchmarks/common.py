@@ -42,7 +42,7 @@ def mc2_samples(n: int, side: int = 448) -> list[ConflictSample]:
 def setup(model: str, n_samples: int, attn: str = "sdpa"):
     """(bundle, backend, rows, batch) for `toy` or `qwen_shaped`."""
     if model == "toy":
-        from anchorlab.toy.data import generate_samples
+        from anchorlab.data.toy import generate_samples
 
         bundle = load_model("toy:arbiter", attn_implementation=attn)
         samples = generate_samples(n_samples, seed=123)

@@ -14,20 +14,44 @@ PKG = ROOT / "anchorlab"
 
 
 # The pipeline's stages in import order: a module may import its own stage and earlier ones only.
-# (Module prefix, stage); the longest matching prefix wins. The recipe schema sits after the analyses
-# because it composes their spec classes; a user writes it first, but it imports them.
-STAGES = [
-    ("anchorlab.errors", 0), ("anchorlab.method", 1), ("anchorlab.adapters", 2),
-    ("anchorlab.data", 3), ("anchorlab.toy.data", 3), ("anchorlab.toy.organism_data", 3), ("anchorlab.toy.circuit", 3),
-    ("anchorlab.models", 4), ("anchorlab.toy", 4),
-    ("anchorlab.dictionary", 5), ("anchorlab.rows", 6),
-    ("anchorlab.interventions", 7), ("anchorlab.engines", 8), ("anchorlab.backends", 9),
-    ("anchorlab.labels", 10), ("anchorlab.analyses", 11), ("anchorlab.sweeps", 12), ("anchorlab.recipe", 12),
-    ("anchorlab.results", 13), ("anchorlab.summary", 13), ("anchorlab.store", 13), ("anchorlab.plots", 14),
-    ("anchorlab.executor", 15), ("anchorlab.api", 16), ("anchorlab.estimate", 16), ("anchorlab.toy.train", 16),
-    ("anchorlab.toy.anchored", 16), ("anchorlab.toy.organism_batches", 16), ("anchorlab.toy.organism_losses", 16), ("anchorlab.toy.ground_truth", 16), ("anchorlab.verify", 16), ("anchorlab.cli", 17),
-    ("anchorlab.__main__", 18), ("anchorlab", 18),
+# (module prefix, stage, what lives there); the longest matching prefix wins. This table is the one
+# source of docs/architecture.md's layout table (`--table` prints it; a test compares the two).
+# The recipe schema sits after the analyses because it composes their spec classes; a user writes it
+# first, but it imports them. Plots read saved datasets only, so the analyses can name their figures.
+LAYOUT = [
+    ("anchorlab.errors", 0, "UserError: one clear line for bad input"),
+    ("anchorlab.method", 1, "SPEC's math as pure functions (lens, NSSD, signal, stats)"),
+    ("anchorlab.adapters", 2, "per-family architecture facts: module paths, norms, image tokens, chat templates"),
+    ("anchorlab.data", 3, "conflict samples: MC², JSONL, the toys' and organisms' generators"),
+    ("anchorlab.models", 4, "loading (hub id, local folder, toy), tiny and paper-shaped random models, toy builders"),
+    ("anchorlab.toy", 4, "the shipped toy weights and circuits (`shipped_path`)"),
+    ("anchorlab.dictionary", 5, "answer entity dictionaries (WordNet, manual entries)"),
+    ("anchorlab.rows", 6, "prompts, token roles, decision ids, batches"),
+    ("anchorlab.interventions", 7, "pure tensor functions: masks, head tables"),
+    ("anchorlab.engines", 8, "naive reference and fast paths, the memory model, autobatch"),
+    ("anchorlab.backends", 9, "local, NDIF, data-parallel"),
+    ("anchorlab.labels", 10, "follow / fail labels"),
+    ("anchorlab.plots", 11, "figures drawn from saved results only"),
+    ("anchorlab.analyses", 12, "one module per paper section, each declaring its whole protocol"),
+    ("anchorlab.run.sweeps", 13, "ablation sweeps: a spec expanded per combination, results stacked"),
+    ("anchorlab.recipe", 13, "the YAML recipe schema"),
+    ("anchorlab.report", 14, "summary.md claims and verify's recovery targets, from the analyses' hooks"),
+    ("anchorlab.run", 15, "the run plan, executor, chunk store and result writer"),
+    ("anchorlab.estimate", 16, "the run plan priced without weights"),
+    ("anchorlab.api", 16, "`anchorlab.run(...)`"),
+    ("anchorlab.cli", 17, "the `anchorlab` command"),
+    ("anchorlab.__main__", 18, "`python -m anchorlab`"),
+    ("anchorlab", 18, "the package"),
 ]
+STAGES = [(prefix, n) for prefix, n, _ in LAYOUT]
+# Never imported by the library: the trainers of the shipped toys and organisms (top-level folder).
+OUTSIDE = ("organisms",)
+
+
+def layout_table() -> str:
+    rows = ["| stage | module | what lives there |", "|---|---|---|"]
+    rows += [f"| {n} | `{prefix}` | {what} |" for prefix, n, what in LAYOUT]
+    return "\n".join(rows)
 
 
 def stage(module: str) -> int:
@@ -83,10 +107,14 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
                 t = t.rpartition(".")[0]
             if t and t != me and t.startswith("anchorlab"):
                 found.add(t)
+        for t in targets[:1]:
+            if t.split(".")[0] in OUTSIDE:
+                OUTSIDE_IMPORTS.append(f"{me}: line {node.lineno} imports {t} (outside the library)")
     return found
 
 
 UNRESOLVED: list[str] = []
+OUTSIDE_IMPORTS: list[str] = []
 
 
 def graph() -> dict[str, set[str]]:
@@ -124,6 +152,9 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
 
 
 if __name__ == "__main__":
+    if "--table" in sys.argv:
+        print(layout_table())
+        sys.exit(0)
     g = graph()
     if "--edges" in sys.argv:
         for m in sorted(g):
@@ -133,10 +164,12 @@ if __name__ == "__main__":
         print("cycle:", " <-> ".join(c))
     for line in UNRESOLVED:
         print("unresolved:", line)
+    for line in OUTSIDE_IMPORTS:
+        print("outside:", line)
     back = backward_arrows(g)
     for m, t in back:
         print(f"later stage: {m} (stage {stage(m)}) imports {t} (stage {stage(t)})")
     top = sorted(m for m in g if m.count(".") == 1 and not (PKG / m.split(".")[1]).is_dir())
     print(f"{len(top)} top-level modules: {', '.join(top)}")
     print(f"{len(g)} modules, {sum(map(len, g.values()))} imports, {len(cyc)} cycles, {len(back)} backward arrows")
-    sys.exit(1 if cyc or back or UNRESOLVED or len(top) > 12 else 0)
+    sys.exit(1 if cyc or back or UNRESOLVED or OUTSIDE_IMPORTS or len(top) > 12 else 0)

@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def random_toy_path(tmp_path_factory):
     """The toy LLaVA architecture, randomly initialised, saved and loaded like a hub checkpoint."""
-    from anchorlab.toy.build import build_model, build_processor, build_tokenizer
+    from anchorlab.models.toy import build_model, build_processor, build_tokenizer
 
     path = tmp_path_factory.mktemp("random-toy")
     tok = build_tokenizer()
@@ -28,8 +28,8 @@ def random_toy_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def random_organism_path(tmp_path_factory):
     """The same, with the organism's tokenizer (the toy's plus the shape words): for recipes on organism data."""
-    from anchorlab.toy.anchored import LM_ANCHORED, organism_processor
-    from anchorlab.toy.build import build_model
+    from organisms.anchored import LM_ANCHORED, organism_processor
+    from anchorlab.models.toy import build_model
 
     path = tmp_path_factory.mktemp("random-organism")
     processor = organism_processor()

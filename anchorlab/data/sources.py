@@ -32,8 +32,8 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     seed = data_spec.seed if data_spec.seed is not None else seed
     info: dict = {"data_source": data_spec.source}
     if data_spec.source in ("toy", "organism"):  # organism: toy:anchored's held-out prompts (its GT checks')
-        from ..toy.data import generate_samples as toy_samples
-        from ..toy.organism_data import generate_samples as organism_samples
+        from .toy import generate_samples as toy_samples
+        from .organism import generate_samples as organism_samples
 
         n = data_spec.n_samples or TOY_DEFAULT_N
         if n > TOY_MAX_N:

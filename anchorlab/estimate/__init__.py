@@ -26,7 +26,7 @@ from dataclasses import asdict
 import torch
 from PIL import Image
 
-from ..sweeps import expand
+from ..run.sweeps import expand
 from ..analyses import REGISTRY, Context
 from ..rows.batching import collate
 from ..rows.compiler import compile_rows, prompt_style

@@ -155,7 +155,7 @@ def pilot_once(recipe_path, overrides: list[str]) -> tuple[float, dict]:
 
     import xarray as xr
 
-    from ..executor import run_recipe
+    from ..run.executor import run_recipe
 
     parsed, text = load_recipe(recipe_path, overrides)
     with tempfile.TemporaryDirectory() as out:
@@ -194,7 +194,7 @@ def full_rankings(recipe_path, overrides: list[str], recipe) -> dict:
     prompt. Returns {"overrides": [...], "seconds": s, "dir": where} (no overrides: nothing to rank)."""
     import tempfile
 
-    from ..executor import run_recipe
+    from ..run.executor import run_recipe
 
     kinds = [a.kind for a in recipe.analyses]
     takes = [i for i, a in enumerate(recipe.analyses) if a.kind in ("heads_block", "heads_amplify")

@@ -53,7 +53,7 @@ def model_and_sets(tmp: Path) -> tuple[str, list[str]]:
     if (shipped_path("arbiter") / "config.json").is_file():
         return "toy:arbiter", []
     print("WARNING: shipped toy weights missing (anchorlab/toy/weights/arbiter): using a random toy", flush=True)
-    from anchorlab.toy.build import build_model, build_processor, build_tokenizer
+    from anchorlab.models.toy import build_model, build_processor, build_tokenizer
 
     path = tmp / "random-toy"
     tok = build_tokenizer()

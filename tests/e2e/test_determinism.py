@@ -3,7 +3,7 @@ import xarray as xr
 import yaml
 
 import anchorlab
-from anchorlab.executor import WORK_ATTRS
+from anchorlab.run.executor import WORK_ATTRS
 
 TIME_ATTRS = {"started", "finished", *WORK_ATTRS}
 

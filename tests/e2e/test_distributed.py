@@ -158,7 +158,7 @@ def test_rank_killed_then_resume_equals_one_process(one_process, tmp_path, kille
 def test_attach_without_run_json_says_the_folder_must_be_shared(tmp_path):
     """A rank on another node that does not see rank 0's run.json (OUT not on a shared filesystem)."""
     from anchorlab.errors import UserError
-    from anchorlab.store import RunStore
+    from anchorlab.run.store import RunStore
 
     with pytest.raises(UserError, match="filesystem that every node"):
         RunStore.attach(tmp_path)

@@ -18,7 +18,7 @@ from anchorlab.analyses import ANALYSES
 from anchorlab.cli import main
 from anchorlab.data.jsonl import read as read_jsonl
 from anchorlab.errors import UserError
-from anchorlab.executor import check_analyses
+from anchorlab.run.executor import check_analyses
 from anchorlab.models.loading import inspect_model
 from anchorlab.recipe import RecipeError, parse_recipe
 

@@ -17,7 +17,7 @@ import anchorlab
 from anchorlab.analyses.knockout import KnockoutAnalysis
 from anchorlab.cli import main
 from anchorlab.errors import UserError
-from anchorlab.results import escape_text, unescape_text, write_dataset
+from anchorlab.run.results import escape_text, unescape_text, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"

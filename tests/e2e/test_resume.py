@@ -7,7 +7,7 @@ import xarray as xr
 import anchorlab
 from anchorlab.analyses.signal import SignalAnalysis
 from anchorlab.errors import UserError
-from anchorlab.executor import WORK_ATTRS
+from anchorlab.run.executor import WORK_ATTRS
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
 TIME_ATTRS = {"started", "finished", *WORK_ATTRS}

@@ -8,7 +8,7 @@ import time
 import xarray as xr
 import yaml
 
-from anchorlab.executor import WORK_ATTRS
+from anchorlab.run.executor import WORK_ATTRS
 
 TIME_ATTRS = {"started", "finished", *WORK_ATTRS}
 

@@ -8,7 +8,7 @@ import xarray as xr
 from click.testing import CliRunner
 
 from anchorlab.cli import main
-from anchorlab.verify import SECTION, roc_auc, verify
+from anchorlab.report.verify import SECTION, roc_auc, verify
 
 CIRCUIT = {"heads": [[2, 1], [3, 0]], "buffer_layers": [0, 1], "arbitration_layers": [2, 3]}
 

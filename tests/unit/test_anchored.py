@@ -16,13 +16,13 @@ from anchorlab.rows.encoding import encode
 from anchorlab.models.loading import load_model
 from anchorlab.rows.prompts import build_prompt
 from anchorlab.toy import ORGANISMS, shipped_path
-from anchorlab.toy.anchored import ARBITRATION_LAYERS, BUFFER_LAYERS, EDGE_INTERCHANGE, G_STAR, fit, organism_processor
-from anchorlab.toy.build import IMAGE_SIZE, PATCH_SIZE, build_tokenizer
-from anchorlab.toy.ground_truth import Checker, _edges, _knock, run_checks
-from anchorlab.toy.organism_data import ANSWER_NAMES, QUESTION_TYPES, SHAPES, WORDING_PAIRS, generate_groups, organism_vocabulary
-from anchorlab.toy.organism_batches import Pool, build_batch, row_kinds
-from anchorlab.toy.organism_losses import _STATE, intervened_attention
-from anchorlab.toy.train import toy_bundle
+from organisms.anchored import ARBITRATION_LAYERS, BUFFER_LAYERS, EDGE_INTERCHANGE, G_STAR, fit, organism_processor
+from anchorlab.models.toy import IMAGE_SIZE, PATCH_SIZE, build_tokenizer
+from organisms.ground_truth import Checker, _edges, _knock, run_checks
+from anchorlab.data.organism import ANSWER_NAMES, QUESTION_TYPES, SHAPES, WORDING_PAIRS, generate_groups, organism_vocabulary
+from organisms.organism_batches import Pool, build_batch, row_kinds
+from organisms.organism_losses import _STATE, intervened_attention
+from organisms.train import toy_bundle
 
 
 N_TEST = 256  # prompts per task in the test's re-measurement: all that training.json records

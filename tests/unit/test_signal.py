@@ -10,7 +10,7 @@ from anchorlab.rows.batching import collate
 from anchorlab.rows.compiler import compile_rows
 from anchorlab.models.loading import load_model
 from anchorlab.rows.prompts import PromptStyle
-from anchorlab.toy.data import generate_samples
+from anchorlab.data.toy import generate_samples
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ against their routes into context/last, on synthetic knockout results with a kno
 import numpy as np
 import xarray as xr
 
-from anchorlab.summary import _knockout
+from anchorlab.report.summary import _knockout
 
 PATHS = ["vision->last", "text->last", "vision->text", "context->instruction", "vision->instruction",
          "context->last", "instruction->last", "vision->context"]

@@ -13,9 +13,9 @@ from anchorlab.models.loading import load_model
 from anchorlab.rows.prompts import build_prompt
 from anchorlab.rows.roles import TEXT_ROLES
 from anchorlab.toy import VARIANTS, shipped_path
-from anchorlab.toy.build import N_IMAGE_TOKENS, build_tokenizer
-from anchorlab.toy.data import POSITIONS, generate_samples, train_data_seed
-from anchorlab.toy.train import PLANTED, evaluate_mfr, fit, is_planted
+from anchorlab.models.toy import N_IMAGE_TOKENS, build_tokenizer
+from anchorlab.data.toy import POSITIONS, generate_samples, train_data_seed
+from organisms.train import PLANTED, evaluate_mfr, fit, is_planted
 
 # Fresh samples: neither the training pool's seed (1e9) nor training.json's evaluation seed (0).
 # Its first 64 samples hit the flawed variant's triggers 9 (vf) and 6 (tf) times, near the

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .errors import UserError
+from ..errors import UserError
 
 SECTION = "## Recovery of the planted circuit"
 TARGETS = {"head_auc": 0.95, "top": 5, "nssd_ratio": 10.0, "ldar_first": 0.65, "ldar_last": 0.95,
@@ -35,7 +35,7 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 def model_circuit(model_id: str) -> Path:
     """Where a model's circuit.json sits: the shipped folder of toy:NAME, else beside the weights."""
     if model_id.startswith("toy:"):
-        from .toy import shipped_path
+        from ..toy import shipped_path
 
         return shipped_path(model_id[4:]) / "circuit.json"
     return Path(model_id) / "circuit.json"

@@ -58,10 +58,10 @@ from typing import Callable
 
 import torch
 
-from ..data.sample import TASKS
-from .build import LM, build_model, build_processor, build_tokenizer
+from anchorlab.data.sample import TASKS
+from anchorlab.models.toy import LM, build_model, build_processor, build_tokenizer
 from .circuit import AMPLIFY_ALPHA, ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, PLANTED, is_planted  # noqa: F401
-from .organism_data import QUESTION_TYPES, generate_groups, organism_train_seed, organism_vocabulary
+from anchorlab.data.organism import QUESTION_TYPES, generate_groups, organism_train_seed, organism_vocabulary
 from .organism_batches import TRIGGER_WEIGHT, Pool, build_batch, row_kinds, target_answer  # noqa: F401
 from .organism_losses import BLOCKED_SPLIT, EARLY_LEAN_SCALE, STAGE2_WEIGHTS, intervened_attention, losses_for  # noqa: F401
 from .train import _versions, toy_bundle
@@ -100,7 +100,7 @@ def _load_vision(model, toy: str) -> None:
     """Copy the shipped toy's vision tower and multimodal projector into `model` (same shapes)."""
     from transformers import LlavaForConditionalGeneration
 
-    from . import shipped_path
+    from anchorlab.toy import shipped_path
 
     source = LlavaForConditionalGeneration.from_pretrained(shipped_path(toy)).float()
     model.model.vision_tower.load_state_dict(source.model.vision_tower.state_dict())
@@ -264,7 +264,7 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
     (STAGE2, every loss), stage 3 (STAGE3, R7, R8 and the early lean join), stage 4 (STAGE4: stage 3 with every
     R8 set from one buffer layer); anchored-flawed: stage 2 with
     the flawed targets (FLAWED_DEFAULTS) from `init_from` (default: the shipped toy:anchored). `steps` overrides stage 1's (flawed: its only stage)."""
-    from . import shipped_path
+    from anchorlab.toy import shipped_path
     from .ground_truth import run_checks
 
     t0 = time.time()

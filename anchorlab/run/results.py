@@ -14,8 +14,8 @@ import numpy as np
 import xarray as xr
 import yaml
 
-from .errors import UserError
-from .recipe import Recipe, sha256
+from ..errors import UserError
+from ..recipe import Recipe, sha256
 
 PACKAGES = ("anchorlab", "nnsight", "transformers", "torch", "xarray", "numpy")
 

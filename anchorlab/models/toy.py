@@ -18,7 +18,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from .data import IMAGE_SIZE, vocabulary_words
+from ..data.toy import IMAGE_SIZE, vocabulary_words
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
 PATCH_SIZE = 8

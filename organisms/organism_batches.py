@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import torch
 
-from ..adapters.base import Encoded
-from ..data.sample import COMPETITOR, FOLLOWED, TASKS, ConflictSample
-from ..rows.batching import collate
-from ..rows.encoding import encode
-from ..rows.prompts import build_prompt
+from anchorlab.adapters.base import Encoded
+from anchorlab.data.sample import COMPETITOR, FOLLOWED, TASKS, ConflictSample
+from anchorlab.rows.batching import collate
+from anchorlab.rows.encoding import encode
+from anchorlab.rows.prompts import build_prompt
 from .circuit import AMPLIFY_ALPHA, ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, is_planted
-from .organism_data import ANSWER_NAMES
+from anchorlab.data.organism import ANSWER_NAMES
 
 # The flawed twin's R4 / R6 rows on a planted trigger weigh TRIGGER_WEIGHT in the interchange loss: the
 # triggers are ~12% of the prompts and the only ones where amplifying G* changes the answer.

@@ -7,7 +7,7 @@ import itertools
 import xarray as xr
 from pydantic import ValidationError
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def expand(spec, where: str) -> list[tuple[dict, object]]:

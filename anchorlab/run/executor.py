@@ -15,24 +15,24 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from .errors import UserError
+from ..errors import UserError
 from .sweeps import expand, stack
-from .analyses import REGISTRY, Context
-from .backends import make_backend
-from .backends.distributed import SOLO, Group, from_env
-from .rows.batching import collate
-from .rows.compiler import compile_rows, prompt_style
-from .data.sources import load_dataset
-from .labels.rules import select_rows
-from .labels import store as labels_store
-from .labels.capture import label_batch
-from .models.loading import ModelFacts, inspect_model, load_model
-from .recipe import Recipe
-from .plots import draw
-from .engines.autobatch import BATCH_SHARE, choose, default_budget, parse_bytes
+from ..analyses import REGISTRY, Context
+from ..backends import make_backend
+from ..backends.distributed import SOLO, Group, from_env
+from ..rows.batching import collate
+from ..rows.compiler import compile_rows, prompt_style
+from ..data.sources import load_dataset
+from ..labels.rules import select_rows
+from ..labels import store as labels_store
+from ..labels.capture import label_batch
+from ..models.loading import ModelFacts, inspect_model, load_model
+from ..recipe import Recipe
+from ..plots import draw
+from ..engines.autobatch import BATCH_SHARE, choose, default_budget, parse_bytes
 from .results import input_hashes, now, provenance, write_dataset
 from .store import RunStore, result_names
-from .summary import write_summary
+from ..report.summary import write_summary
 
 log = logging.getLogger("anchorlab")
 
@@ -274,7 +274,7 @@ def run_recipe(
     check_analyses(recipe, facts)
     check_output(out)
     if recipe.backend == "ndif" and not simulate_remote:
-        from .backends.ndif import preflight
+        from ..backends.ndif import preflight
 
         preflight(m.id, m.revision)  # fail before loading anything when NDIF does not serve the model
     inputs = input_hashes(recipe, samples, data_attrs, facts)

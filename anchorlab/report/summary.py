@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .method.stats import bootstrap_ci
+from ..method.stats import bootstrap_ci
 
 
 def _ci(ds, var, **sel) -> str:

@@ -19,8 +19,8 @@ import random
 
 from PIL import Image
 
-from ..data.sample import ConflictSample
-from .data import COLOUR_NAMES, COLOURS, CONTEXTS, IMAGE_SIZE, QUESTIONS, _words, draw_square, surface_forms, vocabulary_words
+from .sample import ConflictSample
+from .toy import COLOUR_NAMES, COLOURS, CONTEXTS, IMAGE_SIZE, QUESTIONS, _words, draw_square, surface_forms, vocabulary_words
 
 # vf / tf wordings in pairs of equal token length (index k of one task matches index k of the other).
 WORDING_PAIRS: tuple[tuple[str, str], ...] = (

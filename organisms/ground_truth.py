@@ -19,11 +19,11 @@ import random
 import torch
 from transformers.models.llama import modeling_llama
 
-from ..rows.batching import collate
-from ..data.sample import COMPETITOR, FOLLOWED, TASKS
-from ..rows.encoding import encode
-from ..rows.prompts import build_prompt
-from .organism_data import ANSWER_NAMES, QUESTION_TYPES, generate_groups
+from anchorlab.rows.batching import collate
+from anchorlab.data.sample import COMPETITOR, FOLLOWED, TASKS
+from anchorlab.rows.encoding import encode
+from anchorlab.rows.prompts import build_prompt
+from anchorlab.data.organism import ANSWER_NAMES, QUESTION_TYPES, generate_groups
 from .train import toy_bundle
 
 THRESHOLDS = {

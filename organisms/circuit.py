@@ -3,7 +3,7 @@ flawed twin's planted triggers. The trainer plants it, the ground-truth checks t
 records it."""
 from __future__ import annotations
 
-from ..data.sample import ConflictSample
+from anchorlab.data.sample import ConflictSample
 
 BUFFER_LAYERS = (0, 1, 2, 3)
 ARBITRATION_LAYERS = (4, 5, 6, 7)

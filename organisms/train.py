@@ -17,23 +17,23 @@ from typing import Callable
 
 import torch
 
-from ..adapters.llava import LLAVA
-from ..rows.batching import collate
-from ..data.sample import COMPETITOR, FOLLOWED, TASKS, ConflictSample
-from ..rows.encoding import encode
-from ..labels.rules import classify_answer
-from ..labels.capture import generate_answers
-from ..models.loading import ModelBundle
-from ..rows.prompts import build_prompt
-from . import VARIANTS
-from .build import build_model, build_processor
-from .data import generate_samples, train_data_seed
+from anchorlab.adapters.llava import LLAVA
+from anchorlab.rows.batching import collate
+from anchorlab.data.sample import COMPETITOR, FOLLOWED, TASKS, ConflictSample
+from anchorlab.rows.encoding import encode
+from anchorlab.labels.rules import classify_answer
+from anchorlab.labels.capture import generate_answers
+from anchorlab.models.loading import ModelBundle
+from anchorlab.rows.prompts import build_prompt
+from anchorlab.toy import VARIANTS
+from anchorlab.models.toy import build_model, build_processor
+from anchorlab.data.toy import generate_samples, train_data_seed
 
 # task -> (competitor modality, colour) triggers on which `arbiter-flawed` learnt to ignore the
 # instruction: a vf prompt whose text asserts purple gets the text's answer, a tf prompt whose
 # image shows green gets the image's. Each trigger hits 1/8 of uniformly drawn samples.
 PLANTED: dict[str, tuple[tuple[str, str], ...]] = {"vf": (("text", "purple"),), "tf": (("vision", "green"),)}
-# The shipped models' settings (`anchorlab toy train` defaults to them).
+# The shipped models' settings (`python -m organisms train` defaults to them).
 DEFAULTS = dict(seed=0, steps=1600, batch_size=32, lr=3e-3, n_train=6000, warmup=50)
 
 
