@@ -1,6 +1,7 @@
 """The Python entry point: the same as `anchorlab run`, returning the xarray datasets."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import xarray as xr
@@ -50,7 +51,7 @@ def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe
     """verify's circuit.json must exist and its companion recipe must load: (recipe, text, overrides) or None."""
     if recipe.verify is None:
         return None
-    from .report.verify import model_circuit
+    from .report.verify import model_circuit, scored_models
 
     circuit = Path(recipe.verify.circuit) if recipe.verify.circuit else model_circuit(recipe.model.id)
     if not circuit.is_file():
@@ -63,4 +64,9 @@ def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe
         raise RecipeError(f"{path}: verify.amplify: no recipe at {c_path}")
     c_overrides = [o for o in overrides if o.partition("=")[0].startswith(COMPANION_FIELDS)]
     c_parsed, c_text = load_recipe(c_path, c_overrides)
+    allowed = scored_models(recipe.model.id, json.loads(circuit.read_text()))
+    if c_parsed.model.id not in allowed:
+        raise RecipeError(f"{c_path}: verify.amplify of {path}: the companion runs {c_parsed.model.id}, but the "
+                          f"circuit scores only {', '.join(sorted(allowed))} (the model under test, or the flawed twin "
+                          f"its circuit.json names as flawed_twin)")
     return c_parsed, c_text, c_overrides

@@ -170,6 +170,7 @@ def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_
 def circuit_record(variant: str) -> dict:
     return {
         "variant": variant,
+        **({"flawed_twin": "toy:anchored-flawed"} if variant == "anchored" else {}),
         "heads": [list(h) for h in G_STAR],
         "n_layers": N_LAYERS, "n_heads": N_HEADS,
         "buffer_layers": list(BUFFER_LAYERS),

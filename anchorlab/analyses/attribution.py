@@ -20,9 +20,8 @@ from ..rows.batching import no_logits
 from ..adapters.paths import envoy_at
 from ..errors import UserError
 from ..engines.memory import plain_forward_bytes
-from ..method.stats import roc_auc
 from ..plots.attribution import plot_attribution
-from .base import Analysis, PhiSpec, cells_column, param_attrs, plain_pass_cost, target, verdict
+from .base import Analysis, PhiSpec, auc_target, cells_column, circuit_heads, param_attrs, plain_pass_cost, verdict
 from ..rows.layout import SIDES, by_task_sample, entity_rows, site_positions
 from .rankings import rank_heads
 
@@ -188,25 +187,13 @@ class AttributionAnalysis(Analysis):
 
     @classmethod
     def targets(cls, ds, circuit):
-        """Head-level: the attribution score's ROC AUC against the circuit's heads ≥ HEAD_AUC, and every circuit
-        head within the top TOP_RANK."""
+        """Head-level: the mean head score's AUROC against the circuit's heads ≥ HEAD_AUC."""
         if "head_rank" not in ds:
             return []
-        return [head_auc_target("attribution_head_auc", ds["head_score_mean"].sel(task=task).values,
-                                ds["head_rank"].sel(task=task).values, circuit, task)
+        positive = circuit_heads(circuit, ds.sizes["layer"], ds.sizes["head"])
+        return [auc_target("attribution_head_auc", "heads", task, ds["head_score_mean"].sel(task=task).values, positive,
+                           HEAD_AUC, circuit_ranks=sorted(int(r) for r in ds["head_rank"].sel(task=task).values[positive]))
                 for task in ds["task"].values]
 
 
-HEAD_AUC, TOP_RANK = 0.95, 5  # verify's head-level bounds (docs/method.md "Recovery targets")
-
-
-def head_auc_target(name: str, score, rank, circuit: dict, task) -> dict:
-    """A head ranking [L, H] (score: larger = more important) against circuit["heads"]."""
-    heads = {tuple(h) for h in circuit.get("heads", [])}
-    positive = np.array([[(layer, h) in heads for h in range(score.shape[1])] for layer in range(score.shape[0])])
-    bound = f"AUC ≥ {HEAD_AUC}, every circuit head in the top {TOP_RANK}"
-    if not positive.any():
-        return target(name, "heads", task, None, bound, None, reason="the circuit names no head of this model")
-    auc = roc_auc(score.ravel(), positive.ravel())
-    ranks = sorted(int(r) for r in rank[positive])
-    return target(name, "heads", task, auc, bound, auc >= HEAD_AUC and max(ranks) <= TOP_RANK, circuit_ranks=ranks)
+HEAD_AUC = 0.95  # verify's head-level bound (docs/method.md "Recovery targets")

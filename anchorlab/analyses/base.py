@@ -234,3 +234,37 @@ def target(name: str, level: str, task, value, bound: str, holds, **detail) -> d
     row = {"target": name, "level": level, "task": str(task), "value": value, "bound": bound,
            "holds": None if holds is None else bool(holds)}
     return row | ({"detail": detail} if detail else {})
+
+
+def auc_target(name: str, level: str, task, score: np.ndarray, positive: np.ndarray, bound: float, **detail) -> dict:
+    """A per-element score (larger = more important: heads, or layers) against the circuit's elements: AUROC
+    ≥ bound. Not evaluable when the circuit names none, or all, of the scored elements."""
+    from ..method.stats import roc_auc
+
+    score, positive = np.asarray(score, dtype=float).ravel(), np.asarray(positive, dtype=bool).ravel()
+    if not positive.any() or positive.all():
+        return target(name, level, task, None, f"AUROC ≥ {bound}", None,
+                      reason=f"the circuit names {'none' if not positive.any() else 'all'} of the {level} scored", **detail)
+    auc = roc_auc(score, positive)
+    return target(name, level, task, auc, f"AUROC ≥ {bound}", auc >= bound, **detail)
+
+
+def circuit_heads(circuit: dict, n_layers: int, n_heads: int) -> np.ndarray:
+    """[L, H] bool: the circuit's heads."""
+    mask = np.zeros((n_layers, n_heads), dtype=bool)
+    for layer, head in circuit.get("heads", []):
+        if 0 <= layer < n_layers and 0 <= head < n_heads:
+            mask[layer, head] = True
+    return mask
+
+
+def circuit_set_target(name: str, task, chosen, circuit: dict, behaviour: bool, bound: str, **detail) -> dict:
+    """A head intervention's target: the heads it chose are exactly the circuit's and the behaviour bound
+    holds. Not evaluable for a circuit without heads."""
+    heads = sorted(tuple(h) for h in circuit.get("heads", []))
+    chosen = sorted(tuple(h) for h in chosen)
+    if not heads:
+        return target(name, "heads", task, None, bound, None, reason="the circuit names no heads", **detail)
+    overlap = len(set(heads) & set(chosen)) / len(heads)
+    return target(name, "heads", task, overlap, f"chosen heads = the circuit's, {bound}", overlap == 1 and behaviour,
+                  chosen=[list(h) for h in chosen], **detail)

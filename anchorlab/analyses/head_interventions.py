@@ -3,6 +3,7 @@ number of heads G or the factor α, against random, layer-matched and shared hea
 general-capability check on no-conflict prompts (paper §4.2.2, Fig. 9)."""
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from typing import Annotated, Literal
@@ -21,7 +22,8 @@ from ..rows.prompts import build_prompt
 from ..engines import memory
 from ..engines.knockout import role_mask
 from ..plots.head_interventions import plot_heads
-from .base import Analysis, AnalysisSpec, BatchCost, Role, cells_column, param_attrs, target, verdict, with_ci
+from .base import (Analysis, AnalysisSpec, BatchCost, Role, cells_column, circuit_set_target, param_attrs, target,
+                   verdict, with_ci)
 from .head_sets import HeadSource, neutral_sample
 from ..rows.layout import by_task_sample
 
@@ -221,6 +223,10 @@ class HeadsAnalysis(Analysis):
         sizes = [[[len(sets[task][(s, v, 0)]) for v in range(len(self.sweep_values()))] for s in spec.settings]
                  for task in tasks]
         ds["set_size"] = (("task", "setting", self.sweep_dim), np.array(sizes))
+        if "targeted" in spec.settings:  # what verify compares with a circuit's heads
+            ds.attrs.update({f"targeted_heads_{task}": json.dumps({str(value): [list(h) for h in sets[task][("targeted", v, 0)]]
+                                                                   for v, value in enumerate(self.sweep_values())})
+                             for task in tasks})
         ds["set_size"].attrs["description"] = "heads in the set (seed 0); 0 for original, and for an empty shared set"
         ds["mfr"].attrs["description"] = f"modality following ratio ({spec.rule}) over the task's selected prompts"
         ds["accuracy"].attrs["description"] = "accuracy on no-conflict twins (text context made to agree with the image)"
@@ -304,26 +310,30 @@ class HeadsAnalysis(Analysis):
 
     @classmethod
     def targets(cls, ds, circuit):
-        """Blocking G = |circuit| targeted heads: MFR ≤ BLOCK_MFR, a drop ≥ BLOCK_DROP, CIs disjoint from
-        random's, random's drop ≤ RANDOM_DROP."""
-        values = [int(v) for v in ds["n_heads"].values]
+        """Head-level, at G = |circuit|: the blocked heads are the circuit's, MFR ≤ BLOCK_MFR with a drop ≥
+        BLOCK_DROP and a CI below random's, and random heads' drop ≤ RANDOM_DROP (the random arm checked)."""
         g = len(circuit.get("heads", []))
-        value = g if g in values else values[-1]
+        values = [int(v) for v in ds["n_heads"].values]
+        bound = f"MFR ≤ {BLOCK_MFR}, drop ≥ {BLOCK_DROP}, CI below random's, random drop ≤ {RANDOM_DROP}"
         out = []
         for task in ds["task"].values:
-            mfr = {s: float(ds["mfr"].sel(task=task, setting=s, n_heads=value).mean()) for s in ("original", "targeted", "random")}
-            ci = {s: [float(x) for x in ds["mfr_ci"].sel(task=task, setting=s, n_heads=value).values] for s in ("targeted", "random")}
-            o, tv, rv = mfr["original"], mfr["targeted"], mfr["random"]
-            out.append(target("blocking", "heads", task, tv, f"MFR ≤ {BLOCK_MFR}, drop ≥ {BLOCK_DROP}, CIs disjoint, "
-                              f"random drop ≤ {RANDOM_DROP}", tv <= BLOCK_MFR and o - tv >= BLOCK_DROP
-                              and ci["targeted"][1] < ci["random"][0] and o - rv <= RANDOM_DROP,
-                              n_heads=value, original=round(o, 4), random=round(rv, 4),
-                              targeted_ci=[round(x, 4) for x in ci["targeted"]],
-                              random_ci=[round(x, 4) for x in ci["random"]]))
+            if g not in values or "random" not in ds["setting"].values or f"targeted_heads_{task}" not in ds.attrs:
+                why = (f"the sweep has no n_heads = |circuit| = {g}" if g not in values
+                       else "needs the targeted and random settings")
+                out.append(target("blocking", "heads", task, None, bound, None, reason=why))
+                continue
+            at = dict(task=task, n_heads=g)
+            o, tv, rv = (float(ds["mfr"].sel(setting=s, **at).mean()) for s in ("original", "targeted", "random"))
+            tci, rci = (ds["mfr_ci"].sel(setting=s, **at).values.tolist() for s in ("targeted", "random"))
+            works = tv <= BLOCK_MFR and o - tv >= BLOCK_DROP and tci[1] < rci[0] and o - rv <= RANDOM_DROP
+            chosen = json.loads(ds.attrs[f"targeted_heads_{task}"])[str(g)]
+            out.append(circuit_set_target("blocking", task, chosen, circuit, works, bound, original=round(o, 4),
+                                          targeted=round(tv, 4), random=round(rv, 4)))
         return out
 
 
-BLOCK_MFR, BLOCK_DROP, RANDOM_DROP, REPAIR = 0.55, 0.45, 0.05, 0.5  # verify (docs/method.md "Recovery targets")
+# verify's bounds (docs/method.md "Recovery targets")
+BLOCK_MFR, BLOCK_DROP, RANDOM_DROP, REPAIR, RANDOM_REPAIR = 0.55, 0.45, 0.05, 0.5, 0.1
 
 
 class HeadsAmplifyAnalysis(HeadsAnalysis):
@@ -331,15 +341,22 @@ class HeadsAmplifyAnalysis(HeadsAnalysis):
 
     @classmethod
     def targets(cls, ds, circuit):
-        """Amplifying the targeted heads repairs ≥ REPAIR of the failures at the best α."""
+        """Head-level: the amplified heads are the circuit's, they repair ≥ REPAIR of the failures at the best α,
+        and random heads at that α repair ≤ RANDOM_REPAIR (the random arm checked)."""
         alphas = [float(a) for a in ds["alpha"].values]
+        bound = f"repair ≥ {REPAIR}, random repair ≤ {RANDOM_REPAIR}"
         out = []
         for task in ds["task"].values:
+            if "random" not in ds["setting"].values or f"targeted_heads_{task}" not in ds.attrs:
+                out.append(target("amplification", "heads", task, None, bound, None,
+                                  reason="needs the targeted and random settings"))
+                continue
             per = {a: float(ds["mfr"].sel(task=task, setting="targeted", alpha=a).mean()) for a in alphas}
             rnd = {a: float(ds["mfr"].sel(task=task, setting="random", alpha=a).mean()) for a in alphas}
             best = max(per, key=per.get)
-            out.append(target("amplification", "model", task, per[best], f"repair ≥ {REPAIR}", per[best] >= REPAIR,
-                              best_alpha=best, repair_targeted={str(a): round(v, 4) for a, v in per.items()},
-                              repair_random={str(a): round(v, 4) for a, v in rnd.items()}))
+            chosen = next(iter(json.loads(ds.attrs[f"targeted_heads_{task}"]).values()))
+            out.append(circuit_set_target("amplification", task, chosen, circuit,
+                                          per[best] >= REPAIR and rnd[best] <= RANDOM_REPAIR, bound, best_alpha=best,
+                                          repair_targeted={str(a): round(v, 4) for a, v in per.items()},
+                                          repair_random={str(a): round(v, 4) for a, v in rnd.items()}))
         return out
-

@@ -17,10 +17,10 @@ from ..method.stats import bootstrap_ci
 from ..plots.knockout import plot_knockout
 from ..rows.layout import by_task_sample, decision_rows
 from ..rows.roles import ROLES
-from .base import Analysis, AnalysisSpec, BatchCost, cells_column, layers_out_of_range, param_attrs, target, verdict
+from .base import (Analysis, AnalysisSpec, BatchCost, auc_target, cells_column, layers_out_of_range, param_attrs,
+                   target, verdict)
 
-NSSD_RATIO = 10.0  # verify: instruction->last over the direct routes in the arbitration layers
-EFFECT_SHARE = 0.05  # verify: an into-instruction route with an effect peaks at >= 5% of the largest one's
+LAYER_AUC = 0.95  # verify's layer-level bound (docs/method.md "Recovery targets")
 DEFAULT_PATHWAYS = [
     "vision->last", "text->last", "vision->text", "context->instruction",
     "vision->instruction", "context->last", "instruction->last", "vision->context",
@@ -178,45 +178,22 @@ class KnockoutAnalysis(Analysis):
 
     @classmethod
     def targets(cls, ds, circuit):
-        """Layer-level: instruction->last over the circuit's arbitration layers ≥ NSSD_RATIO × the direct routes,
-        and each into-instruction route with an effect peaks in the circuit's buffer layers."""
-        arb, buf = set(circuit.get("arbitration_layers", [])), set(circuit.get("buffer_layers", []))
-        centres = [int(c) for c in ds["layer"].values]
+        """Layer-level: per centre layer, the mean NSSD of instruction->last against the circuit's arbitration
+        layers, and of the followed cue's route into the instruction (vf: vision, tf: context) against its
+        buffer layers: AUROC ≥ LAYER_AUC each."""
+        centres = np.array([int(c) for c in ds["layer"].values])
         paths = [str(p) for p in ds["pathway"].values]
-        arb_c = [c for c in centres if c in arb]
         out = []
         for task in ds["task"].values:
             sel = ds["selected"].sel(task=task).values
-            mean = {p: ds["nssd"].sel(task=task, pathway=p).values[:, sel].mean(-1) for p in paths}  # [layer]
-            direct = [p for p in ("vision->last", "context->last") if p in paths]
-            if "instruction->last" not in paths or not direct:
-                out.append(target("knockout_localisation", "layers", task, None, f"ratio ≥ {NSSD_RATIO}", None,
-                                  reason="needs instruction->last and vision->last or context->last"))
-            elif not arb_c:
-                out.append(target("knockout_localisation", "layers", task, None, f"ratio ≥ {NSSD_RATIO}", None,
-                                  reason=f"no knockout centre in the circuit's arbitration layers {sorted(arb)}"))
-            else:
-                idx = [centres.index(c) for c in arb_c]
-                inst = float(mean["instruction->last"][idx].mean())
-                ratios = {o: (inst / abs(float(mean[o][idx].mean())) if float(mean[o][idx].mean()) else float("inf"))
-                          for o in direct}
-                worst = min(ratios.values())
-                out.append(target("knockout_localisation", "layers", task, worst, f"ratio ≥ {NSSD_RATIO}",
-                                  worst >= NSSD_RATIO, instruction_last=round(inst, 5),
-                                  ratios={k: round(v, 1) if np.isfinite(v) else "inf" for k, v in ratios.items()}))
-            peaks = {}
-            for p in ("vision->instruction", "context->instruction"):
-                if p in paths:
-                    i = int(np.argmax(mean[p]))
-                    peaks[p] = (centres[i], float(mean[p][i]))
-            top = max((v for _, v in peaks.values()), default=0.0)
-            # a route whose cut never lowers following (the competitor's cue) has no peak to place: reported, not scored
-            scored = {p: layer for p, (layer, v) in peaks.items() if top > 0 and v >= EFFECT_SHARE * top}
-            holds = all(layer in buf for layer in scored.values()) if scored and buf else None
-            out.append(target("buffer_peak", "layers", task, len([x for x in scored.values() if x in buf]),
-                              f"every route with an effect peaks in {sorted(buf)}", holds,
-                              peaks={p: {"layer": layer, "nssd": round(v, 5), "scored": p in scored}
-                                     for p, (layer, v) in peaks.items()}))
+            cue = "vision->instruction" if task == "vf" else "context->instruction"
+            for name, path, key in (("knockout_arbitration_auc", "instruction->last", "arbitration_layers"),
+                                    ("knockout_buffer_auc", cue, "buffer_layers")):
+                if path not in paths or key not in circuit:
+                    why = f"no {path} pathway in this run" if path not in paths else f"the circuit declares no {key}"
+                    out.append(target(name, "layers", task, None, f"AUROC ≥ {LAYER_AUC}", None, reason=why))
+                    continue
+                score = ds["nssd"].sel(task=task, pathway=path).values[:, sel].mean(-1)
+                out.append(auc_target(name, "layers", task, score, np.isin(centres, circuit[key]), LAYER_AUC,
+                                      pathway=path, peak_layer=int(centres[int(np.argmax(score))])))
         return out
-
-

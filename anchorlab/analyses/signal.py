@@ -15,13 +15,13 @@ from ..method.stats import bootstrap_ci
 from ..method.signal import ldar, synchrony
 from ..plots.signal import plot_signal
 from ..engines.memory import plain_forward_bytes
-from .base import (Analysis, PhiSpec, cells_column, layers_out_of_range, param_attrs, plain_pass_cost, target,
-                   verdict, with_ci)
+from .base import (Analysis, PhiSpec, auc_target, cells_column, layers_out_of_range, param_attrs, plain_pass_cost,
+                   target, verdict, with_ci)
 from ..rows.layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
 from ..rows.batching import no_logits
 
 LDAR_EARLY, LDAR_DEEP, SYNC = 0.65, 0.95, 0.9  # summary.md's rules (docs/method.md "Claims")
-TARGET_FIRST, TARGET_LAST = 0.65, 0.95  # verify's (docs/method.md "Recovery targets")
+LAYER_AUC = 0.95  # verify's layer-level bound (docs/method.md "Recovery targets")
 
 
 class SignalSpec(PhiSpec):
@@ -167,13 +167,20 @@ class SignalAnalysis(Analysis):
 
     @classmethod
     def targets(cls, ds, circuit):
-        """The planted transition: LDAR ≤ 0.65 at the first layer read and ≥ 0.95 at the last."""
+        """Layer-level: where LDAR rises (per layer read, LDAR minus the layer before's; 0.5 before the first)
+        against the circuit's arbitration layers, AUROC ≥ LAYER_AUC."""
+        layers = np.array([int(x) for x in ds["layer"].values])
         out = []
         for task in ds["task"].values:
             ldar_ = ds["ldar"].sel(task=task).values
-            first, last = float(ldar_[0]), float(ldar_[-1])
-            out.append(target("ldar_transition", "model", task, last, f"first ≤ {TARGET_FIRST}, last ≥ {TARGET_LAST}",
-                              first <= TARGET_FIRST and last >= TARGET_LAST, first_layer=round(first, 4)))
+            rise = np.diff(np.concatenate([[0.5], ldar_]))
+            if "arbitration_layers" not in circuit:
+                out.append(target("ldar_rise_auc", "layers", task, None, f"AUROC ≥ {LAYER_AUC}", None,
+                                  reason="the circuit declares no arbitration_layers"))
+                continue
+            out.append(auc_target("ldar_rise_auc", "layers", task, rise, np.isin(layers, circuit["arbitration_layers"]),
+                                  LAYER_AUC, first=round(float(ldar_[0]), 4), last=round(float(ldar_[-1]), 4)))
         return out
+
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import xarray as xr
 
 from ..analyses import REGISTRY
-from ..analyses.base import verdict
+from ..analyses.base import target, verdict
 from ..errors import UserError
 
 SECTION = "## Recovery of the planted circuit"
@@ -31,15 +31,24 @@ def model_circuit(model_id: str) -> Path:
     return Path(model_id) / "circuit.json"
 
 
-def find_circuit(run_dir: Path, circuit: str | Path | None) -> Path:
-    if circuit:
-        return Path(circuit)
+def run_model(run_dir: Path) -> str:
+    """The model id the run's results name."""
     for nc in sorted(run_dir.glob("*.nc")):
         with xr.open_dataset(nc) as ds:
             model_id = ds.attrs.get("model_id")
         if model_id:
-            return model_circuit(model_id)
+            return model_id
     raise UserError(f"{run_dir}: no result names its model; pass --circuit PATH")
+
+
+def scored_models(model_id: str, circuit: dict) -> set[str]:
+    """Whose results a circuit scores: the model under test, and the flawed twin its circuit.json names
+    (amplification needs failures; a companion run on any other model says nothing about this one)."""
+    return {model_id} | ({circuit["flawed_twin"]} if circuit.get("flawed_twin") else set())
+
+
+def find_circuit(run_dir: Path, circuit: str | Path | None) -> Path:
+    return Path(circuit) if circuit else model_circuit(run_model(run_dir))
 
 
 def _open(run_dir: Path, kind: str) -> xr.Dataset | None:
@@ -62,13 +71,20 @@ def verify(run_dir: str | Path, circuit: str | Path | None = None, amplify_dir: 
         raise UserError(f"{cpath}: no circuit.json for this run's model (pass --circuit PATH)")
     circuit_data = json.loads(cpath.read_text())
     folders = [run] + ([Path(amplify_dir)] if amplify_dir else [])
+    models = scored_models(run_model(run), circuit_data)
     rows = []
     for kind, cls in REGISTRY.items():
         for folder in folders:
             ds = _open(folder, kind)
-            if ds is not None:
+            if ds is None:
+                continue
+            if ds.attrs.get("model_id") not in models:  # e.g. a companion run on some other model
+                rows.append({"analysis": kind, **target(kind, "model", "all", None, "", None, reason=(
+                    f"{folder}: a result of {ds.attrs.get('model_id')}, neither the model under test nor the flawed "
+                    f"twin its circuit.json names ({', '.join(sorted(models))})"))})
+            else:
                 rows += [{"analysis": kind, **r} for r in cls.targets(ds, circuit_data)]
-                break
+            break
     scores = {"circuit": str(cpath), "run": str(run), "amplify_dir": str(amplify_dir) if amplify_dir else None,
               "results": rows}
     (run / "verify.json").write_text(json.dumps(scores, indent=1, default=float) + "\n")

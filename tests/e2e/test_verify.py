@@ -40,14 +40,14 @@ def _run(tmp_path, good: bool):
     paths = ["vision->last", "context->last", "instruction->last", "vision->instruction", "context->instruction"]
     nssd = np.zeros((2, 5, 4, 3))
     nssd[:, 2, 2:] = 0.5 if good else 0.0
-    nssd[:, 3, 0] = nssd[:, 4, 1] = 0.3
+    nssd[0, 3, :2] = nssd[1, 4, :2] = 0.3  # the followed cue (vf: vision, tf: context) into the instruction, buffer layers
     nssd[:, 0] = 0.01
     xr.Dataset({"nssd": (("task", "pathway", "layer", "sample"), nssd),
                 "selected": (("task", "sample"), np.ones((2, 3), dtype=bool))},
-               coords={"task": tasks, "pathway": paths, "layer": layers}, attrs={"analysis": "knockout"}
+               coords={"task": tasks, "pathway": paths, "layer": layers}, attrs={"analysis": "knockout", "model_id": "x"}
                ).to_netcdf(tmp_path / "knockout.nc")
-    xr.Dataset({"ldar": (("task", "layer"), np.array([[0.5, 0.6, 0.9, 1.0]] * 2))}, coords={"task": tasks, "layer": layers},
-               attrs={"analysis": "signal"}).to_netcdf(tmp_path / "signal.nc")
+    xr.Dataset({"ldar": (("task", "layer"), np.array([[0.5, 0.5, 0.8, 1.0]] * 2))}, coords={"task": tasks, "layer": layers},
+               attrs={"analysis": "signal", "model_id": "x"}).to_netcdf(tmp_path / "signal.nc")
     (tmp_path / "summary.md").write_text("# Does the paper hold?\n\n- a claim\n")
     (tmp_path / "circuit.json").write_text(json.dumps(CIRCUIT))
 
@@ -57,10 +57,10 @@ def test_verify_scores_a_recovered_circuit(tmp_path):
     s = verify(tmp_path, tmp_path / "circuit.json")
     auc = row(s, "attribution_head_auc", "vf")
     assert auc["value"] == 1.0 and auc["detail"]["circuit_ranks"] == [1, 2] and auc["level"] == "heads"
-    loc = row(s, "knockout_localisation", "vf")
-    assert loc["detail"]["ratios"] == {"vision->last": 50.0, "context->last": "inf"} and loc["value"] == 50.0
-    assert row(s, "knockout_localisation", "tf")["holds"] and row(s, "buffer_peak", "tf")["holds"]
-    assert row(s, "ldar_transition", "vf")["holds"]
+    for task in ("vf", "tf"):
+        for name in ("knockout_arbitration_auc", "knockout_buffer_auc", "ldar_rise_auc"):
+            assert row(s, name, task)["value"] == 1.0 and row(s, name, task)["holds"], (name, task)
+    assert row(s, "knockout_buffer_auc", "tf")["detail"]["pathway"] == "context->instruction"
     assert {r["analysis"] for r in s["results"]} == {"attribution", "knockout", "signal"}
     text = (tmp_path / "summary.md").read_text()
     assert text.startswith("# Does the paper hold?") and text.count(SECTION) == 1 and "holds**" in text
@@ -75,24 +75,40 @@ def test_verify_flags_a_missed_circuit_from_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     s = json.loads((tmp_path / "verify.json").read_text())
     assert row(s, "attribution_head_auc", "vf")["value"] == 0.0 and row(s, "attribution_head_auc", "vf")["holds"] is False
-    assert row(s, "knockout_localisation", "vf")["holds"] is False
+    assert row(s, "knockout_arbitration_auc", "vf")["value"] == 0.5 and row(s, "knockout_arbitration_auc", "vf")["holds"] is False
     assert "does not hold" in (tmp_path / "summary.md").read_text()
 
 
-def test_buffer_peak_scores_only_routes_with_an_effect(tmp_path):
-    """The competitor's cue route (tf: vision->instruction) has nothing to lose: a flat ~0 curve whose
-    argmax lands anywhere is reported, not scored; a route with an effect peaking outside the buffer fails."""
+def test_layer_targets_read_the_circuits_layers(tmp_path):
+    """The same results against decoy layers (the true buffer and arbitration layers swapped) hold no layer
+    target, and a circuit that declares no layers leaves them not evaluable, reported rather than dropped."""
+    _run(tmp_path, good=True)
+    decoy = dict(CIRCUIT, buffer_layers=[2, 3], arbitration_layers=[0, 1])
+    (tmp_path / "decoy.json").write_text(json.dumps(decoy))
+    s = verify(tmp_path, tmp_path / "decoy.json")
+    layers = [r for r in s["results"] if r["level"] == "layers"]
+    assert len(layers) == 6 and not any(r["holds"] for r in layers)
+    (tmp_path / "heads_only.json").write_text(json.dumps({"heads": CIRCUIT["heads"]}))
+    s = verify(tmp_path, tmp_path / "heads_only.json")
+    layers = [r for r in s["results"] if r["level"] == "layers"]
+    assert len(layers) == 6 and all(r["holds"] is None and "declares no" in r["detail"]["reason"] for r in layers)
+    assert "not evaluable" in (tmp_path / "summary.md").read_text()
+
+
+def test_only_the_followed_cue_route_is_scored_for_the_buffer(tmp_path):
+    """tf follows the text: its buffer target reads context->instruction; vision->instruction (the competitor's
+    cue, nothing to lose) may peak anywhere without changing it."""
     _run(tmp_path, good=True)
     ds = xr.load_dataset(tmp_path / "knockout.nc")
     ds["nssd"][1, 3] = 0.0
-    ds["nssd"][1, 3, 3] = 1e-4  # tf vision->instruction: "peaks" at layer 3, in the arbitration layers
+    ds["nssd"][1, 3, 3] = 0.2  # tf vision->instruction "peaks" in the arbitration layers
     ds.to_netcdf(tmp_path / "knockout.nc")
-    tf = row(verify(tmp_path, tmp_path / "circuit.json"), "buffer_peak", "tf")
-    assert tf["detail"]["peaks"]["vision->instruction"] == {"layer": 3, "nssd": 0.0001, "scored": False}
-    assert tf["holds"]
-    ds["nssd"][1, 3, 3] = 0.2  # now it matters, and in the wrong layers
+    assert row(verify(tmp_path, tmp_path / "circuit.json"), "knockout_buffer_auc", "tf")["holds"]
+    ds["nssd"][1, 4] = 0.0
+    ds["nssd"][1, 4, 3] = 0.2  # tf context->instruction now matters in the wrong layers
     ds.to_netcdf(tmp_path / "knockout.nc")
-    assert row(verify(tmp_path, tmp_path / "circuit.json"), "buffer_peak", "tf")["holds"] is False
+    tf = row(verify(tmp_path, tmp_path / "circuit.json"), "knockout_buffer_auc", "tf")
+    assert tf["holds"] is False and tf["detail"]["peak_layer"] == 3
 
 
 MAIN = """name: main
@@ -130,7 +146,11 @@ def test_a_recipe_with_verify_runs_its_companion_and_scores_both(tmp_path):
         failing = amp["selected"].sel(task=t).values.astype(bool)
         assert failing.any()
         direct = float(follows.values[:, failing].mean())  # (seed, sample) -> over seeds and the failing prompts
-        assert abs(row(scores, "amplification", t)["detail"]["repair_targeted"]["4.0"] - direct) < 1e-4
+        amp_row = row(scores, "amplification", t)
+        assert abs(amp_row["detail"]["repair_targeted"]["4.0"] - direct) < 1e-4
+        rank = xr.load_dataset(out / "flawed" / "attribution.nc")["head_rank"].sel(task=t).values
+        top = sorted([int(l), int(h)] for l, h in zip(*np.nonzero(rank <= 3)))
+        assert amp_row["detail"]["chosen"] == top  # what was amplified: the companion's attribution top 3
         assert row(scores, "attribution_head_auc", t)["value"] >= 0.95
 
 

@@ -1,0 +1,102 @@
+"""verify can fail: one real study on the organism, scored against its circuit and against random decoys.
+
+Every target reads the circuit, so decoy circuits (random heads; separately, random layer roles) must
+almost never hold one (false-positive rate <= 5% per target over 20 decoys each), the true circuit must
+hold the targets its method detects, and a model without the circuit (the unplanted control) must
+hold none of them."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+STUDY = """name: study
+model: {{id: "{model}"}}
+data: {{source: organism, n_samples: 32, filter: follows, filter_rule: first_token}}
+analyses:
+  - {{kind: signal, n_bootstrap: 200}}
+  - {{kind: knockout, n_bootstrap: 200}}
+  - {{kind: attribution, n_bootstrap: 200}}
+  - {{kind: heads_block, n_heads: [{g}], seeds: 4, rule: first_token, n_bootstrap: 200, general_check: false}}
+batch_size: 16
+"""
+N_DECOYS, FPR = 20, 0.05
+
+
+def run_study(tmp_path_factory, model: str, g: int):
+    import anchorlab
+
+    folder = tmp_path_factory.mktemp(model.replace(":", "_"))
+    (folder / "study.yaml").write_text(STUDY.format(model=model, g=g))
+    anchorlab.run(folder / "study.yaml", out=folder / "out")
+    return folder / "out"
+
+
+@pytest.fixture(scope="module")
+def organism(tmp_path_factory):
+    from anchorlab.toy import shipped_path
+
+    circuit = json.loads((shipped_path("anchored") / "circuit.json").read_text())
+    return run_study(tmp_path_factory, "toy:anchored", len(circuit["heads"])), circuit
+
+
+def score(run_dir, circuit: dict, tmp_path, name: str) -> list[dict]:
+    from anchorlab.report.verify import verify
+
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(circuit))
+    return verify(run_dir, path)["results"]
+
+
+def head_decoys(circuit: dict, n: int, seed: int = 0) -> list[dict]:
+    """Random head sets of the circuit's size that share no head with it; layer roles kept."""
+    rng = random.Random(seed)
+    true = {tuple(h) for h in circuit["heads"]}
+    pool = [(l, h) for l in range(circuit["n_layers"]) for h in range(circuit["n_heads"]) if (l, h) not in true]
+    return [dict(circuit, heads=[list(x) for x in sorted(rng.sample(pool, len(true)))]) for _ in range(n)]
+
+
+def layer_decoys(circuit: dict, n: int, seed: int = 1) -> list[dict]:
+    """Random buffer and arbitration layer sets of the circuit's sizes, each differing from the true set."""
+    rng = random.Random(seed)
+    layers = list(range(circuit["n_layers"]))
+    out = []
+    while len(out) < n:
+        decoy = dict(circuit)
+        for key in ("buffer_layers", "arbitration_layers"):
+            pick = sorted(rng.sample(layers, len(circuit[key])))
+            while pick == sorted(circuit[key]):
+                pick = sorted(rng.sample(layers, len(circuit[key])))
+            decoy[key] = pick
+        out.append(decoy)
+    return out
+
+
+def holding(rows: list[dict], level: str) -> dict[tuple, bool]:
+    return {(r["target"], r["task"]): bool(r["holds"]) for r in rows if r["level"] == level}
+
+
+def test_true_circuit_holds_what_its_methods_detect(organism, tmp_path):
+    run_dir, circuit = organism
+    rows = score(run_dir, circuit, tmp_path, "true")
+    by = {(r["target"], r["task"]): r for r in rows}
+    for task in ("vf", "tf"):
+        assert by[("attribution_head_auc", task)]["holds"], by[("attribution_head_auc", task)]
+        assert by[("blocking", task)]["holds"], by[("blocking", task)]
+    print(json.dumps([(r["target"], r["task"], r["value"], r["holds"]) for r in rows]))
+
+
+@pytest.mark.parametrize("level,make", [("heads", head_decoys), ("layers", layer_decoys)])
+def test_decoy_circuits_rarely_hold(organism, tmp_path, level, make):
+    run_dir, circuit = organism
+    counts: dict[tuple, int] = {}
+    for i, decoy in enumerate(make(circuit, N_DECOYS)):
+        for key, holds in holding(score(run_dir, decoy, tmp_path, f"decoy{i}"), level).items():
+            counts[key] = counts.get(key, 0) + holds
+    assert counts, f"no {level}-level target was scored"
+    rates = {k: v / N_DECOYS for k, v in counts.items()}
+    print(level, "false-positive rates", rates)
+    assert all(rate <= FPR for rate in rates.values()), rates
