@@ -19,7 +19,7 @@ def test_architecture_layout_table_is_the_checked_one():
     table = subprocess.run([sys.executable, str(ROOT / "scripts" / "import_graph.py"), "--table"],
                            capture_output=True, text=True, check=True).stdout.strip()
     page = (ROOT / "docs" / "architecture.md").read_text()
-    assert page.count(START) == 1 and page.count(END) == 1, f"docs/architecture.md: mark the table with {START} ... {END}"
+    assert page.count(START) == 1 and page.count(END) == 1, f"docs/architecture.md: mark the table {START} ... {END}"
     drawn = page.split(START)[1].split(END)[0].strip()
     assert table.startswith("| stage | module |") and drawn == table, (
         "docs/architecture.md's layout table differs from `python3 scripts/import_graph.py --table`: "
