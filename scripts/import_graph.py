@@ -1,5 +1,5 @@
 """Print anchorlab's import graph (every import, inside functions too; TYPE_CHECKING blocks excluded)
-and check the layering of the README's Layout: no cycle, no arrow to a later stage, <= 12 top-level modules.
+and check the layering of docs/architecture.md's Layout: no cycle, no arrow to a later stage, <= 12 top-level modules.
 
 Usage: python scripts/import_graph.py [--edges]   (exit 1 on a violation)
 """
