@@ -23,7 +23,7 @@ def test_install_tests_pass_in_a_clone_in_a_private_folder(tmp_path):
     assert subprocess.run(["runuser", "-u", "nobody", "--", "test", "-r", str(clone / "scripts" / "debian.sh")]
                           ).returncode != 0, "the clone must be out of nobody's reach for this test to mean anything"
     env = {**os.environ, "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
                            "tests/unit/test_setup_script.py"], cwd=clone, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "5 passed" in proc.stdout and "skipped" not in proc.stdout  # the user branch ran, as nobody
