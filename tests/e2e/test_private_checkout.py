@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow  # a clone and a second pytest (torch imported again): about 15 s
+@pytest.mark.slow  # a clone and a second pytest (torch imported again): 20-30 s
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not shutil.which("git")
                     or not (ROOT / ".git").exists(), reason="needs root, runuser, git and a git checkout")
 def test_install_tests_pass_in_a_clone_in_a_private_folder(tmp_path):
