@@ -80,3 +80,24 @@ def test_a_truncated_result_is_one_line_in_plot_and_provenance(tmp_path):
     for args in (["plot", str(tmp_path)], ["provenance", str(path)]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2 and re.fullmatch(line, result.output), result.output
+
+
+def test_model_files_of_a_hub_id_come_from_its_cached_snapshot(tmp_path, monkeypatch):
+    """A hub id's config and tokenizer files are hashed from the local snapshot its revision resolves to."""
+    from huggingface_hub import constants
+
+    from anchorlab.models.loading import model_files
+
+    repo = tmp_path / "models--org--vlm"
+    for rev, text in (("abc123", "{}"), ("def456", "{\"old\": 1}")):
+        snapshot = repo / "snapshots" / rev
+        snapshot.mkdir(parents=True)
+        for name in ("config.json", "tokenizer.json", "chat_template.jinja"):
+            (snapshot / name).write_text(text)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    names = ["config.json", "tokenizer.json", "chat_template.jinja"]
+    assert model_files("org/vlm") == [repo / "snapshots" / "abc123" / n for n in names]
+    assert model_files("org/vlm", "def456") == [repo / "snapshots" / "def456" / n for n in names]
+    assert model_files("org/not-cached") == []
