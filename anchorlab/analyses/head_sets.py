@@ -25,8 +25,9 @@ class HeadSource:
                                 "head interventions: add `- kind: attribution` earlier or set heads_from: PATH")
             self.ds = found[-1]
         if "ablation" in self.ds.attrs:
-            raise UserError(f"heads_from: the attribution result {path or 'of this recipe'} is a sweep (ablation of "
-                            f"{self.ds.attrs['ablation']}); head sets come from a single attribution: run one without sweep:")
+            raise UserError(f"heads_from: the attribution result {path or 'of this recipe'} is a sweep (ablation "
+                            f"of {self.ds.attrs['ablation']}); head sets come from a single attribution: run one "
+                            "without sweep:")
         if "head_rank" not in self.ds:
             raise UserError("heads_from: the attribution result has no head rankings (run it with heads: true)")
         if (self.ds.sizes["layer"], self.ds.sizes["head"]) != (n_layers, n_heads):

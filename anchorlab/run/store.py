@@ -78,7 +78,8 @@ def input_changes(state: dict, recipe: dict, inputs: dict[str, str]) -> list[str
                 named = ["data: the samples as loaded changed (the data file's contents or its images)"]
         elif key.startswith(("weights:", "model_file:")):
             name = key.split(":", 1)[1]
-            named = [fields["model.id"]] if "model.id" in fields else [f"model.id: {name} changed on disk"]
+            named = ([fields["model.id"]] if "model.id" in fields
+                     else [f"model.id: {name} in {b.get('model.id')} changed on disk"])
         else:
             field = INPUT_FIELDS.get(key, key)
             where = b.get(field)

@@ -64,7 +64,8 @@ def _pad_ragged(datasets: list[xr.Dataset]) -> list[xr.Dataset]:
                                            f"combinations differ in their number of {dim} entries)")
                 out[v].attrs["padded_by"] = ",".join(filter(None, [out[v].attrs.get("padded_by"), f"{dim}_valid"]))
             out[f"{dim}_valid"] = ((dim,), np.isin(union, index))
-            out[f"{dim}_valid"].attrs["description"] = f"true for this combination's real {dim} entries (the rest is padding)"
+            out[f"{dim}_valid"].attrs["description"] = (f"true for this combination's real {dim} entries "
+                                                        "(the rest is padding)")
             padded.append(out.drop_vars(dim) if positional else out)
         datasets = padded
     return datasets
