@@ -6,6 +6,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from .errors import UserError
 from .recipe import Recipe, RecipeError, load_recipe
 
 # --set fields a companion recipe (verify.amplify) takes over from the main run: where and how it runs, and
@@ -24,6 +25,9 @@ def run(
     "<companion name>/<analysis>"."""
     from .run.executor import run_recipe
 
+    if resume and force:
+        raise UserError("--force and --resume: choose one (--resume continues the run in the output folder, "
+                        "--force deletes what it wrote and starts over)")
     overrides = list(overrides) + (["backend=ndif"] if remote else [])
     parsed, text = load_recipe(recipe, overrides)
     companion = _companion(Path(recipe), parsed, overrides)  # checked before anything runs

@@ -1,6 +1,7 @@
 """`anchorlab` command line: run / validate / plot recipes, train the toy model."""
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -47,6 +48,13 @@ def user_errors(fn):
             rank, world = _rank()
             if not getattr(exc, "echoed", False):  # rank 0's error raised again on another rank: printed there
                 click.echo(f"error{f' [rank {rank}/{world}]' if world > 1 else ''}: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:  # a full disk met outside the run folder's own writers (a figure, summary.md)
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or ctx.find_root().params.get("debug"):
+                raise
+            from .run.files import write_error
+
+            click.echo(f"error: {write_error(exc.filename or 'a file', exc)}", err=True)
             sys.exit(2)
 
     return wrapper
@@ -111,18 +119,20 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
 @user_errors
 def plot(result_dir: Path) -> None:
     """Redraw the figures of every result in RESULT_DIR."""
-    import xarray as xr
-
     from .analyses import REGISTRY
     from .report.figures import draw
+    from .run.results import read_result
 
     drawn = failed = 0
     for path in sorted(result_dir.glob("*.nc")):
-        with xr.open_dataset(path) as ds:
-            kind = ds.attrs.get("analysis")
-            if kind not in REGISTRY:  # e.g. labels.nc: data, not an analysis result
-                continue
-            ds = ds.load()
+        try:
+            ds = read_result(path)
+        except UserError as exc:  # a truncated file: one line, the other results are still drawn
+            click.echo(f"error: {exc}", err=True)
+            failed += 1
+            continue
+        if ds.attrs.get("analysis") not in REGISTRY:  # e.g. labels.nc: data, not an analysis result
+            continue
         try:
             figs = draw(ds, result_dir / "figures", path.stem)
         except Exception as exc:  # noqa: BLE001 - one line per result that cannot be drawn
@@ -136,6 +146,17 @@ def plot(result_dir: Path) -> None:
         raise SystemExit(2)
     if not drawn:
         raise UserError(f"{result_dir}: no anchorlab analysis results (*.nc) here")
+
+
+@main.command()
+@click.argument("result", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@user_errors
+def provenance(result: Path) -> None:
+    """Print what produced RESULT (a .nc): model and its file hashes, data, recipe, versions, times."""
+    from .run.provenance import describe
+    from .run.results import read_result
+
+    click.echo("\n".join(describe(read_result(result), result)))
 
 
 @main.group("dict")
@@ -153,13 +174,16 @@ def dict_group() -> None:
 @click.option("--verifier-url", metavar="URL", help="OpenAI-compatible endpoint that filters candidates")
 @click.option("--verifier-model", metavar="NAME", help="model name sent to --verifier-url")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="default: DATASET's <name>.dictionary.json beside it")
+@click.option("--force", is_flag=True, help="rebuild an existing dictionary file: every form it holds is kept")
 @user_errors
-def dict_build(dataset: Path, source, models, max_forms, manual, verifier, verifier_url, verifier_model, out) -> None:
-    """Build the entity dictionary of DATASET from WordNet (offline) and print its coverage."""
+def dict_build(dataset: Path, source, models, max_forms, manual, verifier, verifier_url, verifier_model, out,
+               force) -> None:
+    """Build the entity dictionary of DATASET from WordNet (offline) and print its coverage. An existing
+    dictionary (it may hold hand edits) is refused unless --force, and then merged, never dropped."""
     from .dictionary.build import build_from_dataset
 
     _, lines = build_from_dataset(dataset, source, models, max_forms, manual, verifier, verifier_url,
-                                  verifier_model, out)
+                                  verifier_model, out, force=force)
     click.echo("\n".join(lines))
 
 

@@ -24,6 +24,10 @@ class HeadSource:
                 raise UserError("heads_from is not set and this recipe runs no attribution analysis before the "
                                 "head interventions: add `- kind: attribution` earlier or set heads_from: PATH")
             self.ds = found[-1]
+        if "ablation" in self.ds.attrs:
+            raise UserError(f"heads_from: the attribution result {path or 'of this recipe'} is a sweep (ablation "
+                            f"of {self.ds.attrs['ablation']}); head sets come from a single attribution: run one "
+                            "without sweep:")
         if "head_rank" not in self.ds:
             raise UserError("heads_from: the attribution result has no head rankings (run it with heads: true)")
         if (self.ds.sizes["layer"], self.ds.sizes["head"]) != (n_layers, n_heads):

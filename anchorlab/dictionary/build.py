@@ -4,6 +4,9 @@ Candidates come from WordNet through NLTK (lemma variants, then synonyms of the 
 senses), an optional verifier keeps the good ones, and a user's manual file always wins. The file
 is written with sorted keys and stable form order, so rebuilding it gives the same bytes. Token
 ids are not stored: they depend on the tokenizer and are derived at run time (entities.py).
+
+A dictionary is user data (hand edits, earlier --manual entries): an existing file is never
+overwritten unless asked (--force), and then every form it holds is kept; nothing is dropped.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import Callable
 
 import yaml
 
-from ..data.dictionary_file import FORMAT, default_path
+from ..data.dictionary_file import FORMAT, default_path, load
 from ..errors import UserError
 
 log = logging.getLogger("anchorlab")
@@ -98,13 +101,15 @@ def load_manual(path: str | Path) -> dict[str, dict[str, list[str]]]:
 
 
 def build(answers, max_forms: int = 10, manual: dict | None = None, verifier: Verifier | None = None,
-          candidates: Candidates | None = None) -> dict[str, list[str]]:
+          candidates: Candidates | None = None, kept: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """answer -> forms: the answer first, then manual additions (always kept, even past max_forms),
-    then verified candidates minus manual removals, up to `max_forms` forms in all."""
+    then the forms of an existing dictionary (`kept`: hand edits, never dropped, even by a manual
+    removal), then verified candidates minus manual removals, up to `max_forms` forms in all.
+    Answers only `kept` has (no longer in the dataset) stay as they are."""
     if max_forms < 1:
         raise UserError("--max-forms must be at least 1")
     candidates = candidates or wordnet_candidates
-    manual = manual or {}
+    manual, kept = manual or {}, kept or {}
     by_lower = {k.lower(): v for k, v in manual.items()}
     unused = set(manual)
     out = {}
@@ -113,16 +118,22 @@ def build(answers, max_forms: int = 10, manual: dict | None = None, verifier: Ve
         unused.discard(next((k for k in manual if k.lower() == answer.lower()), None))
         auto = [c for c in candidates(answer) if c.lower() != answer.lower()]
         if verifier is not None and auto:
-            kept = verifier(answer, list(auto))
-            auto = [c for c in auto if c in set(kept)]
+            kept_auto = verifier(answer, list(auto))
+            auto = [c for c in auto if c in set(kept_auto)]
         removed = {f.lower() for f in entry["remove"]}
-        forms = _dedupe([answer, *entry["add"]])
+        held = kept.get(answer, [])
+        for form in held:
+            if form.lower() in removed:
+                log.warning("manual file removes %r from %r, but the existing dictionary holds it: kept (edit the "
+                            "dictionary to drop it)", form, answer)
+        forms = _dedupe([answer, *entry["add"], *held])
         room = max(0, max_forms - len(forms))
         forms += [c for c in _dedupe(auto, exclude=forms) if c.lower() not in removed][:room]
         out[answer] = forms
+    out.update({answer: forms for answer, forms in kept.items() if answer not in out})
     if unused:
         log.warning("manual file: %d entr(ies) match no answer of the dataset: %s", len(unused), sorted(unused)[:5])
-    return out
+    return dict(sorted(out.items()))
 
 
 def document(forms: dict[str, list[str]], dataset: Path, source: str, n_samples: int, max_forms: int,
@@ -145,12 +156,20 @@ def write(path: Path, doc: dict) -> Path:
 def build_from_dataset(dataset: Path, source: str | None = None, models=(), max_forms: int = 10,
                        manual: Path | None = None, verifier: str | None = None, verifier_url: str | None = None,
                        verifier_model: str | None = None, out: Path | None = None,
-                       candidates: Candidates | None = None) -> tuple[Path, list[str]]:
+                       candidates: Candidates | None = None, force: bool = False) -> tuple[Path, list[str]]:
     """`anchorlab dict build`: read the dataset's answers (no images needed), build, write, and
-    report coverage per model tokenizer. Returns the file written and the lines to print."""
+    report coverage per model tokenizer. Returns the file written and the lines to print. An existing
+    dictionary is refused unless `force`, and then merged: every form it holds is kept."""
     from ..data.sources import read_records
 
     dataset = Path(dataset)
+    target = Path(out) if out else default_path(dataset)
+    kept = None
+    if target.exists():
+        if not force:
+            raise UserError(f"{target} already exists and may hold hand edits; pass --out PATH to write elsewhere, "
+                            "or --force to rebuild it (every form it holds is kept; --manual and WordNet only add)")
+        kept = load(target)
     source = source or ("jsonl" if dataset.suffix == ".jsonl" else "mc2" if dataset.suffix == ".json" else None)
     if source is None:
         raise UserError(f"{dataset}: cannot tell the source from the extension; pass --source mc2|jsonl")
@@ -174,14 +193,16 @@ def build_from_dataset(dataset: Path, source: str | None = None, models=(), max_
         wn_version = wn.get_version()
         candidates = lambda answer: wordnet_candidates(answer, wn)  # noqa: E731
     answers = [a for r in records for a in (r.answer_vision, r.answer_text)]
-    forms = build(answers, max_forms, load_manual(manual) if manual else None, check, candidates)
+    forms = build(answers, max_forms, load_manual(manual) if manual else None, check, candidates, kept)
     label = verifier or (f"{verifier_url} ({verifier_model or 'default'})" if verifier_url else None)
-    path = write(out or default_path(dataset), document(forms, dataset, source, len(records), max_forms, label,
-                                                         manual, wn_version))
+    path = write(target, document(forms, dataset, source, len(records), max_forms, label, manual, wn_version))
     sizes = [len(v) for v in forms.values()]
     spread = ", ".join(f">= {t}: {sum(s >= t for s in sizes)}" for t in sorted({1, 3, max_forms}))
     lines = [f"wrote {path}: {len(forms)} distinct answers from {len(records)} samples, "
              f"{sum(sizes) / max(len(sizes), 1):.1f} forms per answer on average (answers with {spread} forms)"]
+    if kept is not None:
+        lines.append(f"merged with the existing {path.name}: all {sum(map(len, kept.values()))} of its forms kept "
+                     "(after each answer's --manual additions; WordNet fills up to --max-forms)")
     if models:
         from .coverage import coverage
         from ..models.loading import load_tokenizer

@@ -49,6 +49,25 @@ class ModelFacts:
 
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+# what decides a run's numbers besides the weights: config, tokenizer, chat template, processor
+MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+               "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+               "chat_template.json", "processor_config.json", "preprocessor_config.json")
+
+
+def model_files(path: str, revision: str | None = None) -> list[Path]:
+    """The config, tokenizer, chat template and processor files of a model (resolved path): those in a
+    local folder (a shipped toy's too), else those of a hub id's snapshot in the local HF cache."""
+    folder = Path(path)
+    if folder.is_dir():
+        return [folder / name for name in MODEL_FILES if (folder / name).is_file()]
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = [try_to_load_from_cache(path, name, revision=revision) for name in MODEL_FILES]
+    except ValueError:  # not a hub id either: nothing to hash
+        return []
+    return [Path(f) for f in found if isinstance(f, str)]
 
 
 def _read_config(model_id: str, revision: str | None):

@@ -15,7 +15,10 @@ import xarray as xr
 import yaml
 
 from ..errors import UserError
+from ..models.loading import model_files
 from ..recipe import Recipe, sha256
+from .files import atomic_write
+from .sweeps import real_cells
 
 PACKAGES = ("anchorlab", "nnsight", "transformers", "torch", "xarray", "numpy")
 
@@ -70,7 +73,7 @@ def samples_sha256(samples) -> str:
 
 def input_hashes(recipe: Recipe, samples, data_attrs: dict, facts) -> dict[str, str]:
     """What a resumed run must find unchanged, by name: the data as loaded (texts and images), the
-    data file, dictionary and reused labels, and the weights (or the hub revision)."""
+    data file, dictionary and reused labels, and the weights, config and tokenizer files (or the hub revision)."""
     out = {"data_samples": samples_sha256(samples)}
     d = recipe.data
     if d.path:
@@ -84,7 +87,9 @@ def input_hashes(recipe: Recipe, samples, data_attrs: dict, facts) -> dict[str, 
             out["data_labels"] = file_sha256(labels)
     for f in facts.weight_files:
         out[f"weights:{f.name}"] = file_sha256(f)
-    if not facts.weight_files:
+    if facts.weight_files:  # a local folder: hashed now; a hub id's snapshot is hashed in the result attrs
+        out.update({f"model_file:{f.name}": file_sha256(f) for f in model_files(facts.path)})
+    else:
         out["weights_revision"] = recipe.model.revision or "unpinned (hub default branch)"
     return out
 
@@ -92,7 +97,7 @@ def input_hashes(recipe: Recipe, samples, data_attrs: dict, facts) -> dict[str, 
 @functools.lru_cache(maxsize=1)
 def anchorlab_commit() -> str:
     """The git commit anchorlab runs from (with `+dirty` for uncommitted changes), or 'not a checkout'."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # anchorlab/run/results.py -> the checkout
     if not (root / ".git").exists():
         return "not a checkout"
     try:
@@ -128,16 +133,31 @@ def provenance(recipe: Recipe, recipe_text: str, overrides, bundle, backend: str
         "finished": now(),
         "anchorlab_commit": anchorlab_commit(),
     }
+    files = model_files(bundle.path, bundle.revision)
+    if files:
+        attrs["model_files_dir"] = str(files[0].parent)
+    attrs.update({f"sha256_model_file_{f.name}": file_sha256(f) for f in files})
+    d = recipe.data
+    if d.path:  # data_path (as the recipe gives it) comes with the data attrs; this is where it was
+        attrs["data_path_absolute"] = str(Path(d.path).resolve())
+        attrs["data_image_root_absolute"] = str(Path(d.image_root or Path(d.path).parent).resolve())
     attrs.update({f"sha256_{k.replace(':', '_')}": v for k, v in (inputs or {}).items()})
     attrs.update({f"version_{k}": v for k, v in package_versions().items()})
     return attrs
 
 
 def check_finite(ds: xr.Dataset, name: str) -> None:
-    """A NaN or inf in a result is a failed computation, never a value to save silently."""
+    """A NaN or inf in a result is a failed computation, never a value to save silently; only a
+    ragged sweep's padding (sweeps.stack, marked by a mask) may be NaN."""
     for var, arr in ds.data_vars.items():
-        if arr.dtype.kind == "f" and not np.isfinite(arr.values).all():
-            bad = int((~np.isfinite(arr.values)).sum())
+        if arr.dtype.kind != "f":
+            continue
+        bad_cells = ~np.isfinite(arr)
+        mask = real_cells(ds, var)
+        if mask is not None:
+            bad_cells = bad_cells & mask
+        if bad_cells.any():
+            bad = int(bad_cells.sum())
             raise UserError(f"result {name}: variable {var!r} has {bad} NaN/inf value(s); nothing was written")
 
 
@@ -178,11 +198,21 @@ def escape_strings(ds: xr.Dataset) -> xr.Dataset:
 
 
 def write_dataset(ds: xr.Dataset, path: Path) -> Path:
-    """Write via a temporary file and rename, so a reader never sees half a result."""
+    """Write via a temporary file and rename, so a reader never sees half a result. The netCDF is
+    built in memory first: a full disk then fails in a plain file write (one line, no temporary file
+    left), never inside HDF5. Strings are escaped on a copy: the caller's dataset is left as it is."""
     check_finite(ds, path.name)
-    ds = escape_strings(ds)
+    data = escape_strings(ds.copy()).to_netcdf(engine="h5netcdf")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
+    atomic_write(path, bytes(data))
     return path
+
+
+def read_result(path: Path) -> xr.Dataset:
+    """A result file, loaded; a truncated or corrupt one is one line naming it (no HDF5 traceback)."""
+    try:
+        return xr.load_dataset(path, engine="h5netcdf")
+    except (OSError, ValueError, RuntimeError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{path}: unreadable result file, truncated or corrupt ({reason}); rerun its analysis "
+                        "or remove it") from None

@@ -6,29 +6,21 @@ manifest of every file anchorlab wrote there (so `--force` removes exactly those
 A folder whose run stored nothing (it failed before its first chunk) is simply reused.
 In a data-parallel run (torchrun) rank 0 opens the store and alone writes run.json; the other ranks
 `attach` to it and write only their chunks, each one file written once, so no file has two writers.
+One run writes a folder at a time: the store holds an OS lock on `run.lock` for the whole run (files.py).
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from .files import RunLock, atomic_write
 
 STATE = "run.json"
 CHUNKS = ".chunks"
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _flatten(node, prefix: str = "") -> dict[str, object]:
@@ -57,14 +49,63 @@ def result_names(analyses: list[dict]) -> list[str]:
             for i, a in enumerate(analyses)]
 
 
+# what each input hash (results.input_hashes) comes from, as the recipe names it
+INPUT_FIELDS = {"data_file": "data.path", "data_dictionary": "data.dictionary", "data_labels": "data.labels",
+                "weights_revision": "model.revision"}
+
+
+def _shown(value) -> str:
+    return "unset" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def input_changes(state: dict, recipe: dict, inputs: dict[str, str]) -> list[str]:
+    """Why a resumed run's inputs differ from the stored run's, in recipe fields: "data.n_samples
+    changed: 16 -> 32" when the recipe says so, else which file changed on disk."""
+    old = state.get("inputs", {})
+    keys = sorted(k for k in set(old) | set(inputs) if old.get(k) != inputs.get(k))
+    if not any(k.startswith("model_file:") for k in old):  # started by an anchorlab that did not hash them
+        keys = [k for k in keys if not k.startswith("model_file:")]
+    if not keys:
+        return []
+    a, b = _flatten(state.get("recipe", {})), _flatten(recipe)
+    fields = {k: f"{k} changed: {_shown(a.get(k))} -> {_shown(b.get(k))}" for k in sorted(set(a) | set(b))
+              if a.get(k) != b.get(k) and (k.split(".")[0] in ("data", "model") or k == "seed")}
+    lines = []
+    for key in keys:
+        if key == "data_samples":
+            named = [line for k, line in fields.items() if k.startswith("data.") or k == "seed"]
+            if not named and "data_file" not in keys:
+                named = ["data: the samples as loaded changed (the data file's contents or its images)"]
+        elif key.startswith(("weights:", "model_file:")):
+            name = key.split(":", 1)[1]
+            named = ([fields["model.id"]] if "model.id" in fields
+                     else [f"model.id: {name} in {b.get('model.id')} changed on disk"])
+        else:
+            field = INPUT_FIELDS.get(key, key)
+            where = b.get(field)
+            named = ([fields[field]] if field in fields else [f"{field}: {where} changed on disk"] if where
+                     else [f"{field}: its file changed on disk (or was added or removed)"])
+        lines += [line for line in named if line not in lines]
+    return lines
+
+
 class RunStore:
     primary = True  # False: a data-parallel rank other than 0, which never writes run.json
+    lock: RunLock | None = None  # rank 0's (or the only process's) hold on the folder
 
     def __init__(self, out: Path, resolved_recipe: dict, inputs: dict[str, str] | None = None,
                  resume: bool = False, force: bool = False, world_size: int = 1):
         self.out = Path(out)
         self.state_path = self.out / STATE
-        inputs = inputs or {}
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.out)  # before reading anything: a second run is refused here, --resume included
+        try:
+            self._open(resolved_recipe, inputs or {}, resume, force, world_size)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, resolved_recipe: dict, inputs: dict[str, str], resume: bool, force: bool, world_size: int):
         state = self._read_state()
         if state is not None and not force and state.get("status") != "complete" and not self._stored(state):
             state = None  # the last run failed before storing anything: start afresh in the same folder
@@ -78,7 +119,6 @@ class RunStore:
                 raise UserError(f"{self.out} holds an unfinished run; pass --resume to continue it or --force to start over")
             self._check_resume(state, resolved_recipe, inputs)
             state["recipe"] = resolved_recipe  # accepted changes only touch analyses that stored nothing
-        self.out.mkdir(parents=True, exist_ok=True)
         self.state = state or {"recipe": resolved_recipe, "finished": [], "written": []}
         self.state.update(status="running", inputs=inputs, world_size=world_size)
         self._write_state()
@@ -115,11 +155,10 @@ class RunStore:
         return any((self.out / CHUNKS).glob(f"{name}/*.npz")) or any((self.out / CHUNKS).glob(f"{name}@*/*.npz"))
 
     def _check_resume(self, state: dict, recipe: dict, inputs: dict[str, str]) -> None:
-        changed = sorted(k for k in set(state.get("inputs", {})) | set(inputs)
-                         if state.get("inputs", {}).get(k) != inputs.get(k))
+        changed = input_changes(state, recipe, inputs)
         if changed:
             raise UserError(f"--resume refused: the run's inputs changed since {self.out} was started: "
-                            f"{', '.join(changed)}; pass --force to start over")
+                            f"{'; '.join(changed)}; pass --force to start over")
         old, new = state["recipe"], recipe
         old_names = result_names(old.get("analyses", []))
         touched = []
@@ -152,7 +191,7 @@ class RunStore:
     # -- writing --------------------------------------------------------------------------------
     def _write_state(self) -> None:
         if self.primary:
-            _atomic_write(self.state_path, lambda fh: fh.write(json.dumps(self.state, indent=2).encode()))
+            atomic_write(self.state_path, lambda fh: fh.write(json.dumps(self.state, indent=2).encode()))
 
     def record(self, *paths: Path) -> None:
         """Add files anchorlab wrote in the run folder to the manifest."""
@@ -181,7 +220,7 @@ class RunStore:
     def save_chunk(self, name: str, index: int, arrays: dict[str, np.ndarray], size: int) -> None:
         path = self._chunk_path(name, index, size)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
     def is_finished(self, name: str) -> bool:
         return name in self.state["finished"]
@@ -191,12 +230,25 @@ class RunStore:
         self._write_state()
 
     def stop(self, why: str) -> None:
-        """The run ended early ("failed" or "interrupted"): what is stored stays for --resume."""
+        """The run ended early ("failed" or "interrupted"): what is stored stays for --resume. A run.json
+        that cannot be written now (a full disk) keeps its last state, which --resume reads as well."""
         self.state["status"] = why
-        self._write_state()
+        try:
+            self._write_state()
+        except UserError:
+            pass  # the error that stopped the run is the one to report
+        finally:
+            self._release()
 
     def complete(self) -> None:
-        self.state["status"] = "complete"
-        self._write_state()
-        if self.primary:
-            shutil.rmtree(self.out / CHUNKS, ignore_errors=True)
+        try:
+            self.state["status"] = "complete"
+            self._write_state()
+            if self.primary:
+                shutil.rmtree(self.out / CHUNKS, ignore_errors=True)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()

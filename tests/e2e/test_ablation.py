@@ -1,6 +1,7 @@
 """Ablation sweeps (docs/method.md §3.7): one result per combination, stacked, equal to separate runs."""
 import numpy as np
 import pytest
+import xarray as xr
 import yaml
 
 import anchorlab
@@ -35,3 +36,27 @@ def test_sweep_errors_name_the_field_at_validation():
         parse_recipe({**base, "analyses": [{"kind": "signal", "sweep": {"topk": [1]}}]})
     with pytest.raises(RecipeError, match=r"analyses\.0\.sweep: \{'k': 0\} is not valid: k:"):
         parse_recipe({**base, "analyses": [{"kind": "signal", "sweep": {"k": [0]}}]})
+
+
+def test_attribution_sweep_with_ragged_and_empty_shared_heads_is_stored(tmp_path):
+    """toy:anchored-flawed: pool max finds 3 shared heads, pool mean none; both are stored, padded."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": {"id": "toy:anchored-flawed"},
+        "data": {"source": "organism", "n_samples": 8, "filter": "all", "filter_rule": "first_token"},
+        "analyses": [{"kind": "attribution", "n_bootstrap": 20, "shared_top_n": 3,
+                      "sweep": {"k": [1, 2], "pool": ["max", "mean"]}}], "batch_size": 16}))
+    anchorlab.run(path, out=tmp_path / "run")
+    ds = xr.load_dataset(tmp_path / "run" / "attribution.nc")
+    counts = []
+    for k in (1, 2):
+        for pool in ("max", "mean"):
+            one = ds.sel(k=k, pool=pool)
+            rank = one["head_rank"].transpose("task", "layer", "head")
+            expected = set(zip(*np.nonzero(((rank.sel(task="vf") <= 3) & (rank.sel(task="tf") <= 3)).values)))
+            valid = one["shared_valid"].values
+            assert set(zip(one["shared_layer"].values[valid], one["shared_head"].values[valid])) == expected
+            assert (one["shared_layer"].values[~valid] == -1).all() and (one["shared_head"].values[~valid] == -1).all()
+            counts.append(int(valid.sum()))
+    assert 0 in counts and max(counts) > 0  # ragged, with an empty combination
+    assert ds["shared_layer"].dtype.kind == "i" and "-1 where shared_valid is false" in ds["shared_layer"].attrs["padding"]

@@ -156,8 +156,44 @@ def test_cli_build_is_deterministic_and_reports_coverage(tmp_path, tiny_paths):
     assert doc["candidates"] == "WordNet 3.0 via NLTK" and doc["manual"] == "manual.yaml"
     assert f"coverage with the tokenizer of {tiny_paths['llava']}: 6 answers (3 samples × 2)" in first.output
     assert ">=  1 usable forms:" in first.output and ">= 10 usable forms:     0" in first.output
-    second = CliRunner().invoke(main, args)
+    second = CliRunner().invoke(main, [*args, "--force"])
     assert second.exit_code == 0 and out.read_bytes() == written  # byte-identical rebuild
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "conflicts"
+
+
+def test_dict_build_never_overwrites_and_force_keeps_every_form(tmp_path, caplog):
+    """The shipped example's dictionary (built with --manual manual.yaml) is refused; with --force it is
+    rebuilt without --manual, after hand edits: nothing it held is dropped."""
+    for name in ("samples.jsonl", "samples.dictionary.json", "manual.yaml"):
+        (tmp_path / name).write_bytes((EXAMPLES / name).read_bytes())
+    data, target = tmp_path / "samples.jsonl", tmp_path / "samples.dictionary.json"
+    shipped = target.read_bytes()
+    refused = CliRunner().invoke(main, ["dict", "build", str(data), "--model", "toy:anchored"])
+    assert refused.exit_code == 2 and refused.output == (
+        f"error: {target} already exists and may hold hand edits; pass --out PATH to write elsewhere, or --force to "
+        "rebuild it (every form it holds is kept; --manual and WordNet only add)\n")
+    assert target.read_bytes() == shipped
+    doc = json.loads(shipped)
+    doc["forms"]["blue"].append("cobalt")  # a hand edit: a form of its own...
+    doc["forms"]["teal"] = ["teal", "bluish green"]  # ...and an answer the data does not have
+    target.write_text(json.dumps(doc))
+    manual = tmp_path / "more.yaml"
+    manual.write_text("blue: {add: [bleu], remove: [navy, cobalt]}\n")  # removes a hand-edited form: the file wins
+    rebuilt = CliRunner().invoke(main, ["dict", "build", str(data), "--max-forms", "3", "--manual", str(manual),
+                                        "--force"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    forms = json.loads(target.read_text())["forms"]
+    assert forms["blue"] == ["blue", "bleu", "azure", "navy", "cobalt"]  # answer, --manual, the file's forms
+    assert forms["teal"] == ["teal", "bluish green"]
+    for answer, held in doc["forms"].items():  # every form the file held (manual.yaml's included) is still there
+        assert forms[answer][: len(held) + (answer == "blue")] == (
+            [answer, "bleu", *held[1:]] if answer == "blue" else held)
+    assert "removes 'navy' from 'blue', but the existing dictionary holds it: kept" in caplog.text
+    assert "merged with the existing samples.dictionary.json: all 24 of its forms kept" in rebuilt.output  # 7 × 3 + 3
+    elsewhere = CliRunner().invoke(main, ["dict", "build", str(data), "--out", str(tmp_path / "new.json")])
+    assert elsewhere.exit_code == 0 and (tmp_path / "new.json").is_file()
 
 
 SHARED_MC2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "mc2" / "evaluate_final.json"

@@ -2,6 +2,8 @@
 
 apt-get and sudo are replaced by recording fakes on PATH, so the test checks the exact commands the
 set-up would run without touching the machine; CI's scripts/check_install.sh runs the real install.
+The user branch runs as `nobody`, who may not be able to read the checkout (a clone in /root or in a
+`mktemp -d` folder is mode 700): it runs a copy of debian.sh from a folder it can read.
 """
 from __future__ import annotations
 
@@ -26,10 +28,19 @@ exec "$@"
 """
 
 
+@pytest.fixture
+def user_dir():
+    """A folder another user can enter: pytest's tmp folders, and maybe the checkout, are root-only (0700).
+    Under /tmp itself (world-traversable), whatever TMPDIR says."""
+    path = Path(tempfile.mkdtemp(prefix="anchorlab-setup-", dir="/tmp" if Path("/tmp").is_dir() else None))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _run_need_debian(tmp_path: Path, *, user: str | None, with_sudo: bool = True):
-    if user:  # pytest's own tmp folders are root-only (0700): the user needs one it can enter
-        tmp_path = Path(tempfile.mkdtemp(prefix="anchorlab-setup-"))
-        tmp_path.chmod(0o777)
+    """`tmp_path`: a folder `user` can enter; debian.sh is copied there and run from there (and there is
+    the working directory, so bash never meets a folder the user cannot read)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "apt-get").write_text(FAKE_APT)
@@ -42,12 +53,14 @@ def _run_need_debian(tmp_path: Path, *, user: str | None, with_sudo: bool = True
     target, log = tmp_path / "wn" / "data.noun", tmp_path / "log"
     target.parent.mkdir()
     target.parent.chmod(0o777)
-    script = f'source {ROOT}/scripts/debian.sh; need_debian "{target}" wordnet-base'
+    script = tmp_path / "debian.sh"
+    shutil.copy(ROOT / "scripts" / "debian.sh", script)
+    script.chmod(0o644)
     env = {"PATH": str(bin_dir), "LOG": str(log), "TARGET": str(target)}
-    cmd = ["/bin/bash", "-c", script]
+    cmd = ["/bin/bash", "-c", f'source {script}; need_debian "{target}" wordnet-base']
     if user:
         cmd = [shutil.which("runuser"), "-u", user, "--", "/usr/bin/env", *(f"{k}={v}" for k, v in env.items()), *cmd]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
     return proc, (log.read_text().splitlines() if log.exists() else []), target
 
 
@@ -65,8 +78,8 @@ def test_root_runs_apt_get_directly_with_noninteractive_frontend(tmp_path):
 
 
 @needs_root
-def test_user_goes_through_sudo(tmp_path):
-    proc, log, target = _run_need_debian(tmp_path, user="nobody")
+def test_user_goes_through_sudo(user_dir):
+    proc, log, target = _run_need_debian(user_dir, user="nobody")
     assert proc.returncode == 0, proc.stderr
     assert target.exists()
     assert log == ["sudo env", "apt-get update -qq DEBIAN_FRONTEND=noninteractive",
@@ -74,8 +87,8 @@ def test_user_goes_through_sudo(tmp_path):
 
 
 @needs_root
-def test_user_without_sudo_gets_one_line(tmp_path):
-    proc, log, _ = _run_need_debian(tmp_path, user="nobody", with_sudo=False)
+def test_user_without_sudo_gets_one_line(user_dir):
+    proc, log, _ = _run_need_debian(user_dir, user="nobody", with_sudo=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "needs root or sudo" in proc.stderr
     assert log == []
