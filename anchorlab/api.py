@@ -63,6 +63,4 @@ def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe
         raise RecipeError(f"{path}: verify.amplify: no recipe at {c_path}")
     c_overrides = [o for o in overrides if o.partition("=")[0].startswith(COMPANION_FIELDS)]
     c_parsed, c_text = load_recipe(c_path, c_overrides)
-    if not any(a.kind == "heads_amplify" for a in c_parsed.analyses):
-        raise RecipeError(f"{c_path}: verify.amplify of {path}: the companion recipe has no heads_amplify analysis")
     return c_parsed, c_text, c_overrides

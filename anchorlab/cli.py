@@ -114,7 +114,7 @@ def plot(result_dir: Path) -> None:
     import xarray as xr
 
     from .analyses import REGISTRY
-    from .plots import draw
+    from .report.figures import draw
 
     drawn = failed = 0
     for path in sorted(result_dir.glob("*.nc")):

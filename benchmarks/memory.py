@@ -71,11 +71,13 @@ def measure(mode: str, model: str, n_samples: int) -> dict:
         seconds, sweep = timed(lambda: engine.sweep(batch, rows, pathways, centres, width))
         extra = {"cells": sweep.cells}
     elif mode == "predicted":
-        from anchorlab.engines.memory import knockout_fast_peak, plain_forward_peak
+        from anchorlab.engines.knockout import KnockoutPlan
+        from anchorlab.engines.memory import knockout_fast_peak, plain_forward_bytes
 
         seconds = 0.0
-        extra = {"predicted_fast_mib": knockout_fast_peak(bundle, batch, rows, pathways, centres, width, 16) / 2**20,
-                 "predicted_forward_mib": plain_forward_peak(bundle, batch) / 2**20,
+        plan = KnockoutPlan.of(pathways, centres, width, bundle.n_layers)
+        extra = {"predicted_fast_mib": knockout_fast_peak(bundle, batch, rows, plan, 16) / 2**20,
+                 "predicted_forward_mib": plain_forward_bytes(bundle, batch, batch.inputs['input_ids'].shape[1]) / 2**20,
                  "weights_mib": sum(p.numel() * p.element_size() for p in bundle.model.parameters()) / 2**20}
     else:
         keep = {"logits_to_keep": 1} if mode == "forward_last" else {}

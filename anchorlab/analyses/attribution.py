@@ -19,7 +19,10 @@ from ..method.lens import PhiInputs, phi_states
 from ..rows.batching import no_logits
 from ..adapters.paths import envoy_at
 from ..errors import UserError
-from .base import Analysis, PhiSpec, cells_column, param_attrs
+from ..engines.memory import plain_forward_bytes
+from ..method.stats import roc_auc
+from ..plots.attribution import plot_attribution
+from .base import Analysis, PhiSpec, cells_column, param_attrs, plain_pass_cost, target, verdict
 from ..rows.layout import SIDES, by_task_sample, entity_rows, site_positions
 from .rankings import rank_heads, task_means
 
@@ -140,3 +143,54 @@ class AttributionAnalysis(Analysis):
 
     def _aggregate(self, values: xr.DataArray, sel: np.ndarray, samples: list[str]):
         return task_means(values, sel, samples, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
+
+    def batch_bytes(self, batch, rows, per_pass):
+        return plain_forward_bytes(self.ctx.bundle, batch)
+
+    def batch_cost(self, batch, rows, tables):
+        return plain_pass_cost(self.ctx.bundle, batch)
+
+    @classmethod
+    def figures(cls, ds, fig_dir):
+        return plot_attribution(ds, fig_dir)
+
+    @classmethod
+    def claims(cls, ds):
+        """Deep attention arbitrates, MLPs resist: summed over the deeper half of the layers, δ_A(ΔS) > 0 > δ_F(ΔS)
+        (docs/method.md "Claims")."""
+        if "delta_mean" not in ds:
+            return []
+        out = []
+        layers = ds["layer"].values
+        deep = layers[len(layers) // 2 :]
+        for task in ds["task"].values:
+            a = float(ds["delta_mean"].sel(task=task, metric="dS", sublayer="attn", layer=deep).sum())
+            f = float(ds["delta_mean"].sel(task=task, metric="dS", sublayer="mlp", layer=deep).sum())
+            out.append(f"- Deep attention arbitrates, MLPs resist ({task}): summed over the deeper half of layers, "
+                       f"δ_A(ΔS) = {a:.3f}, δ_F(ΔS) = {f:.3f}; paper: δ_A > 0 > δ_F: {verdict(a > 0 > f)}.")
+        return out
+
+    @classmethod
+    def targets(cls, ds, circuit):
+        """Head-level: the attribution score's ROC AUC against the circuit's heads ≥ HEAD_AUC, and every circuit
+        head within the top TOP_RANK."""
+        if "head_rank" not in ds:
+            return []
+        return [head_auc_target("attribution_head_auc", ds["head_score_mean"].sel(task=task).values,
+                                ds["head_rank"].sel(task=task).values, circuit, task)
+                for task in ds["task"].values]
+
+
+HEAD_AUC, TOP_RANK = 0.95, 5  # verify's head-level bounds (docs/method.md "Recovery targets")
+
+
+def head_auc_target(name: str, score, rank, circuit: dict, task) -> dict:
+    """A head ranking [L, H] (score: larger = more important) against circuit["heads"]."""
+    heads = {tuple(h) for h in circuit.get("heads", [])}
+    positive = np.array([[(layer, h) in heads for h in range(score.shape[1])] for layer in range(score.shape[0])])
+    bound = f"AUC ≥ {HEAD_AUC}, every circuit head in the top {TOP_RANK}"
+    if not positive.any():
+        return target(name, "heads", task, None, bound, None, reason="the circuit names no head of this model")
+    auc = roc_auc(score.ravel(), positive.ravel())
+    ranks = sorted(int(r) for r in rank[positive])
+    return target(name, "heads", task, auc, bound, auc >= HEAD_AUC and max(ranks) <= TOP_RANK, circuit_ranks=ranks)

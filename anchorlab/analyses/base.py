@@ -1,7 +1,12 @@
-"""What every analysis provides: a recipe spec, per-batch work on a backend, a reduction to xarray."""
+"""The analysis protocol: everything the rest of anchorlab knows about an analysis, declared by it.
+
+An analysis is one module holding a spec (recipe options) and an `Analysis` subclass. The run plan,
+executor, autobatch, `anchorlab estimate`, the figures, summary.md and verify loop over the registry
+and call these hooks; none of them names a kind (docs/architecture.md, "Adding an analysis")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -38,6 +43,27 @@ class AnalysisSpec(BaseModel):
         """Problems of these settings on a model of this size (checked from its config, before any
         compute), each naming its field; [] when they fit."""
         return []
+
+    def sources(self) -> dict[str, str]:
+        """{spec field: kind}: results this analysis reads from a file named by the field or, when the
+        field is unset, from the last earlier analysis of that kind in the same run."""
+        return {}
+
+    def depends_on(self) -> list[str]:
+        """Kinds of earlier results of this run it reads (its sources left unset)."""
+        return [kind for field_, kind in self.sources().items() if getattr(self, field_) is None]
+
+    def check_recipe(self, earlier: list["AnalysisSpec"], where: str) -> list[str]:
+        """Every source can be found: a named file exists, or an analysis of its kind runs earlier."""
+        problems = []
+        for field_, kind in self.sources().items():
+            path = getattr(self, field_)
+            if path and not Path(path).exists():
+                problems.append(f"{where}.{field_}: {path} does not exist (a {kind} result, e.g. DIR/{kind}.nc)")
+            elif not path and not any(e.kind == kind for e in earlier):
+                problems.append(f"{where}.{field_} is not set and this recipe runs no {kind} analysis before it: "
+                                f"add `- kind: {kind}` earlier or set {field_}: PATH")
+        return problems
 
 
 def layers_out_of_range(layers, n_layers: int, where: str) -> list[str]:
@@ -78,6 +104,39 @@ def cells_column(n_rows: int, cells: int) -> np.ndarray:
 
 
 @dataclass
+class Work:
+    """Passes and decoder cells of one engine. Prompt passes are exact; each greedy generation
+    (`loops`, over `rows` rows in all) adds one pass of one token per row for every step after its
+    prompt pass, so the steps can be priced at max_new_tokens (an upper bound) or at a measured length."""
+
+    passes: int = 0
+    cells: int = 0
+    loops: int = 0
+    rows: int = 0
+
+    def add(self, passes: int, cells: int, loops: int = 0, rows: int = 0) -> None:
+        self.passes, self.cells, self.loops, self.rows = (self.passes + passes, self.cells + cells,
+                                                          self.loops + loops, self.rows + rows)
+
+    def at(self, steps: int, n_layers: int) -> tuple[int, int]:
+        """(passes, cells) when every generation runs `steps` steps."""
+        extra = max(steps - 1, 0)
+        return self.passes + self.loops * extra, self.cells + self.rows * n_layers * extra
+
+
+@dataclass
+class BatchCost:
+    """What one batch of one analysis costs, as its engines run it (`anchorlab estimate` adds them up;
+    the run's attrs `passes` and `decoder_cells` count the same)."""
+
+    fast: Work = field(default_factory=Work)
+    naive: Work = field(default_factory=Work)
+    variants: int = 1  # interventions per prompt (pathways × centres, head tables, settings, heads)
+    bytes: int = 0  # the batch's peak beyond the weights
+    max_new_tokens: int = 1  # generation steps per loop at most (1: none)
+
+
+@dataclass
 class Context:
     """What an analysis may use while it runs."""
 
@@ -89,17 +148,89 @@ class Context:
 
 
 class Analysis:
-    """One paper section: subclasses set `kind` and `spec_cls` and implement the three steps."""
+    """One paper section. A subclass sets `kind`, `spec_cls` and `pass_knob` and implements every hook
+    below (tests/unit/test_protocol.py checks each registered kind does)."""
 
     kind: ClassVar[str]
     spec_cls: ClassVar[type[AnalysisSpec]]
+    # the spec field autobatch sets: variants / settings / heads batched into one pass (None: no such knob)
+    pass_knob: ClassVar[str | None] = None
+    HOOKS: ClassVar[tuple[str, ...]] = ("run_batch", "reduce", "batch_bytes", "batch_cost", "figures", "claims",
+                                        "targets")
 
     def __init__(self, spec: AnalysisSpec, ctx: Context):
         self.spec, self.ctx = spec, ctx
 
+    # -- run
     def run_batch(self, batch: "Batch", rows: list["Row"]) -> dict[str, np.ndarray]:
         """Per-row arrays (leading dim = len(rows)) for one batch of prompts."""
         raise NotImplementedError
 
-    def reduce(self, rows: list["Row"], results: dict[str, np.ndarray]) -> "xr.Dataset":
+    def reduce(self, rows: list["Row"], results: dict[str, np.ndarray], selected: np.ndarray) -> "xr.Dataset":
+        """The result from every row's arrays; aggregates over the rows `selected` keeps."""
         raise NotImplementedError
+
+    # -- price (autobatch, estimate)
+    def batch_bytes(self, batch: "Batch", rows: list["Row"], per_pass: int) -> int:
+        """Bytes one batch adds beyond the weights with `per_pass` variants a pass (engines/memory.py)."""
+        raise NotImplementedError
+
+    def batch_cost(self, batch: "Batch", rows: list["Row"], tables: dict) -> BatchCost:
+        """Passes and cells of both engines for one batch; `tables`: what a pilot run drew, by task
+        (head sweeps: distinct head tables), where known."""
+        raise NotImplementedError
+
+    def uses_passes(self) -> bool:
+        """Whether `pass_knob` changes anything for this spec (the naive engines run one pass a variant)."""
+        return self.pass_knob is not None and getattr(self.spec, "engine", "fast") == "fast"
+
+    # -- report (from the saved result only)
+    @classmethod
+    def figures(cls, ds: "xr.Dataset", fig_dir: Path) -> list[Path]:
+        """The result's figures, drawn from the dataset alone."""
+        raise NotImplementedError
+
+    @classmethod
+    def claims(cls, ds: "xr.Dataset") -> list[str]:
+        """summary.md lines: a paper claim, this result's numbers with CIs, the verdict by the rule in
+        docs/method.md ("Claims")."""
+        raise NotImplementedError
+
+    @classmethod
+    def targets(cls, ds: "xr.Dataset", circuit: dict) -> list[dict]:
+        """verify rows {target, level: heads|layers|model, task, value, bound, holds} for a known circuit
+        (docs/method.md "Recovery targets"); holds None when the target cannot be evaluated."""
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------ shared by the hooks
+
+
+def plain_pass_cost(bundle, batch) -> BatchCost:
+    """One plain pass of every prompt, the same for both engines (signal, attribution)."""
+    from ..engines.memory import plain_forward_bytes
+
+    b, s = batch.inputs["input_ids"].shape
+    cost = BatchCost(bytes=plain_forward_bytes(bundle, batch))
+    for work in (cost.fast, cost.naive):
+        work.add(1, bundle.n_layers * s * b)
+    return cost
+
+
+def with_ci(ds, var: str, **sel) -> str:
+    """'mean [lo, hi]' of `var` and its `var_ci` at `sel`, for summary.md."""
+    v = float(ds[var].sel(**sel).mean())
+    ci = ds[f"{var}_ci"].sel(**sel).values
+    return f"{v:.3f} [{float(ci[0]):.3f}, {float(ci[1]):.3f}]"
+
+
+def verdict(ok) -> str:
+    return "**not evaluable**" if ok is None else ("**holds**" if ok else "**does not hold**")
+
+
+def target(name: str, level: str, task, value, bound: str, holds, **detail) -> dict:
+    """One verify row; `holds` None = the target could not be evaluated (the reason in `detail`)."""
+    value = None if value is None else (round(float(value), 5) if np.isfinite(value) else str(value))
+    row = {"target": name, "level": level, "task": str(task), "value": value, "bound": bound,
+           "holds": None if holds is None else bool(holds)}
+    return row | ({"detail": detail} if detail else {})

@@ -18,7 +18,10 @@ from ..labels.rules import answer_forms, classify_answer
 from ..interventions.head_scaling import layer_matched_heads, random_heads, scale_table
 from ..method.stats import bootstrap_ci
 from ..rows.prompts import build_prompt
-from .base import Analysis, AnalysisSpec, Role, cells_column, param_attrs
+from ..engines import memory
+from ..engines.knockout import role_mask
+from ..plots.head_interventions import plot_heads
+from .base import Analysis, AnalysisSpec, BatchCost, Role, cells_column, param_attrs, target, verdict, with_ci
 from .head_sets import HeadSource, neutral_sample
 from ..rows.layout import by_task_sample
 
@@ -56,10 +59,29 @@ class HeadsSpec(AnalysisSpec):
             return self.rows
         return "follows" if self.kind == "heads_block" else "fails"
 
+    def sources(self) -> dict[str, str]:
+        return {"heads_from": "attribution"}
+
+    def distinct_tables(self) -> int:
+        """Distinct [L, H] tables of the sweep, every random draw assumed distinct (an upper bound)."""
+        block = self.kind == "heads_block"
+        keys = set()
+        for v, value in enumerate(self.n_heads if block else self.alphas):
+            factor = 0.0 if block else float(value)
+            for setting in self.settings:
+                if setting == "original" or factor == 1.0:
+                    keys.add("identity")
+                elif setting in ("targeted", "shared"):
+                    keys.add((setting, v))
+                else:
+                    keys.update((setting, v, seed) for seed in range(self.seeds))
+        return len(keys)
+
 
 class HeadsAnalysis(Analysis):
     kind = "heads_block"
     spec_cls = HeadsSpec
+    pass_knob = "settings_per_pass"
 
     @property
     def sweep_dim(self) -> str:
@@ -215,6 +237,109 @@ class HeadsAnalysis(Analysis):
 
 
 
+    def batch_bytes(self, batch, rows, per_pass):
+        dims = memory.dims_of(self.ctx.bundle)
+        b, s = batch.inputs["input_ids"].shape
+        generation = memory.plain_forward_bytes(self.ctx.bundle, batch, 1, cache=True)
+        if self.spec.engine == "naive":
+            return generation
+        return memory.kv_bytes(dims, b, s, dims.n_layers) + memory.pass_bytes(dims, b, s, 0, per_pass, 0, 0) + generation
+
+    def batch_cost(self, batch, rows, tables):
+        """One engine run per task and twin set (run_batch): fast = a clean pass, then the suffix from the first
+        patched position for every table, settings_per_pass at a time; naive = one pass per table."""
+        spec, bundle = self.spec, self.ctx.bundle
+        n_layers = bundle.n_layers
+        generation = spec.rule != "first_token"
+        cost = BatchCost(variants=0, max_new_tokens=spec.max_new_tokens if generation else 1)
+        tasks = list(dict.fromkeys(r.task for r in rows))
+        parts = [(t, [r for r in rows if r.task == t]) for t in tasks]
+        if spec.general_check:
+            parts += [(t, [n for n in map(self._neutral_row, part) if n is not None]) for t, part in parts]
+        dims = memory.dims_of(bundle)
+        for task, part in (p for p in parts if p[1]):
+            n_tables = int(tables.get(task, spec.distinct_tables()))
+            cost.variants = max(cost.variants, n_tables)
+            pb = collate([r.encoded for r in part], bundle.adapter, bundle.pad_token_id)
+            bb, ss = pb.inputs["input_ids"].shape
+            p0 = int(torch.where(role_mask(pb, part, spec.positions, "heads").any(0))[0].min())
+            chunks = -(-n_tables // spec.settings_per_pass)
+            cost.fast.add(1 + chunks, n_layers * ss * bb + n_layers * (ss - p0) * n_tables * bb,
+                          chunks * generation, n_tables * bb * generation)
+            cost.naive.add(n_tables, n_tables * n_layers * ss * bb, n_tables * generation, n_tables * bb * generation)
+            g = min(n_tables, spec.settings_per_pass)
+            cost.bytes = max(cost.bytes, memory.plain_forward_bytes(bundle, pb, 0, cache=True),
+                             memory.kv_bytes(dims, bb, ss, n_layers) + memory.pass_bytes(dims, bb, ss, p0, g, 0, 0))
+        return cost
+
+    @classmethod
+    def figures(cls, ds, fig_dir):
+        return plot_heads(ds, fig_dir)
+
+    @classmethod
+    def claims(cls, ds):
+        """At the sweep's largest value: blocking lowers MFR more than blocking random heads; amplifying raises
+        MFR on failures above both random heads and the original (docs/method.md "Claims")."""
+        kind, dim = ds.attrs["analysis"], ds.attrs.get("sweep_dim", "n_heads")
+        settings = list(ds["setting"].values)
+        if "targeted" not in settings or "random" not in settings:
+            return [f"- {kind}: not tested (needs targeted and random settings)."]
+        out = []
+        for task in ds["task"].values:
+            value = ds[dim].values[-1]
+            at = {dim: value}
+            t, r = (with_ci(ds, "mfr", task=task, setting=s, **at) for s in ("targeted", "random"))
+            o = float(ds["mfr"].sel(task=task, setting="original").mean())
+            tv, rv = (float(ds["mfr"].sel(task=task, setting=s, **at).mean()) for s in ("targeted", "random"))
+            acc = (f"; no-conflict accuracy {with_ci(ds, 'accuracy', task=task, setting='targeted', **at)} vs "
+                   f"{with_ci(ds, 'accuracy', task=task, setting='original', **at)} original"
+                   if int(ds["n_neutral"].sel(task=task)) else "")
+            if kind == "heads_block":
+                out.append(f"- Blocking {value} targeted heads ({task}): MFR {t} vs {r} for random heads (original "
+                           f"{o:.3f}){acc}; paper: targeted blocking lowers MFR more than random: {verdict(tv < rv)}.")
+            else:
+                out.append(f"- Amplifying targeted heads ×{value} ({task}, on failures): MFR {t} vs {r} for random heads "
+                           f"(original {o:.3f}); paper: amplification restores following: {verdict(tv > max(rv, o))}.")
+        return out
+
+    @classmethod
+    def targets(cls, ds, circuit):
+        """Blocking G = |circuit| targeted heads: MFR ≤ BLOCK_MFR, a drop ≥ BLOCK_DROP, CIs disjoint from
+        random's, random's drop ≤ RANDOM_DROP."""
+        values = [int(v) for v in ds["n_heads"].values]
+        g = len(circuit.get("heads", []))
+        value = g if g in values else values[-1]
+        out = []
+        for task in ds["task"].values:
+            mfr = {s: float(ds["mfr"].sel(task=task, setting=s, n_heads=value).mean()) for s in ("original", "targeted", "random")}
+            ci = {s: [float(x) for x in ds["mfr_ci"].sel(task=task, setting=s, n_heads=value).values] for s in ("targeted", "random")}
+            o, tv, rv = mfr["original"], mfr["targeted"], mfr["random"]
+            out.append(target("blocking", "heads", task, tv, f"MFR ≤ {BLOCK_MFR}, drop ≥ {BLOCK_DROP}, CIs disjoint, "
+                              f"random drop ≤ {RANDOM_DROP}", tv <= BLOCK_MFR and o - tv >= BLOCK_DROP
+                              and ci["targeted"][1] < ci["random"][0] and o - rv <= RANDOM_DROP,
+                              n_heads=value, original=round(o, 4), random=round(rv, 4),
+                              targeted_ci=[round(x, 4) for x in ci["targeted"]],
+                              random_ci=[round(x, 4) for x in ci["random"]]))
+        return out
+
+
+BLOCK_MFR, BLOCK_DROP, RANDOM_DROP, REPAIR = 0.55, 0.45, 0.05, 0.5  # verify (docs/method.md "Recovery targets")
+
+
 class HeadsAmplifyAnalysis(HeadsAnalysis):
     kind = "heads_amplify"
+
+    @classmethod
+    def targets(cls, ds, circuit):
+        """Amplifying the targeted heads repairs ≥ REPAIR of the failures at the best α."""
+        alphas = [float(a) for a in ds["alpha"].values]
+        out = []
+        for task in ds["task"].values:
+            per = {a: float(ds["mfr"].sel(task=task, setting="targeted", alpha=a).mean()) for a in alphas}
+            rnd = {a: float(ds["mfr"].sel(task=task, setting="random", alpha=a).mean()) for a in alphas}
+            best = max(per, key=per.get)
+            out.append(target("amplification", "model", task, per[best], f"repair ≥ {REPAIR}", per[best] >= REPAIR,
+                              best_alpha=best, repair_targeted={str(a): round(v, 4) for a, v in per.items()},
+                              repair_random={str(a): round(v, 4) for a, v in rnd.items()}))
+        return out
 

@@ -13,9 +13,16 @@ from ..errors import UserError
 from ..method.lens import PhiInputs, pooled_logits, restricted_logits, top_k_mean
 from ..method.stats import bootstrap_ci
 from ..method.signal import ldar, synchrony
-from .base import Analysis, layers_out_of_range, PhiSpec, cells_column, param_attrs
+from ..plots.signal import plot_signal
+from ..engines.memory import plain_forward_bytes
+from .base import (Analysis, PhiSpec, cells_column, layers_out_of_range, param_attrs, plain_pass_cost, target,
+                   verdict, with_ci)
 from ..rows.layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
 from ..rows.batching import no_logits
+
+LDAR_EARLY, LDAR_DEEP, SYNC = 0.65, 0.95, 0.9  # summary.md's rules (docs/method.md "Claims")
+TARGET_FIRST, TARGET_LAST = 0.65, 0.95  # verify's (docs/method.md "Recovery targets")
+
 
 class SignalSpec(PhiSpec):
     kind: Literal["signal"] = "signal"
@@ -129,5 +136,44 @@ class SignalAnalysis(Analysis):
 
     def _ci(self, values: np.ndarray) -> np.ndarray:
         return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
+
+    def batch_bytes(self, batch, rows, per_pass):
+        return plain_forward_bytes(self.ctx.bundle, batch)
+
+    def batch_cost(self, batch, rows, tables):
+        return plain_pass_cost(self.ctx.bundle, batch)
+
+    @classmethod
+    def figures(cls, ds, fig_dir):
+        return plot_signal(ds, fig_dir)
+
+    @classmethod
+    def claims(cls, ds):
+        """LDAR phase transition: near chance at the first layer read (≤ LDAR_EARLY), above LDAR_DEEP at the
+        last; decision synchrony above SYNC at the last layer (docs/method.md "Claims")."""
+        out, layers = [], ds["layer"].values
+        for task in ds["task"].values:
+            ldar_ = ds["ldar"].sel(task=task).values
+            early, deep = float(ldar_[0]), float(ldar_[-1])
+            out.append(f"- LDAR phase transition ({task}): LDAR {with_ci(ds, 'ldar', task=task, layer=layers[0])} at the "
+                       f"first layer read ({int(layers[0])}), {with_ci(ds, 'ldar', task=task, layer=layers[-1])} at the last "
+                       f"({int(layers[-1])}); paper: ~0.5 early (≤ {LDAR_EARLY}), > {LDAR_DEEP} deep: "
+                       f"{verdict(early <= LDAR_EARLY and deep > LDAR_DEEP)}.")
+            sync = ds["sync_rate"].sel(task=task).values
+            out.append(f"- Decision synchrony ({task}): {ds.attrs.get('param_positions', 'the positions')} vs last agree "
+                       f"on {sync[-1]:.3f} of prompts at the last layer "
+                       f"({with_ci(ds, 'sync_rate', task=task, layer=layers[-1])}); paper: > {SYNC}: {verdict(sync[-1] > SYNC)}.")
+        return out
+
+    @classmethod
+    def targets(cls, ds, circuit):
+        """The planted transition: LDAR ≤ 0.65 at the first layer read and ≥ 0.95 at the last."""
+        out = []
+        for task in ds["task"].values:
+            ldar_ = ds["ldar"].sel(task=task).values
+            first, last = float(ldar_[0]), float(ldar_[-1])
+            out.append(target("ldar_transition", "model", task, last, f"first ≤ {TARGET_FIRST}, last ≥ {TARGET_LAST}",
+                              first <= TARGET_FIRST and last >= TARGET_LAST, first_layer=round(first, 4)))
+        return out
 
 

@@ -21,7 +21,6 @@ import torch
 
 from ..rows.batching import collate
 from . import memory
-from ..interventions.knockout import window_layers
 from ..errors import UserError
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -52,30 +51,20 @@ def default_budget(bundle) -> int:
         return 4 * 2**30
 
 
-def predicted_bytes(bundle, spec, batch, rows, per_pass: int = 1) -> int:
-    """Bytes one batch adds beyond the weights, for analysis `spec` (None: the follow-label pass)."""
-    dims = memory.dims_of(bundle)
-    b, s = batch.inputs["input_ids"].shape
-    patches = memory.n_patches(batch)
-    kind = getattr(spec, "kind", None)
-    if kind == "knockout" and spec.engine == "fast":
-        centres = sorted(set(spec.layers)) if spec.layers is not None else list(range(bundle.n_layers))
-        windows = [window_layers(c, spec.window, bundle.n_layers) for c in centres]
-        starts = memory.starts_of(batch, rows, [(p, *p.split("->")) for p in spec.pathways])
-        return memory.knockout_fast_bytes(dims, b, s, starts, windows, per_pass, patches)
-    if kind in ("heads_block", "heads_amplify") and spec.engine == "fast":
-        return memory.kv_bytes(dims, b, s, bundle.n_layers) + memory.pass_bytes(dims, b, s, 0, per_pass, 0, 0) + \
-            memory.forward_bytes(dims, b, s, 1, patches, cache=True)
-    generates = kind in ("path_blocking", "heads_block", "heads_amplify") or spec is None
-    return memory.forward_bytes(dims, b, s, 1 if generates else 0, patches, cache=generates)
+def predicted_bytes(bundle, analysis, batch, rows, per_pass: int = 1) -> int:
+    """Bytes one batch adds beyond the weights: the analysis's own `batch_bytes`, or (None) the
+    follow-label pass, one greedy generation."""
+    if analysis is None:
+        return memory.plain_forward_bytes(bundle, batch, 1, cache=True)
+    return analysis.batch_bytes(batch, rows, per_pass)
 
 
-def choose(bundle, rows, spec, budget: int) -> tuple[int, int]:
-    """(prompts per batch, variants / settings per pass) for `spec` under `budget` bytes."""
+def choose(bundle, rows, analysis, budget: int) -> tuple[int, int]:
+    """(prompts per batch, variants per pass) for `analysis` (None: the label pass) under `budget` bytes;
+    the per-pass range is tried only where the analysis has a `pass_knob` that matters."""
     room = int(budget * BATCH_SHARE)
     longest = sorted(rows, key=lambda r: len(r.encoded.input_ids), reverse=True)
-    kind = getattr(spec, "kind", None)
-    passes = PER_PASS if kind in ("knockout", "heads_block", "heads_amplify") and spec.engine == "fast" else (1,)
+    passes = PER_PASS if analysis is not None and analysis.uses_passes() else (1,)
     need = None
     for n in BATCHES:
         if n > len(rows) and n != 1:
@@ -83,9 +72,10 @@ def choose(bundle, rows, spec, budget: int) -> tuple[int, int]:
         chunk = longest[:n]
         batch = collate([r.encoded for r in chunk], bundle.adapter, bundle.pad_token_id)
         for g in passes:
-            need = predicted_bytes(bundle, spec, batch, chunk, g)
+            need = predicted_bytes(bundle, analysis, batch, chunk, g)
             if need <= room:
                 return n, g
+    what = analysis.spec.name or analysis.kind if analysis is not None else "labels"
     raise UserError(f"memory_budget: {budget / 2**20:.0f} MiB leaves {room / 2**20:.0f} MiB for a batch "
                     f"({BATCH_SHARE:.0%}), less than one prompt needs ({need / 2**20:.0f} MiB predicted for "
-                    f"{kind or 'labels'}); raise memory_budget")
+                    f"{what}); raise memory_budget")

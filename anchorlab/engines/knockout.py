@@ -16,11 +16,37 @@ from ..rows.layout import decision_rows
 from ..adapters.paths import envoy_at
 from ..errors import UserError
 from ..interventions.knockout import (
-    apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges, window_layers,
+    apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges, parse_pathway, window_layers,
 )
 from .attention import ensure_dense_mask
 from ..rows.batching import no_logits
 from .prefix import clean_capture, final_logits, model_paths, placeholder, stack_rows, suffix_inputs
+
+
+@dataclass(frozen=True)
+class KnockoutPlan:
+    """What a knockout sweep computes, fixed once per analysis: the parsed pathways (name, src, dst),
+    the centre layers and each centre's window. The engine, the memory model, autobatch, `anchorlab
+    estimate` and the reduction read this one object; per batch it gives the knocked edges and the
+    first position each pathway can change."""
+
+    pathways: tuple[tuple[str, str, str], ...]
+    centres: tuple[int, ...]
+    windows: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def of(cls, pathways, centres, width: int, n_layers: int) -> "KnockoutPlan":
+        parsed = tuple(p if isinstance(p, tuple) else (p, *parse_pathway(p)) for p in pathways)
+        return cls(parsed, tuple(centres), tuple(tuple(window_layers(c, width, n_layers)) for c in centres))
+
+    def edges(self, batch, rows) -> list[torch.Tensor]:
+        """[B, S, S] knocked (query, key) edges per pathway."""
+        return [knocked_edges(role_mask(batch, rows, s, name), role_mask(batch, rows, d, name))
+                for name, s, d in self.pathways]
+
+    def starts(self, batch, rows) -> list[int]:
+        """Per pathway, the first query position any row's knockout changes."""
+        return [int(first_affected(e).min()) for e in self.edges(batch, rows)]
 
 
 @dataclass
@@ -70,15 +96,17 @@ class KnockoutEngine:
 
     def sweep(self, batch, rows, pathways: list[tuple[str, str, str]], centres: list[int], width: int,
               decision: torch.Tensor | None = None) -> Sweep:
+        return self.run(batch, rows, KnockoutPlan.of(pathways, centres, width, self.bundle.n_layers), decision)
+
+    def run(self, batch, rows, plan: KnockoutPlan, decision: torch.Tensor | None = None) -> Sweep:
         """`decision` [B, 2]: token ids (y_p, y_c) per row; default: the answers' first tokens."""
         n_layers, dev = self.bundle.n_layers, self.bundle.device
         decision = decision_rows(rows) if decision is None else decision
         dec_w = self.bundle.lens.rows(decision)
-        edges = [knocked_edges(role_mask(batch, rows, s, name), role_mask(batch, rows, d, name)).to(dev)
-                 for name, s, d in pathways]
-        windows = [window_layers(c, width, n_layers) for c in centres]
+        edges = [e.to(dev) for e in plan.edges(batch, rows)]
+        windows = [list(w) for w in plan.windows]
         key_mask = batch.inputs["attention_mask"].to(dev)
-        for (name, _, _), knocked in zip(pathways, edges):
+        for (name, _, _), knocked in zip(plan.pathways, edges):
             labels = [f"{name!r} in sample {r.sample.id!r} ({r.task})" for r in rows]
             check_no_empty_rows(base_allowed(key_mask, 0), knocked, labels)
         run = self._naive if self.mode == "naive" else self._fast

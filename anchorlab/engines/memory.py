@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .knockout import first_affected, knocked_edges, plan_passes, role_mask, window_layers
+from .knockout import plan_passes
 
 
 @dataclass(frozen=True)
@@ -115,18 +115,14 @@ def n_patches(batch) -> int:
     return int(px.shape[0]) if px is not None and px.dim() == 2 else (int(px.shape[0] * px.shape[-1] * px.shape[-2] / 196) if px is not None else 0)
 
 
-def starts_of(batch, rows, pathways) -> list[int]:
-    return [int(first_affected(knocked_edges(role_mask(batch, rows, src, name), role_mask(batch, rows, dst, name))).min())
-            for name, src, dst in pathways]
-
-
-def knockout_fast_peak(bundle, batch, rows, pathways, centres, width, per_pass) -> int:
+def knockout_fast_peak(bundle, batch, rows, plan, per_pass: int) -> int:
+    """Peak bytes of the fast knockout sweep of `plan` (engines.knockout.KnockoutPlan) on this batch."""
     b, s = batch.inputs["input_ids"].shape
-    windows = [window_layers(c, width, bundle.n_layers) for c in centres]
-    return knockout_fast_bytes(dims_of(bundle), b, s, starts_of(batch, rows, pathways), windows, per_pass,
-                               n_patches(batch))
+    return knockout_fast_bytes(dims_of(bundle), b, s, plan.starts(batch, rows), [list(w) for w in plan.windows],
+                               per_pass, n_patches(batch))
 
 
-def plain_forward_peak(bundle, batch) -> int:
+def plain_forward_bytes(bundle, batch, logit_positions: int = 0, cache: bool = False) -> int:
+    """One plain forward of the batch (`logit_positions` per row reach the lm_head)."""
     b, s = batch.inputs["input_ids"].shape
-    return forward_bytes(dims_of(bundle), b, s, s, n_patches(batch))
+    return forward_bytes(dims_of(bundle), b, s, logit_positions, n_patches(batch), cache=cache)

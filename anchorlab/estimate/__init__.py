@@ -26,15 +26,13 @@ from dataclasses import asdict
 import torch
 from PIL import Image
 
-from ..run.sweeps import expand
-from ..analyses import REGISTRY, Context
+from ..analyses import Context
+from ..data.sources import load_dataset
+from ..engines.memory import plain_forward_bytes
+from ..recipe import load_recipe
 from ..rows.batching import collate
 from ..rows.compiler import compile_rows, prompt_style
-from ..data.sources import load_dataset
-from ..engines import memory
-from ..engines.knockout import first_affected, knocked_edges, pass_cells, plan_passes, role_mask, window_layers
-from ..interventions.knockout import parse_pathway
-from ..recipe import load_recipe
+from ..run.plan import batch_order, make_plan, resolve_budget
 from .costs import Cost
 
 log = logging.getLogger("anchorlab")
@@ -49,41 +47,10 @@ def meta_bundle(model_spec):
 
 
 def batches_like_a_run(bundle, rows, batch_size):
-    """(batch, rows) in executor.run_batches' order: by prompt length, chunks of batch_size."""
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].encoded.input_ids))
-    for start in range(0, len(order), batch_size):
-        chunk = [rows[i] for i in order[start : start + batch_size]]
+    """(batch, rows) in the run's order (run.plan.batch_order)."""
+    for index in batch_order(rows, batch_size):
+        chunk = [rows[i] for i in index]
         yield collate([r.encoded for r in chunk], bundle.adapter, bundle.pad_token_id), chunk
-
-
-def knockout_cells(spec, analysis, batch, rows, n_layers: int) -> tuple[int, int, int, int, list]:
-    """(fast cells, naive cells, fast passes, naive passes, plan) of one batch, as KnockoutEngine.sweep
-    runs them: a clean pass, then the planner's suffix passes (fast) or one pass per variant (naive)."""
-    b, s = batch.inputs["input_ids"].shape
-    pathways = [(p, *parse_pathway(p)) for p in spec.pathways]
-    windows = [window_layers(c, spec.window, n_layers) for c in analysis.centres()]
-    starts = [int(first_affected(knocked_edges(role_mask(batch, rows, src, n), role_mask(batch, rows, dst, n))).min())
-              for n, src, dst in pathways]
-    passes, _ = plan_passes(starts, windows, s, n_layers, spec.variants_per_pass)
-    fast = n_layers * s * b + sum(pass_cells(p, s, b, n_layers) for p in passes)
-    naive = (1 + len(pathways) * len(windows)) * n_layers * s * b
-    return fast, naive, 1 + len(passes), 1 + len(pathways) * len(windows), (starts, windows)
-
-
-def head_tables(spec) -> int:
-    """Distinct [L, H] tables of a head sweep (every random draw assumed distinct)."""
-    values = list(spec.n_heads) if spec.kind == "heads_block" else list(spec.alphas)
-    keys = set()
-    for v, value in enumerate(values):
-        factor = 0.0 if spec.kind == "heads_block" else float(value)
-        for setting in spec.settings:
-            if setting == "original" or factor == 1.0:
-                keys.add("identity")
-            elif setting in ("targeted", "shared"):
-                keys.add((setting, v))
-            else:
-                keys.update((setting, v, seed) for seed in range(spec.seeds))
-    return len(keys)
 
 
 def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None, probe: bool = False,
@@ -108,58 +75,42 @@ def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None
         rows += part
     encode_seconds = time.perf_counter() - clock  # the run encodes the same prompts with the same tokenizer
     n_layers = bundle.n_layers
-    dims = memory.dims_of(bundle)
     weights = sum(p.numel() * p.element_size() for p in bundle.model.parameters())
-    budget = None
-    if recipe.batch_size == "auto":
-        from ..engines.autobatch import choose, default_budget, parse_bytes
-
-        # the meta model has no device: without memory_budget, this machine's free memory
-        budget = parse_bytes(recipe.memory_budget) if recipe.memory_budget is not None else default_budget(bundle)
+    ctx = Context(bundle=bundle, backend=None, seed=recipe.seed, style=prompt_style(recipe.data.prompt), results={})
+    # the meta model has no device: without memory_budget, this machine's free memory
+    plan = make_plan(recipe, bundle, rows, ctx, resolve_budget(recipe, bundle))
     cache: dict[int, list] = {}
 
-    def batches_for(spec) -> tuple[list, int]:
-        size, per_pass = (recipe.batch_size, None) if budget is None else choose(bundle, rows, spec, budget)
+    def batches(size: int) -> list:
         if size not in cache:
             cache[size] = list(batches_like_a_run(bundle, rows, size))
-        return cache[size], per_pass
+        return cache[size]
 
-    batches, _ = batches_for(None)
-    forward_cells = sum(n_layers * b.inputs["input_ids"].numel() for b, _ in batches)
-    ctx = Context(bundle=bundle, backend=None, seed=recipe.seed, style=prompt_style(recipe.data.prompt), results={})
+    plain = batches(plan.label_batch_size if plan.budget is not None else recipe.batch_size)
+    forward_cells = sum(n_layers * b.inputs["input_ids"].numel() for b, _ in plain)
     costs: list[Cost] = []
-
     d = recipe.data
-    own_rows = {spec.selection() for spec in recipe.analyses} - {"data", "all"}
-    if (d.filter != "all" or own_rows) and d.labels is None:  # executor.follow_labels runs first
+    if plan.labels and d.labels is None:  # the executor's follow labels run first
         generation = d.filter_rule == "generation"
         c = Cost(f"labels ({d.filter_rule})", prompts=len(rows), variants=1,
                  max_new_tokens=d.max_new_tokens if generation else 1)
-        for batch, chunk in batches_for(None)[0]:
+        for batch, _ in batches(plan.label_batch_size):
             b, s = batch.inputs["input_ids"].shape
             for w in (c.fast, c.naive):
                 w.add(1, n_layers * s * b, int(generation), b * generation)
-            c.peak_bytes = max(c.peak_bytes, weights + memory.forward_bytes(dims, b, s, 1, memory.n_patches(batch),
-                                                                          cache=generation))
+            c.peak_bytes = max(c.peak_bytes, weights + plain_forward_bytes(bundle, batch, 1, cache=generation))
         costs.append(c)
 
     def price_analyses(tables: dict) -> list[Cost]:
         priced = []
-        for i, spec in enumerate(recipe.analyses):
-            name = spec.name or spec.kind
-            combos = expand(spec, f"analyses.{i}")
-            total = Cost(name, prompts=len(rows))
-            for _, sub in combos:
-                sub_batches, per_pass = batches_for(sub)
-                if per_pass is not None and sub.kind == "knockout":
-                    sub = sub.model_copy(update={"variants_per_pass": per_pass})
-                elif per_pass is not None and sub.kind in ("heads_block", "heads_amplify"):
-                    sub = sub.model_copy(update={"settings_per_pass": per_pass})
-                analysis = REGISTRY[sub.kind](sub, ctx)
-                total.engine = getattr(sub, "engine", "fast")
-                price_batches(total, sub, analysis, sub_batches, bundle, dims, weights, tables.get(name, {}))
-            if len(combos) > 1:
-                total.notes.append(f"{len(combos)} sweep combinations")
+        for step in plan.steps:
+            total = Cost(step.name, prompts=len(rows))
+            for part in step.parts:
+                total.engine = getattr(part.analysis.spec, "engine", "fast")
+                for batch, chunk in batches(part.batch_size):
+                    total.add(part.analysis.batch_cost(batch, chunk, tables.get(step.name, {})), weights)
+            if len(step.parts) > 1:
+                total.notes.append(f"{len(step.parts)} sweep combinations")
             priced.append(total)
         return priced
 
@@ -177,7 +128,7 @@ def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None
     if timing:
         tokens_per_s = timing["tokens_per_s"]
     out = {"model": recipe.model.id, "dtype": recipe.model.dtype, "layers": n_layers, "prompts": len(rows),
-           "batches": len(batches), "batch_size": recipe.batch_size, "weights_bytes": weights,
+           "batches": len(plain), "batch_size": recipe.batch_size, "weights_bytes": weights,
            "mean_seq": sum(len(r.encoded.input_ids) for r in rows) / max(len(rows), 1),
            "forward_cells": forward_cells, "tokens_per_s": tokens_per_s, "probe": timing,
            "encode_seconds": encode_seconds, "analyses": []}
@@ -185,62 +136,6 @@ def estimate_recipe(recipe_path, overrides=(), tokens_per_s: float | None = None
         out["analyses"].append(cost_line(c, n_layers, forward_cells, tokens_per_s, timing))
     out["analyses"].append(total_line(out["analyses"], forward_cells, timing, encode_seconds))
     return out
-
-
-def price_batches(c: Cost, sub, analysis, sub_batches, bundle, dims, weights, tables: dict) -> None:
-    """Add one analysis (one sweep combination) over its batches to `c`, pass by pass as its engine
-    runs; `tables`: distinct head tables per task where known."""
-    n_layers = bundle.n_layers
-    for batch, chunk in sub_batches:
-        b, s = batch.inputs["input_ids"].shape
-        patches = memory.n_patches(batch)
-        plain = n_layers * s * b
-        if sub.kind in ("signal", "attribution"):
-            c.fast.add(1, plain)
-            c.naive.add(1, plain)
-            c.variants = 1
-            c.peak_bytes = max(c.peak_bytes, weights + memory.forward_bytes(dims, b, s, 0, patches))
-        elif sub.kind == "knockout":
-            fast, naive, passes, naive_passes, (starts, windows) = knockout_cells(sub, analysis, batch, chunk, n_layers)
-            extra = int(sub.decision == "dictionary_best")  # labels.capture.dictionary_best: one plain pass
-            c.fast.add(passes + extra, fast + extra * plain)
-            c.naive.add(naive_passes + extra, naive + extra * plain)
-            c.variants = len(sub.pathways) * len(windows)
-            mem = memory.knockout_fast_bytes(dims, b, s, starts, windows, sub.variants_per_pass, patches)
-            if sub.engine == "naive":
-                mem = memory.forward_bytes(dims, b, s, 0, patches)
-            c.peak_bytes = max(c.peak_bytes, weights + mem)
-        elif sub.kind == "path_blocking":
-            settings = 3  # original, instruction->last, followed context->last: one generation each
-            c.max_new_tokens = sub.max_new_tokens
-            for w in (c.fast, c.naive):
-                w.add(settings, settings * plain, settings, settings * b)
-            c.variants = settings
-            c.peak_bytes = max(c.peak_bytes, weights + memory.forward_bytes(dims, b, s, 1, patches, cache=True))
-        elif sub.kind in ("heads_block", "heads_amplify"):
-            generation = sub.rule != "first_token"
-            c.max_new_tokens = sub.max_new_tokens if generation else 1
-            tasks = list(dict.fromkeys(r.task for r in chunk))
-            parts = [(t, [r for r in chunk if r.task == t]) for t in tasks]
-            if sub.general_check:
-                parts += [(t, [n for n in (analysis._neutral_row(r) for r in part) if n is not None]) for t, part in parts]
-            for task, part in (p for p in parts if p[1]):  # HeadsAnalysis.run_batch: one engine run per task and twin set
-                n_tables = int(tables.get(task, head_tables(sub)))
-                c.variants = max(c.variants, n_tables)
-                pb = collate([r.encoded for r in part], bundle.adapter, bundle.pad_token_id)
-                bb, ss = pb.inputs["input_ids"].shape
-                where = role_mask(pb, part, sub.positions, "heads")
-                p0 = int(torch.where(where.any(0))[0].min())
-                chunks = -(-n_tables // sub.settings_per_pass)
-                # fast: a clean pass, then the suffix from p0 for every table, settings_per_pass at a time
-                c.fast.add(1 + chunks, n_layers * ss * bb + n_layers * (ss - p0) * n_tables * bb,
-                           chunks * generation, n_tables * bb * generation)
-                c.naive.add(n_tables, n_tables * n_layers * ss * bb, n_tables * generation, n_tables * bb * generation)
-                g = min(n_tables, sub.settings_per_pass)
-                c.peak_bytes = max(c.peak_bytes, weights + max(
-                    memory.forward_bytes(dims, bb, ss, 0, memory.n_patches(pb), cache=True),
-                    memory.kv_bytes(dims, bb, ss, n_layers)
-                    + memory.pass_bytes(dims, bb, ss, p0, g, 0, 0)))
 
 
 def cost_line(c: Cost, n_layers: int, forward_cells: int, tokens_per_s, timing) -> dict:

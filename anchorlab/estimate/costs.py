@@ -1,28 +1,10 @@
-"""What `anchorlab estimate` adds up per analysis: passes and decoder cells of each engine."""
+"""What `anchorlab estimate` adds up per analysis: passes and decoder cells of each engine, summed
+over the analysis's batches from its `batch_cost` hook (analyses/base.BatchCost)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass
-class Work:
-    """Passes and decoder cells of one engine. Prompt passes are exact; each greedy generation
-    (`loops`, over `rows` rows in all) adds one pass of one token per row for every step after its
-    prompt pass, so the steps can be priced at max_new_tokens (an upper bound) or at a measured length."""
-
-    passes: int = 0
-    cells: int = 0
-    loops: int = 0
-    rows: int = 0
-
-    def add(self, passes: int, cells: int, loops: int = 0, rows: int = 0) -> None:
-        self.passes, self.cells, self.loops, self.rows = (self.passes + passes, self.cells + cells,
-                                                          self.loops + loops, self.rows + rows)
-
-    def at(self, steps: int, n_layers: int) -> tuple[int, int]:
-        """(passes, cells) when every generation runs `steps` steps."""
-        extra = max(steps - 1, 0)
-        return self.passes + self.loops * extra, self.cells + self.rows * n_layers * extra
+from ..analyses.base import BatchCost, Work
 
 
 @dataclass
@@ -36,3 +18,10 @@ class Cost:
     engine: str = "fast"  # the engine the recipe runs (knockout and head sweeps may choose naive)
     peak_bytes: int = 0  # largest batch: weights + what the engine adds
     notes: list[str] = field(default_factory=list)
+
+    def add(self, batch: BatchCost, weights: int) -> None:
+        for mine, theirs in ((self.fast, batch.fast), (self.naive, batch.naive)):
+            mine.add(theirs.passes, theirs.cells, theirs.loops, theirs.rows)
+        self.variants = max(self.variants, batch.variants)
+        self.max_new_tokens = max(self.max_new_tokens, batch.max_new_tokens)
+        self.peak_bytes = max(self.peak_bytes, weights + batch.bytes)

@@ -185,34 +185,34 @@ def pilot_in_fresh_process(recipe_path, overrides: list[str]) -> tuple[float, di
 
 
 def full_rankings(recipe_path, overrides: list[str], recipe) -> dict:
-    """A head sweep's distinct tables depend on which heads its attribution ranks first (random and
-    layer-matched draws exclude them, and coincide with them where a layer runs out of other heads),
-    and one batch of prompts ranks them differently from all of them. When a head analysis takes its
-    heads from this run's attribution, run that attribution (and the labels it selects its rows by)
-    on every prompt, as the run will, and point the pilot's head analyses at its rankings: the pilot
-    then draws the run's own tables. It costs what the run's attribution costs, one plain forward a
-    prompt. Returns {"overrides": [...], "seconds": s, "dir": where} (no overrides: nothing to rank)."""
+    """An analysis that reads an earlier result of the run (its `sources`, e.g. a head sweep's heads_from
+    -> attribution) draws what that result says, and one batch of prompts says something else than all
+    of them (random and layer-matched head draws exclude the top-ranked heads, and coincide with them
+    where a layer runs out of other heads). So run those earlier analyses (and the labels they select
+    their rows by) on every prompt, as the run will, and point the pilot's readers at their results:
+    the pilot then draws the run's own tables. It costs what those analyses cost in the run. Returns
+    {"overrides": [...], "seconds": s, "dir": where} (no overrides: nothing reads an earlier result)."""
     import tempfile
 
     from ..run.executor import run_recipe
 
-    kinds = [a.kind for a in recipe.analyses]
-    takes = [i for i, a in enumerate(recipe.analyses) if a.kind in ("heads_block", "heads_amplify")
-             and a.heads_from is None and "attribution" in kinds[:i]]
-    if not takes:
+    specs = recipe.analyses
+    reads = [(i, field, kind) for i, a in enumerate(specs) for field, kind in a.sources().items()
+             if getattr(a, field) is None and any(e.kind == kind for e in specs[:i])]
+    if not reads:
         return {"overrides": []}
-    keep = [a for a in recipe.analyses if a.kind == "attribution"]
+    kinds = {kind for _, _, kind in reads}
     parsed, text = load_recipe(recipe_path, overrides + ["backend=local"])
-    parsed = parsed.model_copy(update={"analyses": keep})
-    out = Path(tempfile.mkdtemp(prefix="anchorlab-rankings-"))
+    parsed = parsed.model_copy(update={"analyses": [a for a in specs if a.kind in kinds]})
+    out = Path(tempfile.mkdtemp(prefix="anchorlab-sources-"))
     clock = time.perf_counter()
     run_recipe(parsed, text, out, overrides, force=True, figures=False)
     seconds = time.perf_counter() - clock
-    names = [a.name or a.kind for a in recipe.analyses]
+    names = [a.name or a.kind for a in specs]
     found = []
-    for i in takes:  # the last attribution before it, as HeadSource finds it in a run
-        source = [names[j] for j in range(i) if recipe.analyses[j].kind == "attribution"][-1]
-        found.append(f"analyses.{i}.heads_from={out / (source + '.nc')}")
+    for i, field, kind in reads:  # the last earlier analysis of that kind, as the run finds it
+        source = [names[j] for j in range(i) if specs[j].kind == kind][-1]
+        found.append(f"analyses.{i}.{field}={out / (source + '.nc')}")
     return {"overrides": found, "seconds": round(seconds, 2), "dir": out}
 
 

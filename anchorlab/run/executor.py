@@ -16,8 +16,9 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from .plan import RunPlan, Step, batch_order, make_plan, resolve_budget
 from .sweeps import expand, stack
-from ..analyses import REGISTRY, Context
+from ..analyses import Context
 from ..backends import make_backend
 from ..backends.distributed import SOLO, Group, from_env
 from ..rows.batching import collate
@@ -28,8 +29,7 @@ from ..labels import store as labels_store
 from ..labels.capture import label_batch
 from ..models.loading import ModelFacts, inspect_model, load_model
 from ..recipe import Recipe
-from ..plots import draw
-from ..engines.autobatch import BATCH_SHARE, choose, default_budget, parse_bytes
+from ..report.figures import draw
 from .results import input_hashes, now, provenance, write_dataset
 from .store import RunStore, result_names
 from ..report.summary import write_summary
@@ -47,15 +47,14 @@ def run_batches(
     Data-parallel: rank 0 lists the batches not stored yet, each rank computes its share of them and
     stores them as chunks (keyed by global batch index and size, so any number of processes resumes
     them), and once all are done the ranks that `gather` read every chunk; the others get None."""
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].encoded.input_ids))
-    starts = range(0, len(order), batch_size)
-    todo = list(range(len(starts)))
+    batches = batch_order(rows, batch_size)
+    todo = list(range(len(batches)))
     if store is not None:
         todo = group.share([i for i in todo if not store.has_chunk(name, i, batch_size)] if group.primary else None)
     computed = {}
     label = f"{desc} [{group}]" if group.world > 1 else desc
     for index in tqdm(group.mine(todo), desc=label, unit="batch", disable=not group.primary):
-        chunk_rows = [rows[i] for i in order[starts[index] : starts[index] + batch_size]]
+        chunk_rows = [rows[i] for i in batches[index]]
         batch = collate([r.encoded for r in chunk_rows], bundle.adapter, bundle.pad_token_id)
         arrays = work(batch, chunk_rows)
         if store:
@@ -66,14 +65,14 @@ def run_batches(
     if not gather:
         return None
     parts: dict[str, list] = defaultdict(list)
-    for index in range(len(starts)):
+    for index in range(len(batches)):
         arrays = computed[index] if index in computed else store.load_chunk(name, index, batch_size)
         if arrays is None:  # another rank stored it, but not where this one reads
             raise UserError(f"{store.out}: batch {index} of {name}, stored by another rank, is not here: the run "
                             "folder must be on a filesystem that every node of a multi-node run shares")
         for key, value in arrays.items():
             parts[key].append(value)
-    inverse = np.argsort(np.array(order))
+    inverse = np.argsort(np.array([i for b in batches for i in b]))
     return {key: np.concatenate(values)[inverse] for key, values in parts.items()}
 
 
@@ -90,6 +89,7 @@ class Run:
     store: RunStore
     out: Path
     inputs: dict
+    plan: RunPlan
     group: Group = SOLO  # data-parallel: this process's rank; rank 0 alone writes files other than chunks
 
     def stamp(self, ds: xr.Dataset, started: str) -> xr.Dataset:
@@ -113,18 +113,6 @@ class Run:
         self.store.record(*figures)
         log.info("wrote %s and %d figure(s) under %s", self.out / f"{name}.nc", len(figures), self.out / "figures")
         return figures
-
-
-def fit_budget(bundle, rows, spec, budget: int, name: str):
-    """`batch_size: auto`: prompts per batch and variants / settings per pass under the memory budget."""
-    batch_size, per_pass = choose(bundle, rows, spec, budget)
-    knob = {"knockout": "variants_per_pass", "heads_block": "settings_per_pass",
-            "heads_amplify": "settings_per_pass"}.get(spec.kind)
-    if knob:
-        spec = spec.model_copy(update={knob: per_pass})
-    log.info("%s: batch_size auto -> %d prompts%s under a %.0f MiB budget", name, batch_size,
-             f", {knob} {per_pass}" if knob else "", budget / 2**20)
-    return batch_size, spec
 
 
 def follow_labels(run: Run, rows, batch_size: int, needed: bool = False):
@@ -231,15 +219,8 @@ def check_analyses(recipe: Recipe, facts: ModelFacts) -> None:
     for i, (spec, name) in enumerate(zip(recipe.analyses, names)):
         for _, sub in expand(spec, f"analyses.{i}"):
             problems += [p for p in sub.check_model(facts.n_layers, facts.n_heads, f"analyses[{name}]") if p not in problems]
-    for i, (spec, name) in enumerate(zip(recipe.analyses, names)):  # head sets need rankings to come from somewhere
-        if spec.kind in ("heads_block", "heads_amplify"):
-            earlier = any(a.kind == "attribution" for a in recipe.analyses[:i])
-            if spec.heads_from and not Path(spec.heads_from).exists():
-                problems.append(f"analyses[{name}].heads_from: {spec.heads_from} does not exist (an attribution "
-                                "result, e.g. DIR/attribution.nc)")
-            elif not spec.heads_from and not earlier:
-                problems.append(f"analyses[{name}].heads_from is not set and this recipe runs no attribution analysis "
-                                "before it: add `- kind: attribution` earlier or set heads_from: PATH")
+    for i, (spec, name) in enumerate(zip(recipe.analyses, names)):  # what each reads from earlier results
+        problems += spec.check_recipe(recipe.analyses[:i], f"analyses[{name}]")
     if problems:
         raise UserError("; ".join(problems))
 
@@ -256,6 +237,70 @@ def open_backend(recipe: Recipe, device: str, simulate_remote: bool):
     return bundle, make_backend("ndif", bundle, simulate=simulate_remote, check=False, server=server)  # checked above
 
 
+def preflight(recipe: Recipe, out: Path, simulate_remote: bool, group: Group):
+    """Everything checked before the run folder says "running": the device, the data, the analyses against
+    the model's config, the output folder, NDIF serving the model. Returns (device, samples, data attrs,
+    input hashes)."""
+    m = recipe.model
+    device = group.device(check_device(m.device)) if recipe.backend == "local" else m.device
+    samples, data_attrs = load_dataset(recipe.data, recipe.seed)
+    facts = inspect_model(m.id, m.revision)
+    check_analyses(recipe, facts)
+    check_output(out)
+    if recipe.backend == "ndif" and not simulate_remote:
+        from ..backends.ndif import preflight as ndif_preflight
+
+        ndif_preflight(m.id, m.revision)  # fail before loading anything when NDIF does not serve the model
+    return device, samples, data_attrs, input_hashes(recipe, samples, data_attrs, facts)
+
+
+def run_step(run: Run, step: Step, rows, labels, data_attrs: dict, results: dict, figures: bool) -> xr.Dataset:
+    """One analysis (every sweep combination): its batches, its reduction on rank 0, the result written."""
+    store, backend, group, out, model_id = run.store, run.backend, run.group, run.out, run.recipe.model.id
+    name = step.name
+    started, clock, traces = now(), time.perf_counter(), getattr(backend, "traces", 0)
+    log.info("analysis %s on %s -> %s", name, model_id, out / f"{name}.nc")
+    mark = len(backend.requests)
+    rule = run.recipe.data.filter if step.rule == "data" else step.rule
+    selected = select_rows(rule, labels, len(rows))
+    if not selected.any():
+        reason = f"no prompt is selected (rows: {rule}; labels per task: {data_attrs.get('data_filter_counts', 'none')})"
+        log.warning("analysis %s not run: %s", name, reason)
+        ds = run.stamp(xr.Dataset(attrs={"analysis": step.spec.kind, "status": "not run", "not_run_reason": reason}),
+                       started)
+        ds.attrs.update(data_attrs)
+        if group.primary:
+            run.write(ds, f"{name}.nc")
+            store.mark_finished(name)
+        return ds
+    parts, reducing = [], 0.0
+    for part in step.parts:
+        desc = f"{name} {part.combo} [{model_id}]" if part.combo else f"{name} [{model_id}]"
+        per_row = run_batches(part.analysis.run_batch, run.bundle, rows, part.batch_size, desc, store, part.tag, group,
+                              gather=group.primary)
+        if group.primary:
+            reduce_clock = time.perf_counter()
+            parts.append((part.combo, part.analysis.reduce(rows, per_row, selected)))
+            reducing += time.perf_counter() - reduce_clock
+    work = work_attrs(backend, traces, clock, group)
+    traffic = summed(group.gathered(backend.summary(mark)))  # NDIF requests of every rank
+    if group.primary:
+        ds = run.stamp(stack(parts), started)
+        ds.attrs["rows"] = rule
+        if run.plan.budget is not None:
+            ds.attrs["batch_size_used"] = step.parts[-1].batch_size
+        ds.attrs.update(traffic)
+        ds.attrs.update(work, reduce_seconds=reducing)
+        ds.attrs.update(data_attrs)
+        run.write(ds, f"{name}.nc")
+        store.mark_finished(name)  # the data is safe: a figure that fails below cannot undo that
+    group.barrier()  # the result is on disk: the other ranks read it (a later analysis may use it)
+    ds = ds if group.primary else xr.load_dataset(out / f"{name}.nc")
+    if group.primary and figures:
+        run.draw(ds, name)
+    return ds
+
+
 def run_recipe(
     recipe: Recipe, recipe_text: str, out_dir: str | Path | None = None, overrides=(), resume: bool = False,
     force: bool = False, simulate_remote: bool = False, figures: bool = True,
@@ -267,102 +312,39 @@ def run_recipe(
     group = from_env()
     out = Path(out_dir) if out_dir else recipe.output_dir
     m = recipe.model
-    # Everything that can be checked is checked before the run folder says "running".
-    device = group.device(check_device(m.device)) if recipe.backend == "local" else m.device
-    samples, data_attrs = load_dataset(recipe.data, recipe.seed)
-    facts = inspect_model(m.id, m.revision)
-    check_analyses(recipe, facts)
-    check_output(out)
-    if recipe.backend == "ndif" and not simulate_remote:
-        from ..backends.ndif import preflight
-
-        preflight(m.id, m.revision)  # fail before loading anything when NDIF does not serve the model
-    inputs = input_hashes(recipe, samples, data_attrs, facts)
+    device, samples, data_attrs, inputs = preflight(recipe, out, simulate_remote, group)
     # Rank 0 alone creates (or resumes, or refuses) the run folder; the others then attach to it.
     store = group.first(lambda: RunStore(out, recipe.model_dump(mode="json"), inputs, resume=resume, force=force,
                                          world_size=group.world),
                         then=lambda: RunStore.attach(out))
     try:
         bundle, backend = open_backend(recipe, device, simulate_remote)
-        run = Run(recipe, recipe_text, tuple(overrides), bundle, backend, store, out, inputs, group)
         log.info("model %s (%s family, %d layers × %d heads) on %s, backend %s; results -> %s",
                  m.id, bundle.adapter.family, bundle.n_layers, bundle.n_heads, bundle.device, backend.name, out)
         if group.world > 1:
             log.info("data-parallel over %d processes: batches split over the ranks, rank 0 writes the results",
                      group.world)
-        rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
+        style = prompt_style(recipe.data.prompt)
+        rows = compile_rows(bundle, samples, recipe.data.tasks, style, on_unusable="skip")
         data_attrs["data_samples_unusable"] = len(samples) - len({r.sample.id for r in rows})
         data_attrs["world_size"] = group.world
         log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
                  ",".join(recipe.data.tasks), len(rows))
-        own = {spec.selection() for spec in recipe.analyses} - {"data", "all"}
-        budget = None
-        if recipe.batch_size == "auto":
-            if recipe.memory_budget is not None:
-                budget = parse_bytes(recipe.memory_budget)
-            else:  # every rank's batches must fit its device; processes on one CPU share its memory
-                budget = default_budget(bundle) // (group.local_world if bundle.device.type == "cpu" else 1)
-                budget = group.least(budget)
-            data_attrs["memory_budget_bytes"] = budget
-            data_attrs["memory_budget_batch_share"] = BATCH_SHARE
-        label_batch_size = recipe.batch_size if budget is None else choose(bundle, rows, None, budget)[0]
-        labels, filter_attrs = follow_labels(run, rows, label_batch_size, needed=bool(own))
-        data_attrs.update(filter_attrs)
         results: dict[str, xr.Dataset] = {}
-        ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed, style=prompt_style(recipe.data.prompt),
-                      results=results)
-        for i, (spec, name) in enumerate(zip(recipe.analyses, result_names(recipe.model_dump(mode="json")["analyses"]))):
-            if store.is_finished(name):
-                log.info("analysis %s already finished in %s (resumed)", name, out)
-                results[name] = xr.load_dataset(out / f"{name}.nc")
+        ctx = Context(bundle=bundle, backend=backend, seed=recipe.seed, style=style, results=results)
+        # every rank's batches must fit its device; processes on one CPU share its memory
+        budget = resolve_budget(recipe, bundle, group.local_world if bundle.device.type == "cpu" else 1)
+        plan = make_plan(recipe, bundle, rows, ctx, None if budget is None else group.least(budget))
+        data_attrs.update(plan.attrs())
+        run = Run(recipe, recipe_text, tuple(overrides), bundle, backend, store, out, inputs, plan, group)
+        labels, filter_attrs = follow_labels(run, rows, plan.label_batch_size, needed=plan.labels)
+        data_attrs.update(filter_attrs)
+        for step in plan.steps:
+            if store.is_finished(step.name):
+                log.info("analysis %s already finished in %s (resumed)", step.name, out)
+                results[step.name] = xr.load_dataset(out / f"{step.name}.nc")
                 continue
-            started, clock, traces = now(), time.perf_counter(), getattr(backend, "traces", 0)
-            log.info("analysis %s on %s -> %s", name, m.id, out / f"{name}.nc")
-            mark = len(backend.requests)
-            mode = spec.selection()
-            rule = recipe.data.filter if mode == "data" else mode
-            selected = select_rows(rule, labels, len(rows))
-            if not selected.any():
-                reason = f"no prompt is selected (rows: {rule}; labels per task: {data_attrs.get('data_filter_counts', 'none')})"
-                log.warning("analysis %s not run: %s", name, reason)
-                ds = run.stamp(xr.Dataset(attrs={"analysis": spec.kind, "status": "not run", "not_run_reason": reason}),
-                               started)
-                ds.attrs.update(data_attrs)
-                if group.primary:
-                    run.write(ds, f"{name}.nc")
-                    store.mark_finished(name)
-                results[name] = ds
-                continue
-            parts, reducing = [], 0.0
-            for j, (combo, sub) in enumerate(expand(spec, f"analyses.{i}")):
-                batch_size = recipe.batch_size
-                if budget is not None:
-                    batch_size, sub = fit_budget(bundle, rows, sub, budget, name)
-                analysis = REGISTRY[spec.kind](sub, ctx)
-                tag = f"{name}@{j}" if combo else name
-                desc = f"{name} {combo} [{m.id}]" if combo else f"{name} [{m.id}]"
-                per_row = run_batches(analysis.run_batch, bundle, rows, batch_size, desc, store, tag, group,
-                                      gather=group.primary)
-                if group.primary:
-                    reduce_clock = time.perf_counter()
-                    parts.append((combo, analysis.reduce(rows, per_row, selected)))
-                    reducing += time.perf_counter() - reduce_clock
-            work = work_attrs(backend, traces, clock, group)
-            traffic = summed(group.gathered(backend.summary(mark)))  # NDIF requests of every rank
-            if group.primary:
-                ds = run.stamp(stack(parts), started)
-                ds.attrs["rows"] = rule
-                if budget is not None:
-                    ds.attrs["batch_size_used"] = batch_size
-                ds.attrs.update(traffic)
-                ds.attrs.update(work, reduce_seconds=reducing)
-                ds.attrs.update(data_attrs)
-                run.write(ds, f"{name}.nc")
-                store.mark_finished(name)  # the data is safe: a figure that fails below cannot undo that
-            group.barrier()  # the result is on disk: the other ranks read it (a later analysis may use it)
-            results[name] = ds if group.primary else xr.load_dataset(out / f"{name}.nc")
-            if group.primary and figures:
-                run.draw(ds, name)
+            results[step.name] = run_step(run, step, rows, labels, data_attrs, results, figures)
         if len(results) > 1 and group.primary:
             summary = write_summary(results, out, m.id)
             store.record(summary)

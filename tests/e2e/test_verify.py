@@ -8,7 +8,15 @@ import xarray as xr
 from click.testing import CliRunner
 
 from anchorlab.cli import main
-from anchorlab.report.verify import SECTION, roc_auc, verify
+from anchorlab.method.stats import roc_auc
+from anchorlab.report.verify import SECTION, verify
+
+
+def row(scores: dict, target: str, task: str) -> dict:
+    """The one verify.json row of this target and task."""
+    found = [r for r in scores["results"] if r["target"] == target and r["task"] == task]
+    assert len(found) == 1, found
+    return found[0]
 
 CIRCUIT = {"heads": [[2, 1], [3, 0]], "buffer_layers": [0, 1], "arbitration_layers": [2, 3]}
 
@@ -47,15 +55,18 @@ def _run(tmp_path, good: bool):
 def test_verify_scores_a_recovered_circuit(tmp_path):
     _run(tmp_path, good=True)
     s = verify(tmp_path, tmp_path / "circuit.json")
-    assert s["attribution"]["vf"]["auc"] == 1.0 and s["attribution"]["vf"]["gstar_ranks"] == [1, 2]
-    assert s["knockout"]["vf"]["ratio"] == {"vision->last": 50.0, "context->last": float("inf")}
-    assert s["knockout"]["tf"]["holds_localisation"] and s["knockout"]["tf"]["holds_buffer_peak"]
-    assert s["signal"]["vf"]["holds"]
+    auc = row(s, "attribution_head_auc", "vf")
+    assert auc["value"] == 1.0 and auc["detail"]["circuit_ranks"] == [1, 2] and auc["level"] == "heads"
+    loc = row(s, "knockout_localisation", "vf")
+    assert loc["detail"]["ratios"] == {"vision->last": 50.0, "context->last": "inf"} and loc["value"] == 50.0
+    assert row(s, "knockout_localisation", "tf")["holds"] and row(s, "buffer_peak", "tf")["holds"]
+    assert row(s, "ldar_transition", "vf")["holds"]
+    assert {r["analysis"] for r in s["results"]} == {"attribution", "knockout", "signal"}
     text = (tmp_path / "summary.md").read_text()
     assert text.startswith("# Does the paper hold?") and text.count(SECTION) == 1 and "holds**" in text
     verify(tmp_path, tmp_path / "circuit.json")  # re-running replaces the section
     assert (tmp_path / "summary.md").read_text().count(SECTION) == 1
-    assert json.loads((tmp_path / "verify.json").read_text())["attribution"]["tf"]["auc"] == 1.0
+    assert row(json.loads((tmp_path / "verify.json").read_text()), "attribution_head_auc", "tf")["value"] == 1.0
 
 
 def test_verify_flags_a_missed_circuit_from_the_cli(tmp_path):
@@ -63,8 +74,8 @@ def test_verify_flags_a_missed_circuit_from_the_cli(tmp_path):
     result = CliRunner().invoke(main, ["verify", str(tmp_path), "--circuit", str(tmp_path / "circuit.json")])
     assert result.exit_code == 0, result.output
     s = json.loads((tmp_path / "verify.json").read_text())
-    assert s["attribution"]["vf"]["auc"] == 0.0 and not s["attribution"]["vf"]["holds"]
-    assert not s["knockout"]["vf"]["holds_localisation"]
+    assert row(s, "attribution_head_auc", "vf")["value"] == 0.0 and row(s, "attribution_head_auc", "vf")["holds"] is False
+    assert row(s, "knockout_localisation", "vf")["holds"] is False
     assert "does not hold" in (tmp_path / "summary.md").read_text()
 
 
@@ -76,13 +87,12 @@ def test_buffer_peak_scores_only_routes_with_an_effect(tmp_path):
     ds["nssd"][1, 3] = 0.0
     ds["nssd"][1, 3, 3] = 1e-4  # tf vision->instruction: "peaks" at layer 3, in the arbitration layers
     ds.to_netcdf(tmp_path / "knockout.nc")
-    tf = verify(tmp_path, tmp_path / "circuit.json")["knockout"]["tf"]
-    assert tf["into_instruction_peaks"]["vision->instruction"] == {"peak_layer": 3, "peak_nssd": 0.0001,
-                                                                  "in_buffer": False, "effect": False}
-    assert tf["holds_buffer_peak"]
+    tf = row(verify(tmp_path, tmp_path / "circuit.json"), "buffer_peak", "tf")
+    assert tf["detail"]["peaks"]["vision->instruction"] == {"layer": 3, "nssd": 0.0001, "scored": False}
+    assert tf["holds"]
     ds["nssd"][1, 3, 3] = 0.2  # now it matters, and in the wrong layers
     ds.to_netcdf(tmp_path / "knockout.nc")
-    assert not verify(tmp_path, tmp_path / "circuit.json")["knockout"]["tf"]["holds_buffer_peak"]
+    assert row(verify(tmp_path, tmp_path / "circuit.json"), "buffer_peak", "tf")["holds"] is False
 
 
 MAIN = """name: main
@@ -120,8 +130,8 @@ def test_a_recipe_with_verify_runs_its_companion_and_scores_both(tmp_path):
         failing = amp["selected"].sel(task=t).values.astype(bool)
         assert failing.any()
         direct = float(follows.values[:, failing].mean())  # (seed, sample) -> over seeds and the failing prompts
-        assert abs(scores["heads_amplify"][t]["repair_targeted"]["4.0"] - direct) < 1e-4
-        assert scores["attribution"][t]["auc"] >= 0.95
+        assert abs(row(scores, "amplification", t)["detail"]["repair_targeted"]["4.0"] - direct) < 1e-4
+        assert row(scores, "attribution_head_auc", t)["value"] >= 0.95
 
 
 def test_recipe_verify_errors_before_any_compute(tmp_path):

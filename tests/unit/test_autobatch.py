@@ -59,11 +59,14 @@ def test_small_budget_is_never_exceeded(tmp_path):
     bundle = load_model(str(model))
     samples, _ = load_dataset(r.data, 0)
     rows = compile_rows(bundle, samples, ["vf", "tf"], PromptStyle(), on_unusable="skip")
+    from anchorlab.analyses import REGISTRY, Context
+
     spec = r.analyses[0]
+    analysis = REGISTRY[spec.kind](spec, Context(bundle=bundle, backend=None, seed=0))
     longest = sorted(rows, key=lambda x: len(x.encoded.input_ids), reverse=True)[:32]
     batch = collate([x.encoded for x in longest], bundle.adapter, bundle.pad_token_id)
-    assert predicted_bytes(bundle, spec, batch, longest, 16) > parse_bytes(BUDGET)
-    n, g = choose(bundle, rows, spec, parse_bytes(BUDGET))
+    assert predicted_bytes(bundle, analysis, batch, longest, 16) > parse_bytes(BUDGET)
+    n, g = choose(bundle, rows, analysis, parse_bytes(BUDGET))
     assert n * g < 32 * 16 and res["batch_size_used"]["knockout"] == n
 
 

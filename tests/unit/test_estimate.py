@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from anchorlab.api import run
 from anchorlab.cli import main
-from anchorlab.estimate import estimate_recipe, meta_bundle, head_tables
+from anchorlab.estimate import estimate_recipe, meta_bundle
 from anchorlab.models.tiny import tiny_model_path
 from anchorlab.recipe import load_recipe
 
@@ -132,7 +132,7 @@ def test_head_table_count():
     # original once; targeted + shared per G; random and layer-matched per G and seed
     n = 1 + sum(s in spec.settings for s in ("targeted", "shared")) * 2 \
         + sum(s in spec.settings for s in ("random", "random_layer_matched")) * 2 * 3
-    assert head_tables(spec) == n
+    assert spec.distinct_tables() == n
 
 
 def test_cli_prints_every_analysis_and_total(tmp_path):

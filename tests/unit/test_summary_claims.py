@@ -3,7 +3,9 @@ against their routes into context/last, on synthetic knockout results with a kno
 import numpy as np
 import xarray as xr
 
-from anchorlab.report.summary import _knockout
+from anchorlab.analyses.knockout import KnockoutAnalysis
+
+_knockout = KnockoutAnalysis.claims
 
 PATHS = ["vision->last", "text->last", "vision->text", "context->instruction", "vision->instruction",
          "context->last", "instruction->last", "vision->context"]
