@@ -19,7 +19,8 @@ import xarray as xr
 from pydantic import Field
 
 from ..data.sample import TASKS
-from ..engines.head_patch import HeadPatchEngine
+from ..engines import memory
+from ..engines.head_patch import HeadPatchEngine, passes_and_cells, peak_bytes
 from ..errors import UserError
 from ..interventions.head_patch import ALIGNMENTS, align_positions
 from ..method.stats import spearman
@@ -27,8 +28,12 @@ from ..rows.batching import collate
 from ..rows.encoding import encode
 from ..rows.layout import by_task_sample
 from ..rows.prompts import build_prompt
-from .base import Analysis, AnalysisSpec, Role, cells_column, param_attrs
+from ..plots.head_patching import plot_head_patching
+from .attribution import head_auc_target
+from .base import Analysis, AnalysisSpec, BatchCost, Role, cells_column, param_attrs, with_ci
 from .rankings import order_heads, task_means
+
+TOP = 3  # heads quoted per task in summary.md
 
 
 class HeadPatchingSpec(AnalysisSpec):
@@ -62,10 +67,14 @@ class HeadPatchingAnalysis(Analysis):
     spec_cls = HeadPatchingSpec
     pass_knob = "heads_per_pass"
 
+    def pairs(self, batch, rows):
+        """(twin batch, dst, src, valid) of a batch (checked: the role exists and the alignment accepts it)."""
+        twins = twin_batch(self.ctx.bundle, rows, self.ctx.style)
+        return (twins, *patch_pairs(batch, twins, rows, self.spec.positions, self.spec.alignment))
+
     def run_batch(self, batch, rows):
         spec, bundle = self.spec, self.ctx.bundle
-        twins = twin_batch(bundle, rows, self.ctx.style)
-        dst, src, valid = patch_pairs(batch, twins, rows, spec.positions, spec.alignment)
+        twins, dst, src, valid = self.pairs(batch, rows)
         engine = HeadPatchEngine(bundle, self.ctx.backend, spec.engine, spec.heads_per_pass)
         run = engine.run(batch, twins, rows, dst, src, valid, spec.approximation)
         out = {"margin": (run.logits[..., 0] - run.logits[..., 1]).numpy(),  # [B, L, H]
@@ -97,7 +106,7 @@ class HeadPatchingAnalysis(Analysis):
         ds["n_patched"] = (("task", "sample"), grid(results["n_patched"]))
         ds["n_role"] = (("task", "sample"), grid(results["n_role"]))
         boot = (spec.n_bootstrap, spec.ci_level, self.ctx.seed)
-        ds["margin_change_mean"], ds["margin_change_ci"] = task_means(ds["margin_change"], sel, samples, *boot)
+        ds["margin_change_mean"], ds["margin_change_mean_ci"] = task_means(ds["margin_change"], sel, samples, *boot)
         ds["flip_rate"], ds["flip_rate_ci"] = task_means(ds["flipped"].astype(float), sel, samples, *boot)
         ds["patch_rank"] = head_ranks(ds["margin_change_mean"])
         ds["margin_change"].attrs["description"] = (
@@ -110,7 +119,7 @@ class HeadPatchingAnalysis(Analysis):
                         decoder_cells=int(results["cells"].sum()), **param_attrs(spec))
         if "approx_change" in results:
             ds["approx_change"] = (dims, grid(results["approx_change"]).transpose(0, 2, 3, 1))
-            ds["approx_change_mean"], ds["approx_change_ci"] = task_means(ds["approx_change"], sel, samples, *boot)
+            ds["approx_change_mean"], ds["approx_change_mean_ci"] = task_means(ds["approx_change"], sel, samples, *boot)
             ds["approx_rank"] = head_ranks(ds["approx_change_mean"])
             rho = [spearman(ds["approx_change_mean"].sel(task=t).values, ds["margin_change_mean"].sel(task=t).values)
                    for t in tasks]
@@ -121,6 +130,70 @@ class HeadPatchingAnalysis(Analysis):
             ds["spearman"].attrs["description"] = "Spearman rank correlation of approx_change_mean with margin_change_mean over heads"
             ds.attrs.update({f"spearman_{t}": round(float(r), 6) for t, r in zip(tasks, rho)})
         return ds
+
+
+    def batch_bytes(self, batch, rows, per_pass):
+        spec, bundle = self.spec, self.ctx.bundle
+        twins, dst, _, valid = self.pairs(batch, rows)
+        (b, s), s_twin = batch.inputs["input_ids"].shape, twins.inputs["input_ids"].shape[1]
+        return peak_bytes(memory.dims_of(bundle), spec.engine, b, s, s_twin, int(dst[valid].min()), dst.shape[1],
+                          per_pass, spec.approximation, memory.n_patches(batch))
+
+    def batch_cost(self, batch, rows, tables):
+        """Both engines: the twin's and the clean pass, then one pass per head (naive) or per `heads_per_pass`
+        heads of a layer over the suffix (fast); attribution patching's forward and backward on top."""
+        spec, bundle = self.spec, self.ctx.bundle
+        twins, dst, _, valid = self.pairs(batch, rows)
+        (b, s), s_twin = batch.inputs["input_ids"].shape, twins.inputs["input_ids"].shape[1]
+        cost = BatchCost(variants=bundle.n_layers * bundle.n_heads,
+                         bytes=self.batch_bytes(batch, rows, spec.heads_per_pass))
+        for mode, work in (("fast", cost.fast), ("naive", cost.naive)):
+            work.add(*passes_and_cells(mode, bundle.n_layers, bundle.n_heads, spec.heads_per_pass, b, s, s_twin,
+                                       int(dst[valid].min()), spec.approximation))
+        return cost
+
+    @classmethod
+    def figures(cls, ds, fig_dir):
+        return plot_head_patching(ds, fig_dir)
+
+    @classmethod
+    def claims(cls, ds):
+        """Not a paper claim: the heads whose interchange moves the decision most, and how well attribution
+        patching ranks them (reported for the method table, no verdict)."""
+        out = []
+        for task in ds["task"].values:
+            rank = ds["patch_rank"].sel(task=task)
+            quoted = []
+            for r in range(1, TOP + 1):
+                layer, head = (int(v[0]) for v in np.nonzero((rank == r).transpose("layer", "head").values))
+                at = {"task": task, "layer": layer, "head": head}
+                quoted.append(f"({layer}, {head}) Δmargin {with_ci(ds, 'margin_change_mean', **at)}, flips "
+                              f"{with_ci(ds, 'flip_rate', **at)}")
+            rho = (f"; attribution patching's Spearman ρ with this ranking {float(ds['spearman'].sel(task=task)):.3f}"
+                   if "spearman" in ds else "")
+            out.append(f"- Causal head ranking ({task}; each head at {ds.attrs['param_positions']} from the "
+                       f"instruction-swapped twin): {'; '.join(quoted)}{rho}. Not a paper claim: reported.")
+        return out
+
+    @classmethod
+    def targets(cls, ds, circuit):
+        """Head-level: the patching score (the margin's mean drop) and attribution patching's, each as a ROC
+        AUC against the circuit's heads with every circuit head in the top ranks (attribution's bounds);
+        not evaluable when the circuit acts at another role than the one patched."""
+        scores = [("patching_head_auc", "margin_change_mean", "patch_rank")]
+        if "approx_change_mean" in ds:
+            scores.append(("attribution_patching_head_auc", "approx_change_mean", "approx_rank"))
+        role, acts = ds.attrs["param_positions"], circuit.get("positions")
+        out = []
+        for task in ds["task"].values:
+            for name, score, rank in scores:
+                row = head_auc_target(name, -ds[score].sel(task=task).transpose("layer", "head").values,
+                                      ds[rank].sel(task=task).transpose("layer", "head").values, circuit, task)
+                if acts is not None and acts != role:
+                    row.update(value=None, holds=None,
+                               detail={"reason": f"the circuit acts at {acts!r}, this run patched {role!r}"})
+                out.append(row)
+        return out
 
 
 def head_ranks(mean: xr.DataArray) -> xr.DataArray:

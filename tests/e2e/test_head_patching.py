@@ -11,7 +11,9 @@ import xarray as xr
 from click.testing import CliRunner
 
 import anchorlab
+from anchorlab.analyses.head_patching import HeadPatchingAnalysis
 from anchorlab.cli import main
+from anchorlab.estimate import estimate_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "head_patching.yaml"
@@ -45,7 +47,7 @@ def test_recipe_end_to_end_on_the_organism(tmp_path):
         change = ds["margin_change"].values[t][..., sel[t]]
         np.testing.assert_allclose(ds["margin_change_mean"].values[t], change.mean(-1), atol=1e-6)
         np.testing.assert_allclose(ds["flip_rate"].values[t], ds["flipped"].values[t][..., sel[t]].mean(-1), atol=1e-12)
-        ci = ds["margin_change_ci"].values[t]
+        ci = ds["margin_change_mean_ci"].values[t]
         assert (ci[..., 0] <= ci[..., 1] + 1e-12).all()
         np.testing.assert_array_equal(ds["patch_rank"].values[t], ranks_of(ds["margin_change_mean"].values[t]))
         np.testing.assert_array_equal(ds["approx_rank"].values[t], ranks_of(ds["approx_change_mean"].values[t]))
@@ -58,9 +60,36 @@ def test_recipe_end_to_end_on_the_organism(tmp_path):
     np.testing.assert_array_equal(flips, (clean + ds["margin_change"].values > 0) != (clean > 0))
     assert flips.any() and (ds["n_patched"] == ds["n_role"]).all()  # the organism's twin instructions: same length
 
-    naive = cli_run(tmp_path / "naive", "analyses.0.engine=naive", "analyses.0.approximation=false")
+    for fig in ("head_patching_heads.png", "head_patching_approximation.png"):
+        assert (tmp_path / "fast" / "figures" / fig).stat().st_size > 10_000
+
+    naive_sets = ["analyses.0.engine=naive", "analyses.0.approximation=false"]
+    naive = cli_run(tmp_path / "naive", *naive_sets)
     np.testing.assert_allclose(naive["margin_change"].values, ds["margin_change"].values, atol=1e-5, rtol=0)
     assert "approx_change" not in naive and naive.attrs["decoder_cells"] > 3 * ds.attrs["decoder_cells"]
+    # `anchorlab estimate` prices exactly what each engine ran (after the follow-label pass)
+    for result, sets, engine in ((ds, [], "fast"), (naive, naive_sets, "naive")):
+        line = next(a for a in estimate_recipe(RECIPE, [*SMALL, *sets])["analyses"] if a["analysis"] == "head_patching")
+        assert (line[f"cells_{engine}"], line[f"passes_{engine}"]) == (result.attrs["decoder_cells"], result.attrs["passes"])
+    check_targets(ds)
+
+
+def check_targets(ds):
+    """verify's rows: the ROC AUC of the patching score against circuit heads, brute force; a decoy circuit of
+    the heads patching ranks last fails; a circuit acting at another role is not evaluable."""
+    rank = ds["patch_rank"].sel(task="vf").transpose("layer", "head").values
+    score = -ds["margin_change_mean"].sel(task="vf").transpose("layer", "head").values.ravel()
+    for heads, holds in ((np.argwhere(rank <= 2), True), (np.argwhere(rank > rank.max() - 3), False)):
+        circuit = {"heads": heads.tolist(), "positions": "instruction"}
+        row = next(r for r in HeadPatchingAnalysis.targets(ds, circuit)
+                   if r["target"] == "patching_head_auc" and r["task"] == "vf")
+        positive = np.zeros(score.size, dtype=bool)
+        positive[[lh[0] * rank.shape[1] + lh[1] for lh in heads]] = True
+        pairs = [(p > q) + 0.5 * (p == q) for p in score[positive] for q in score[~positive]]
+        assert row["value"] == pytest.approx(np.mean(pairs), abs=1e-5) and row["holds"] is holds
+    rows = HeadPatchingAnalysis.targets(ds, {"heads": [[4, 5]], "positions": "last"})
+    assert len(rows) == 4 and all(r["holds"] is None and "acts at 'last'" in r["detail"]["reason"] for r in rows)
+    assert len(HeadPatchingAnalysis.claims(ds)) == 2
 
 
 def test_simulated_remote_equals_local(random_organism_path, tmp_path, one_thread):
