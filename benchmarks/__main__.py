@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-BENCHMARKS = ("knockout", "attribution", "heads")  # module names under benchmarks/, in this order
+BENCHMARKS = ("knockout", "attribution", "heads", "patching")  # module names under benchmarks/, in this order
 
 
 def main(argv=None) -> list[dict]:

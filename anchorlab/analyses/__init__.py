@@ -4,13 +4,14 @@ from __future__ import annotations
 from .attribution import AttributionAnalysis
 from .base import Analysis, AnalysisSpec, Context
 from .head_interventions import HeadsAmplifyAnalysis, HeadsAnalysis
+from .head_patching import HeadPatchingAnalysis
 from .knockout import KnockoutAnalysis
 from .path_blocking import PathBlockingAnalysis
 from .signal import SignalAnalysis
 
 REGISTRY: dict[str, type[Analysis]] = {
     a.kind: a for a in (SignalAnalysis, KnockoutAnalysis, PathBlockingAnalysis, AttributionAnalysis, HeadsAnalysis,
-                HeadsAmplifyAnalysis)
+                HeadsAmplifyAnalysis, HeadPatchingAnalysis)
 }
 ANALYSES: dict[str, type[AnalysisSpec]] = {k: a.spec_cls for k, a in REGISTRY.items()}
 

@@ -23,7 +23,7 @@ from ..engines.memory import plain_forward_bytes
 from ..plots.attribution import plot_attribution
 from .base import Analysis, PhiSpec, auc_target, cells_column, circuit_heads, param_attrs, plain_pass_cost, verdict
 from ..rows.layout import SIDES, by_task_sample, entity_rows, site_positions
-from .rankings import rank_heads
+from .rankings import rank_heads, task_means
 
 METRICS = ("S_f", "dS")
 SUBLAYERS = ("attn", "mlp")
@@ -141,23 +141,7 @@ class AttributionAnalysis(Analysis):
         return ds
 
     def _aggregate(self, values: xr.DataArray, sel: np.ndarray, samples: list[str]):
-        """Mean and bootstrap CI over each task's selected samples, taken in sample-id order so both
-        are exactly invariant to the order samples arrive in."""
-        order = np.argsort(np.array(samples, dtype=object), kind="stable")
-        dims = [d for d in values.dims if d not in ("task", "sample")]
-        means, cis = [], []
-        for t in range(values.sizes["task"]):
-            chosen = [i for i in order if sel[t, i]]
-            v = values.isel(task=t, sample=chosen).transpose(*dims, "sample").values.astype(np.float64)
-            means.append(v.mean(-1))
-            cis.append(self._ci(v))
-        dims = ("task", *dims)
-        return xr.DataArray(np.array(means), dims=dims), xr.DataArray(np.array(cis), dims=(*dims, "bound"))
-
-    def _ci(self, values: np.ndarray) -> np.ndarray:
-        from ..method.stats import bootstrap_ci
-
-        return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
+        return task_means(values, sel, samples, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
 
     def batch_bytes(self, batch, rows, per_pass):
         return plain_forward_bytes(self.ctx.bundle, batch)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ..method.stats import bootstrap_ci
+
 
 def order_heads(mean: np.ndarray) -> np.ndarray:
     """Flat (layer-major) head indices from the largest mean score down; ties by index."""
@@ -60,3 +62,19 @@ def rank_heads(ds: xr.Dataset, top_g: int, shared_top_n: int) -> xr.Dataset:
         else "undefined: needs both tasks vf and tf (all false)")
     ds.attrs.update(top_g=g, shared_top_n=n, n_shared=int(shared.sum()))
     return ds
+
+
+def task_means(values: xr.DataArray, sel: np.ndarray, samples: list[str], n_bootstrap: int, ci_level: float,
+               seed: int) -> tuple[xr.DataArray, xr.DataArray]:
+    """Mean and bootstrap CI over each task's selected samples (sel [task, sample]), taken in sample-id
+    order so both are exactly invariant to the order samples arrive in."""
+    order = np.argsort(np.array(samples, dtype=object), kind="stable")
+    dims = [d for d in values.dims if d not in ("task", "sample")]
+    means, cis = [], []
+    for t in range(values.sizes["task"]):
+        chosen = [i for i in order if sel[t, i]]
+        v = values.isel(task=t, sample=chosen).transpose(*dims, "sample").values.astype(np.float64)
+        means.append(v.mean(-1))
+        cis.append(bootstrap_ci(v, n_bootstrap, ci_level, seed))
+    dims = ("task", *dims)
+    return xr.DataArray(np.array(means), dims=dims), xr.DataArray(np.array(cis), dims=(*dims, "bound"))

@@ -10,6 +10,7 @@ import torch
 from nnsight import NNsight
 
 from ..models.loading import ModelBundle
+from .session import with_grad
 
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
@@ -51,10 +52,17 @@ class LocalBackend:
 
     def trace(self, inputs: dict[str, torch.Tensor], fn: Callable[..., Any], *args: Any) -> Any:
         """One forward with `fn(envoy, *args)` run inside the trace; returns what fn returned."""
+        with torch.inference_mode():
+            return self._trace(inputs, fn, *args)
+
+    def grad_trace(self, inputs: dict[str, torch.Tensor], fn: Callable[..., Any], *args: Any) -> Any:
+        """As `trace`, with autograd on (fn may call torch.autograd.grad), whatever mode the caller is in."""
+        return with_grad(self._trace, inputs, fn, *args)
+
+    def _trace(self, inputs, fn, *args):
         device = self.bundle.device
         self.traces += 1
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        with torch.inference_mode():
-            with self.envoy.trace(**inputs):
-                result = nnsight.save(fn(self.envoy, *args))
+        with self.envoy.trace(**inputs):
+            result = nnsight.save(fn(self.envoy, *args))
         return result

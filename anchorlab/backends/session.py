@@ -97,6 +97,21 @@ class Session:
             result = nnsight.save(capture(envoy, *args))
         return result
 
+    def grad_trace(self, inputs, capture, *args):
+        """As `trace`, with autograd on (capture may call torch.autograd.grad)."""
+        return with_grad(self.trace, inputs, capture, *args)
+
+
+def with_grad(trace, inputs, capture, *args):
+    """`trace(inputs, capture, *args)` with autograd on, also inside a caller's inference_mode (a
+    request body, a benchmark). Inference tensors among the inputs and args are cloned into normal
+    ones first: autograd may have to save them for the backward."""
+    def normal(t):
+        return t.clone() if t.is_inference() else t
+
+    with torch.inference_mode(False), torch.enable_grad():
+        return trace(map_tensors(dict(inputs), normal), capture, *map_tensors(args, normal))
+
 
 def run_in_session(envoy, fn, args):
     """The body of one request: fn(Session, *args), its result detached and moved to CPU."""

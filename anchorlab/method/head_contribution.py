@@ -49,3 +49,13 @@ def sublayer_deltas(phi_state: torch.Tensor, phi_attn: torch.Tensor) -> torch.Te
     return torch.stack(metrics, -3)
 
 
+
+
+def attribution_patching(z_twin: torch.Tensor, z_clean: torch.Tensor, grad: torch.Tensor, valid: torch.Tensor,
+                         n_heads: int) -> torch.Tensor:
+    """First-order estimate of the margin change when each head's o_proj input at the patched positions
+    takes its twin value: Σ_p (z_twin - z_clean)_h · ∂margin/∂z_h. All [L, B, P, H*hd], valid [B, P]
+    -> [B, L, H], in fp32."""
+    with torch.autocast(z_clean.device.type, enabled=False):
+        terms = ((z_twin.float() - z_clean.float()) * grad.float()).unflatten(-1, (n_heads, -1)).sum(-1)  # [L, B, P, H]
+        return (terms * valid[None, :, :, None].to(terms.dtype)).sum(2).transpose(0, 1)
