@@ -29,8 +29,9 @@ from ..rows.encoding import encode
 from ..rows.layout import by_task_sample
 from ..rows.prompts import build_prompt
 from ..plots.head_patching import plot_head_patching
-from .attribution import head_auc_target
-from .base import Analysis, AnalysisSpec, BatchCost, Role, cells_column, param_attrs, with_ci
+from .attribution import HEAD_AUC
+from .base import (Analysis, AnalysisSpec, BatchCost, Role, auc_target, cells_column, circuit_heads, param_attrs, target,
+                   with_ci)
 from .rankings import order_heads, task_means
 
 TOP = 3  # heads quoted per task in summary.md
@@ -178,21 +179,23 @@ class HeadPatchingAnalysis(Analysis):
     @classmethod
     def targets(cls, ds, circuit):
         """Head-level: the patching score (the margin's mean drop) and attribution patching's, each as a ROC
-        AUC against the circuit's heads with every circuit head in the top ranks (attribution's bounds);
-        not evaluable when the circuit acts at another role than the one patched."""
+        AUC against the circuit's heads ≥ HEAD_AUC (attribution's bound); not evaluable when the circuit acts
+        at another role than the one patched."""
         scores = [("patching_head_auc", "margin_change_mean", "patch_rank")]
         if "approx_change_mean" in ds:
             scores.append(("attribution_patching_head_auc", "approx_change_mean", "approx_rank"))
         role, acts = ds.attrs["param_positions"], circuit.get("positions")
+        positive = circuit_heads(circuit, ds.sizes["layer"], ds.sizes["head"])
         out = []
         for task in ds["task"].values:
             for name, score, rank in scores:
-                row = head_auc_target(name, -ds[score].sel(task=task).transpose("layer", "head").values,
-                                      ds[rank].sel(task=task).transpose("layer", "head").values, circuit, task)
                 if acts is not None and acts != role:
-                    row.update(value=None, holds=None,
-                               detail={"reason": f"the circuit acts at {acts!r}, this run patched {role!r}"})
-                out.append(row)
+                    out.append(target(name, "heads", task, None, f"AUROC ≥ {HEAD_AUC}", None,
+                                      reason=f"the circuit acts at {acts!r}, this run patched {role!r}"))
+                    continue
+                ranks = ds[rank].sel(task=task).transpose("layer", "head").values
+                out.append(auc_target(name, "heads", task, -ds[score].sel(task=task).transpose("layer", "head").values,
+                                      positive, HEAD_AUC, circuit_ranks=sorted(int(r) for r in ranks[positive])))
         return out
 
 
