@@ -31,6 +31,7 @@ def run(
     overrides = list(overrides) + (["backend=ndif"] if remote else [])
     parsed, text = load_recipe(recipe, overrides)
     companion = _companion(Path(recipe), parsed, overrides)  # checked before anything runs
+    family = _family(Path(recipe), parsed, overrides)
     results = run_recipe(parsed, text, out, overrides, resume=resume, force=force, simulate_remote=remote == "local")
     if parsed.verify is None:
         return results
@@ -44,11 +45,41 @@ def run(
             results[f"{c_parsed.name}/{name}"] = ds
     from .backends.distributed import from_env
 
-    if from_env().primary:  # rank 0 writes verify.json and the summary section, as it writes the results
-        from .report.verify import verify
+    primary = from_env().primary  # rank 0 writes verify.json and the summary section, as it writes the results
+    from .report.verify import verify
 
-        verify(out_dir, parsed.verify.circuit, amplify_dir)
+    scores = {parsed.model.id: verify(out_dir, parsed.verify.circuit, amplify_dir)} if primary else {}
+    for member, (m_parsed, m_overrides) in family.items():
+        m_dir = out_dir / member.replace(":", "-").replace("/", "--")
+        for name, ds in run_recipe(m_parsed, text, m_dir, m_overrides, resume=resume, force=force,
+                                   simulate_remote=remote == "local").items():
+            results[f"{member}/{name}"] = ds
+        if primary:
+            scores[member] = verify(m_dir)
+    if primary and family:
+        from .report.method_table import write_method_table
+
+        write_method_table(scores, out_dir)
     return results
+
+
+def _family(path: Path, recipe: Recipe, overrides: list[str]) -> dict[str, tuple[Recipe, list[str]]]:
+    """verify.family: the same recipe on each member (its own circuit.json must exist), {id: (recipe, overrides)}."""
+    if recipe.verify is None or not recipe.verify.family:
+        return {}
+    from .report.verify import model_circuit
+
+    out = {}
+    for i, member in enumerate(recipe.verify.family):
+        try:
+            circuit = model_circuit(member)
+        except ValueError as exc:  # an unknown toy:NAME
+            raise RecipeError(f"{path}: verify.family.{i}: {exc}") from None
+        if not circuit.is_file():
+            raise RecipeError(f"{path}: verify.family.{i}: no circuit.json for {member} (at {circuit})")
+        m_overrides = list(overrides) + [f"model.id={member}"]
+        out[member] = (load_recipe(path, m_overrides)[0], m_overrides)
+    return out
 
 
 def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe, str, list[str]] | None:

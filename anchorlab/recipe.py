@@ -69,6 +69,9 @@ class VerifySpec(Strict):
     circuit: str | None = None  # circuit.json; None: beside the model (toy:NAME -> its shipped folder)
     # a companion recipe (path relative to this recipe) run into OUT/<its name>: its heads_amplify is scored too
     amplify: str | None = None
+    # more models, each with its own circuit.json: the recipe runs on each into OUT/<model>, each is
+    # verified, and OUT/method_table.md compares every method's recovery across the model and these
+    family: list[str] | None = None
 
 
 class Recipe(Strict):

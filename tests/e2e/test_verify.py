@@ -162,3 +162,31 @@ def test_recipe_verify_errors_before_any_compute(tmp_path):
     (tmp_path / "main.yaml").write_text(MAIN.replace("toy:anchored", "toy:arbiter").replace("organism", "toy"))
     r = CliRunner().invoke(main, ["run", str(tmp_path / "main.yaml"), "--out", str(out)])
     assert r.exit_code != 0 and "verify: no circuit.json" in r.output and not out.exists()
+
+
+FAMILY = """name: family
+model: {id: "toy:anchored"}
+data: {source: organism, n_samples: 8, filter: all, filter_rule: first_token}
+analyses: [{kind: attribution, n_bootstrap: 20}]
+verify: {family: ["toy:anchored-flawed"]}
+"""
+
+
+def test_a_family_is_run_verified_and_tabled(tmp_path):
+    """verify.family: the recipe runs on each member into OUT/<member>, each is verified against its own
+    circuit.json, and method_table.md holds each member's verify values; an unknown member is refused
+    before any compute."""
+    import anchorlab
+
+    (tmp_path / "family.yaml").write_text(FAMILY)
+    out = tmp_path / "out"
+    anchorlab.run(tmp_path / "family.yaml", out=out)
+    table = (out / "method_table.md").read_text()
+    for model, folder in (("toy:anchored", out), ("toy:anchored-flawed", out / "toy-anchored-flawed")):
+        auc = [row(json.loads((folder / "verify.json").read_text()), "attribution_head_auc", t)["value"]
+               for t in ("vf", "tf")]
+        line = next(x for x in table.splitlines() if x.startswith(f"| `{model}` |"))
+        assert line.count(" / ") == 1 and all(f"{v:.3f}" in line for v in auc), (line, auc)
+    (tmp_path / "family.yaml").write_text(FAMILY.replace("toy:anchored-flawed", "toy:nope"))
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "family.yaml"), "--out", str(tmp_path / "out2")])
+    assert r.exit_code != 0 and "verify.family.0" in r.output and not (tmp_path / "out2").exists()
