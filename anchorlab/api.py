@@ -46,6 +46,51 @@ def run(
     return results
 
 
+def validate(recipe: str | Path, overrides: list[str] = (), out: str | Path | None = None,
+             remote: bool | str = False) -> tuple[Recipe, list[str]]:
+    """Every check `run` makes before it loads weights or computes anything, in the run's order and with its
+    messages, creating nothing. Returns the recipe and what was checked; a hub model that is neither cached
+    nor reachable is checked from its published config when it is one of `anchorlab shapes`, else not at all."""
+    from .backends.ndif import check_key, ndif_host
+    from .data.sources import load_dataset
+    from .models.loading import HubUnreachable, inspect_model
+    from .models.shapes import published_facts
+    from .run.executor import check_analyses, check_device
+    from .run.preflight import check_writable, prompt_rows
+
+    overrides = list(overrides) + (["backend=ndif"] if remote else [])
+    parsed, _ = load_recipe(recipe, overrides)
+    companion = _companion(Path(recipe), parsed, overrides)
+    m = parsed.model
+    if parsed.backend == "local":
+        check_device(m.device)
+    samples, _ = load_dataset(parsed.data, parsed.seed)
+    checked = [f"data: {len(samples)} samples"]
+    try:
+        facts, offline = inspect_model(m.id, m.revision), None
+    except HubUnreachable as exc:
+        facts, offline = published_facts(m.id), exc
+        if facts is None:
+            return parsed, checked + [f"model not checked: {exc}"]
+    check_analyses(parsed, facts)
+    if offline is None:  # the model's files are at hand: encode the prompts as the run will
+        checked.append(f"model: {facts.n_layers} layers × {facts.n_heads} heads")
+        checked.append(f"prompts: {len(prompt_rows(parsed, samples))} encoded, token roles checked")
+    else:
+        checked.append(f"model: {facts.n_layers} layers × {facts.n_heads} heads, from its published config "
+                       "(not in the HF cache here: prompts not encoded)")
+    out_dir = Path(out) if out else parsed.output_dir
+    check_writable(out_dir)
+    if parsed.backend == "ndif" and remote != "local":
+        check_key(ndif_host())
+    if companion is not None:
+        c_parsed, _, c_overrides = companion
+        _, c_checked = validate(Path(recipe).parent / parsed.verify.amplify, c_overrides, out_dir / c_parsed.name,
+                                remote)
+        checked.append(f"verify.amplify: {'; '.join(c_checked)}")
+    return parsed, checked
+
+
 def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe, str, list[str]] | None:
     """verify's circuit.json must exist and its companion recipe must load: (recipe, text, overrides) or None."""
     if recipe.verify is None:

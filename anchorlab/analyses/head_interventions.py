@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -19,8 +20,8 @@ from ..interventions.head_scaling import layer_matched_heads, random_heads, scal
 from ..method.stats import bootstrap_ci
 from ..rows.prompts import build_prompt
 from .base import Analysis, AnalysisSpec, Role, cells_column, param_attrs
-from .head_sets import HeadSource, neutral_sample
-from ..rows.layout import by_task_sample
+from .head_sets import HeadSource, neutral_sample, rankings_problems
+from ..rows.layout import by_task_sample, role_problems
 
 log = logging.getLogger("anchorlab")
 SETTINGS = ("original", "targeted", "random", "random_layer_matched", "shared")
@@ -49,7 +50,17 @@ class HeadsSpec(AnalysisSpec):
     def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:
         total = n_layers * n_heads
         big = [g for g in self.n_heads if g > total]
-        return [f"{where}.n_heads: {big} exceed the model's {total} heads ({n_layers} layers × {n_heads})"] if big else []
+        problems = [f"{where}.n_heads: {big} exceed the model's {total} heads ({n_layers} layers × {n_heads})"] if big else []
+        if self.heads_from and Path(self.heads_from).exists():  # a missing file is the executor's to name
+            problems += rankings_problems(self.heads_from, n_layers, n_heads, f"{where}.heads_from")
+        return problems
+
+    def check_rows(self, rows, where):
+        problems = role_problems(rows, self.positions, f"{where}.positions")
+        if self.heads_from and Path(self.heads_from).is_file():
+            problems += rankings_problems(self.heads_from, None, None, f"{where}.heads_from",
+                                          tasks=tuple(dict.fromkeys(r.task for r in rows)))
+        return problems
 
     def selection(self) -> str:
         if self.rows != "auto":

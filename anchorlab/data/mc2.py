@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, parse_text, read_file
 from .records import Record, clean
 
 FIELDS = ("image_id", "task", "question", "context", "answer_vision", "answer_text")
@@ -28,14 +28,15 @@ def image_candidates(root: Path, image_id: str) -> tuple[Path, ...]:
 
 def read(path: Path, image_root: Path | None) -> list[Record]:
     path = Path(path)
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"data.path: cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    text = read_file(path, "data.path")
+    where = f"data.path: {path}"
+    if _json_lines(text):
+        raise UserError(f"{where}: one JSON object per line (JSON Lines), not MC²'s list of samples: use source: jsonl")
+    items = parse_text(text, "json", where)
     if not isinstance(items, list):
-        raise UserError(f"{path}: expected MC²'s list of samples (evaluate_final.json), got a {type(items).__name__}")
+        hint = " (one sample per line is source: jsonl)" if isinstance(items, dict) else ""
+        raise UserError(f"{where}: expected MC²'s list of samples (evaluate_final.json), got a "
+                        f"{type(items).__name__}{hint}")
     width = max(4, len(str(len(items) - 1)))
     records = []
     for index, item in enumerate(items):
@@ -54,3 +55,14 @@ def read(path: Path, image_root: Path | None) -> list[Record]:
             category=clean(item["task"]), extra={"image_id": image_id, "index": index},
         ))
     return records
+
+
+def _json_lines(text: str) -> bool:
+    """Several lines, the first of them a whole JSON object: a JSONL file given as mc2."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < 2 or not lines[0].lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(lines[0]), dict)
+    except json.JSONDecodeError:
+        return False

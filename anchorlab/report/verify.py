@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..errors import UserError
+from ..errors import UserError, read_file
 
 SECTION = "## Recovery of the planted circuit"
 TARGETS = {"head_auc": 0.95, "top": 5, "nssd_ratio": 10.0, "ldar_first": 0.65, "ldar_last": 0.95,
@@ -164,7 +164,7 @@ def verify(run_dir: str | Path, circuit: str | Path | None = None, amplify_dir: 
     cpath = find_circuit(run, circuit)
     if not cpath.exists():
         raise UserError(f"{cpath}: no circuit.json for this run's model (pass --circuit PATH)")
-    circuit_data = json.loads(cpath.read_text())
+    circuit_data = read_file(cpath, "--circuit", "json", expect=dict, shape="a circuit.json mapping")
     scores: dict = {"circuit": str(cpath), "run": str(run), "amplify_dir": str(amplify_dir) if amplify_dir else None,
                     "targets": TARGETS}
     folders = [run] + ([Path(amplify_dir)] if amplify_dir else [])

@@ -21,7 +21,7 @@ from ..analyses import REGISTRY, Context
 from ..backends import make_backend
 from ..backends.distributed import SOLO, Group, from_env
 from ..rows.batching import collate
-from ..rows.compiler import compile_rows, prompt_style
+from ..rows.compiler import prompt_style
 from ..data.sources import load_dataset
 from ..labels.rules import select_rows
 from ..labels import store as labels_store
@@ -31,6 +31,7 @@ from ..recipe import Recipe
 from ..plots import draw
 from ..engines.autobatch import BATCH_SHARE, choose, default_budget, parse_bytes
 from .results import input_hashes, now, provenance, write_dataset
+from .preflight import prompt_rows
 from .store import RunStore, result_names
 from ..report.summary import write_summary
 
@@ -272,6 +273,7 @@ def run_recipe(
     samples, data_attrs = load_dataset(recipe.data, recipe.seed)
     facts = inspect_model(m.id, m.revision)
     check_analyses(recipe, facts)
+    rows = prompt_rows(recipe, samples)  # token roles against every analysis, before any weights are loaded
     check_output(out)
     if recipe.backend == "ndif" and not simulate_remote:
         from ..backends.ndif import preflight
@@ -290,7 +292,6 @@ def run_recipe(
         if group.world > 1:
             log.info("data-parallel over %d processes: batches split over the ranks, rank 0 writes the results",
                      group.world)
-        rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
         data_attrs["data_samples_unusable"] = len(samples) - len({r.sample.id for r in rows})
         data_attrs["world_size"] = group.world
         log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,
