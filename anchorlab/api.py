@@ -5,6 +5,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from .errors import read_file
 from .recipe import Recipe, RecipeError, load_recipe
 
 # --set fields a companion recipe (verify.amplify) takes over from the main run: where and how it runs, and
@@ -79,10 +80,10 @@ def validate(recipe: str | Path, overrides: list[str] = (), out: str | Path | No
     else:
         checked.append(f"model: {facts.n_layers} layers × {facts.n_heads} heads, from its published config "
                        "(not in the HF cache here: prompts not encoded)")
-    out_dir = Path(out) if out else parsed.output_dir
-    check_writable(out_dir)
     if parsed.backend == "ndif" and remote != "local":
         check_key(ndif_host())
+    out_dir = Path(out) if out else parsed.output_dir
+    check_writable(out_dir)
     if companion is not None:
         c_parsed, _, c_overrides = companion
         _, c_checked = validate(Path(recipe).parent / parsed.verify.amplify, c_overrides, out_dir / c_parsed.name,
@@ -101,6 +102,7 @@ def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe
     if not circuit.is_file():
         raise RecipeError(f"{path}: verify: no circuit.json at {circuit} for model {recipe.model.id} "
                           "(set verify.circuit, or drop verify:)")
+    read_file(circuit, "verify.circuit", "json", expect=dict, shape="a circuit.json mapping")  # read after the run
     if not recipe.verify.amplify:
         return None
     c_path = path.parent / recipe.verify.amplify

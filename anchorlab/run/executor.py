@@ -274,11 +274,11 @@ def run_recipe(
     facts = inspect_model(m.id, m.revision)
     check_analyses(recipe, facts)
     rows = prompt_rows(recipe, samples)  # token roles against every analysis, before any weights are loaded
-    check_output(out)
     if recipe.backend == "ndif" and not simulate_remote:
         from ..backends.ndif import preflight
 
         preflight(m.id, m.revision)  # fail before loading anything when NDIF does not serve the model
+    check_output(out)
     inputs = input_hashes(recipe, samples, data_attrs, facts)
     # Rank 0 alone creates (or resumes, or refuses) the run folder; the others then attach to it.
     store = group.first(lambda: RunStore(out, recipe.model_dump(mode="json"), inputs, resume=resume, force=force,

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UserError
+from ..labels import store as labels_store
 from ..models.loading import load_model
 from ..rows.compiler import compile_rows, prompt_style
 from .store import result_names
@@ -20,6 +21,9 @@ def prompt_rows(recipe, samples) -> list:
     bundle = load_model(m.id, m.dtype, "cpu", m.attn_implementation, m.revision, weights=False)
     rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
     check_prompts(recipe, rows)
+    d = recipe.data
+    if d.labels and (d.filter != "all" or any(a.selection() not in ("data", "all") for a in recipe.analyses)):
+        labels_store.reuse(d.labels, recipe, rows)  # the stored labels fit this model, rule, prompt and data
     return rows
 
 
