@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..engines.autobatch import choose, parse_bytes
 from ..errors import UserError
 from ..labels import store as labels_store
 from ..models.loading import load_model
@@ -21,6 +22,7 @@ def prompt_rows(recipe, samples) -> list:
     bundle = load_model(m.id, m.dtype, "cpu", m.attn_implementation, m.revision, weights=False)
     rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
     check_prompts(recipe, rows)
+    check_budget(recipe, bundle, rows)
     d = recipe.data
     if d.labels and (d.filter != "all" or any(a.selection() not in ("data", "all") for a in recipe.analyses)):
         labels_store.reuse(d.labels, recipe, rows)  # the stored labels fit this model, rule, prompt and data
@@ -36,6 +38,18 @@ def check_prompts(recipe, rows) -> None:
             problems += [p for p in sub.check_rows(rows, f"analyses[{name}]") if p not in problems]
     if problems:
         raise UserError("; ".join(problems))
+
+
+def check_budget(recipe, bundle, rows) -> None:
+    """`batch_size: auto` under a set memory_budget: the labels and every analysis fit a batch of one prompt
+    (found now, not when the run reaches that analysis after computing the earlier ones)."""
+    if recipe.batch_size != "auto" or recipe.memory_budget is None:
+        return
+    budget = parse_bytes(recipe.memory_budget)
+    choose(bundle, rows, None, budget)
+    for i, spec in enumerate(recipe.analyses):
+        for _, sub in expand(spec, f"analyses.{i}"):
+            choose(bundle, rows, sub, budget)
 
 
 def check_writable(out: Path) -> None:

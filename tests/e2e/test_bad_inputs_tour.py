@@ -155,6 +155,9 @@ TOUR = {
                             ["data.dictionary: {t}/d.json: not valid JSON (", "line 1, column"], []),
     "labels not netCDF": (lambda t: with_("data.labels", broken(t, "labels.nc"), with_("data.filter", "follows")),
                           ["data.labels: {t}/labels.nc: not a readable netCDF file"], []),
+    "memory_budget too small for knockout": (  # the toy's longest prompt: signal 0.24 MB, knockout 0.37 MB of 0.32
+        lambda t: with_("analyses", [{"kind": "signal"}, {"kind": "knockout"}], with_("batch_size", "auto", with_(
+            "memory_budget", 400_000))), ["memory_budget:", "less than one prompt needs", "predicted for knockout"], []),
     "circuit.json broken": (lambda t: with_("verify", {"circuit": broken(t, "circuit.json")}),
                             ["verify.circuit: {t}/circuit.json: not valid JSON"], []),
 }
