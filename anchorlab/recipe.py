@@ -15,6 +15,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializeAsA
 from .engines.autobatch import parse_bytes
 from .run.sweeps import expand
 from .analyses import ANALYSES, AnalysisSpec
+from .analyses.base import distinct
 from .errors import UserError, parse_text, read_file
 
 def _not_blank(text: str) -> str:
@@ -53,7 +54,8 @@ class DataSpec(Strict):
     missing_images: Literal["error", "skip"] = "error"
     categories: list[str] | None = None  # keep these categories (MC² task / JSONL "task") only
     n_samples: int | None = Field(None, ge=1)  # None: all (toy: 64); else a seeded draw, in file order
-    tasks: list[Literal["vf", "tf"]] = Field(default_factory=lambda: ["vf", "tf"], min_length=1)
+    tasks: Annotated[list[Literal["vf", "tf"]], AfterValidator(distinct)] = Field(
+        default_factory=lambda: ["vf", "tf"], min_length=1)
     dictionary: str | None = None  # None: <dataset>.dictionary.json beside the dataset, if present
     filter: Literal["all", "follows", "fails"] = "all"
     filter_rule: Literal["generation", "first_token"] = "generation"
@@ -193,11 +195,27 @@ def parse_recipe(data: dict) -> Recipe:
     except ValidationError as exc:
         errors = _describe(exc, Recipe, "") + errors
         recipe = None
+    if recipe is not None and not errors:
+        errors = _name_clashes(recipe.model_dump(mode="json")["analyses"])
     if len(errors) == 1:
         raise RecipeError(f"invalid recipe: {errors[0]}")
     if errors:
         raise RecipeError("invalid recipe:\n" + "\n".join(f"  - {e}" for e in errors))
     return recipe
+
+
+def result_names(analyses: list[dict]) -> list[str]:
+    """Each analysis's result name: its `name`, else its kind (with the index when a kind repeats)."""
+    unnamed = [a["kind"] for a in analyses if not a.get("name")]
+    return [a.get("name") or (a["kind"] if unnamed.count(a["kind"]) == 1 else f"{a['kind']}_{i}")
+            for i, a in enumerate(analyses)]
+
+
+def _name_clashes(analyses: list[dict]) -> list[str]:
+    """Two analyses writing one result file: the second would be taken for finished and never run."""
+    names = result_names(analyses)
+    return [f"analyses.{j}.name: {name!r} is also the result name of analyses.{names.index(name)} ({name}.nc); "
+            "give each analysis its own name" for j, name in enumerate(names) if name in names[:j]]
 
 
 def _parse_analysis(item: Any, where: str, errors: list[str]) -> list[AnalysisSpec]:

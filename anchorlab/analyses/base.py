@@ -47,6 +47,15 @@ class AnalysisSpec(BaseModel):
         return []
 
 
+def distinct(values: list) -> list:
+    """Items that label a result's coordinate appear once (a repeat is computed twice and stored under two
+    equal labels, which no selection can tell apart)."""
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        raise ValueError(f"{repeated[0]!r} given twice")
+    return values
+
+
 def layers_out_of_range(layers, n_layers: int, where: str) -> list[str]:
     bad = [layer for layer in (layers or []) if not 0 <= layer < n_layers]
     return [f"{where}: {bad} out of range for a model with {n_layers} layers (0..{n_layers - 1})"] if bad else []

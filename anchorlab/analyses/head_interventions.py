@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from ..rows.batching import collate
 from ..rows.encoding import encode
@@ -19,7 +19,7 @@ from ..labels.rules import answer_forms, classify_answer
 from ..interventions.head_scaling import layer_matched_heads, random_heads, scale_table
 from ..method.stats import bootstrap_ci
 from ..rows.prompts import build_prompt
-from .base import Analysis, AnalysisSpec, Role, cells_column, param_attrs
+from .base import Analysis, AnalysisSpec, Role, cells_column, distinct, param_attrs
 from .head_sets import HeadSource, neutral_sample, rankings_problems
 from ..rows.layout import by_task_sample, role_problems
 
@@ -30,11 +30,12 @@ SETTINGS = ("original", "targeted", "random", "random_layer_matched", "shared")
 class HeadsSpec(AnalysisSpec):
     kind: Literal["heads_block", "heads_amplify"]
     heads_from: str | None = Field(None, description="attribution result (.nc); default: this run's attribution")
-    settings: list[Literal["original", "targeted", "random", "random_layer_matched", "shared"]] = Field(
+    settings: Annotated[list[Literal["original", "targeted", "random", "random_layer_matched", "shared"]],
+                        AfterValidator(distinct)] = Field(
         default_factory=lambda: list(SETTINGS), min_length=1)
-    n_heads: list[Annotated[int, Field(ge=1)]] = Field(
+    n_heads: Annotated[list[Annotated[int, Field(ge=1)]], AfterValidator(distinct)] = Field(
         default_factory=lambda: [1, 2, 4, 8], min_length=1, description="G: heads per set (block: swept; amplify: the first value)")
-    alphas: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+    alphas: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], AfterValidator(distinct)] = Field(
         default_factory=lambda: [1.0, 2.0, 5.0, 10.0], min_length=1, description="amplification factors (amplify only), > 0")
     seeds: int = Field(10, ge=1, description="random head sets drawn per G")
     exclude_targeted: bool = True

@@ -42,6 +42,10 @@ class KnockoutSpec(AnalysisSpec):
             for role in parse_pathway(p):
                 if role not in ROLES:
                     raise ValueError(f"pathway {p!r}: unknown role {role!r}; roles: {', '.join(sorted(ROLES))}")
+        pairs = [parse_pathway(p) for p in pathways]  # 'a->b' and 'a -> b' are one pathway
+        repeated = [p for i, p in enumerate(pathways) if pairs[i] in pairs[:i]]
+        if repeated:
+            raise ValueError(f"pathway {repeated[0]!r} given twice")
         return pathways
 
     def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:

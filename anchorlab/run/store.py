@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..recipe import result_names
 
 STATE = "run.json"
 CHUNKS = ".chunks"
@@ -48,13 +49,6 @@ def _flatten(node, prefix: str = "") -> dict[str, object]:
 def recipe_difference(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
     return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-def result_names(analyses: list[dict]) -> list[str]:
-    """Each analysis's result name: its `name`, else its kind (with the index when a kind repeats)."""
-    unnamed = [a["kind"] for a in analyses if not a.get("name")]
-    return [a.get("name") or (a["kind"] if unnamed.count(a["kind"]) == 1 else f"{a['kind']}_{i}")
-            for i, a in enumerate(analyses)]
 
 
 class RunStore:
