@@ -48,6 +48,8 @@ def read(path: Path, image_root: Path | None) -> list[Record]:
             if not isinstance(value, (str, int)) or not str(value).strip():
                 raise UserError(f"{where}: field '{name}': {'missing' if value is None else 'empty or not text'}")
         image_id = str(item["image_id"]).strip()
+        if any(sep in image_id for sep in ("/", "\\")) or image_id in (".", ".."):
+            raise UserError(f"{where}: field 'image_id': {image_id!r} is not an image id (it names a path)")
         records.append(Record(
             id=f"mc2-{index:0{width}d}", question=str(item["question"]).strip(), context=str(item["context"]).strip(),
             answer_vision=clean(item["answer_vision"]), answer_text=clean(item["answer_text"]),

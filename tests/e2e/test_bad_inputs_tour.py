@@ -91,6 +91,13 @@ def mc2_list(tmp: Path) -> dict:
     return with_("data", {"source": "jsonl", "path": str(folder / "mc2.json")})
 
 
+def mc2_path_id(tmp: Path) -> dict:
+    item = {"image_id": "../../etc/passwd", "task": "color", "question": "What colour?", "context": "It is blue.",
+            "answer_vision": "red", "answer_text": "blue"}
+    (tmp / "mc2.json").write_text(json.dumps([item]))
+    return with_("data", {"source": "mc2", "path": str(tmp / "mc2.json"), "image_root": str(tmp)})
+
+
 # name: (recipe from a tmp folder, fragments of the one error line, fragments that must not appear)
 TOUR = {
     "negative seed": (lambda t: with_("seed", -5), ["seed: Input should be greater than or equal to 0 (got -5)"], []),
@@ -146,6 +153,8 @@ TOUR = {
         conflicts(t) / "samples.jsonl")}), ["data.path:", "samples.jsonl: one JSON object per line", "use source: jsonl"],
         ["Extra data"]),
     "jsonl on an MC² list": (mc2_list, ["data.path:", "mc2.json: one JSON list", "use source: mc2"], []),
+    "MC² image_id naming a path": (mc2_path_id, ["mc2.json item 0: field 'image_id': '../../etc/passwd' is not an "
+                                                 "image id (it names a path)"], []),
     "image is a directory": (lambda t: jsonl(t, "images"), ["samples.jsonl line 1 (sample 'square-1'): image",
                                                             "images: is a directory, not an image file"], ["not found"]),
     "image path with ../": (lambda t: jsonl(t, "../elsewhere.png"),
@@ -280,3 +289,11 @@ def test_plot_names_a_truncated_result(tmp_path):
     (tmp_path / "signal.nc").write_bytes(data[: len(data) // 2])
     refused(CliRunner().invoke(main, ["plot", str(tmp_path)]), f"{tmp_path / 'signal.nc'}: not a readable netCDF file")
     assert not (tmp_path / "figures").exists()
+
+
+def test_standins_never_write_outside_their_folder(tmp_path):
+    mc2_path_id(tmp_path)
+    out = tmp_path / "pics"
+    refused(CliRunner().invoke(main, ["data", "standins", str(tmp_path / "mc2.json"), "--out", str(out)]),
+            "field 'image_id': '../../etc/passwd' is not an image id")
+    assert not out.exists()
