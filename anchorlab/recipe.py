@@ -36,6 +36,13 @@ class ModelSpec(Strict):
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
     revision: str | None = None
 
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value):
+        if not value.strip():
+            raise ValueError("empty: give a hub id, a local folder or toy:NAME")
+        return value
+
 
 class PromptSpec(Strict):
     format: Literal["open", "two_option"] = "open"  # two_option: MC²'s "A. .. B. .." with letter answers
@@ -255,7 +262,8 @@ def _describe(exc: ValidationError, model: type[BaseModel], prefix: str) -> list
     out = []
     for path, errs in by_path.items():
         err = errs[0]
-        msgs = list(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errs))
+        msgs = list(dict.fromkeys(re.sub(r" or instance of \w+", "", e["msg"].removeprefix("Value error, "))
+                                  for e in errs))
         if err["type"] == "extra_forbidden":
             siblings = _fields_at(model, err["loc"][:-1])
             name = err["loc_names"][-1]
