@@ -262,8 +262,8 @@ def _describe(exc: ValidationError, model: type[BaseModel], prefix: str) -> list
     out = []
     for path, errs in by_path.items():
         err = errs[0]
-        msgs = list(dict.fromkeys(re.sub(r" or instance of \w+", "", e["msg"].removeprefix("Value error, "))
-                                  for e in errs))
+        msgs = list(dict.fromkeys(re.sub(r" or instance of \w+| after validation", "",
+                                         e["msg"].removeprefix("Value error, ")) for e in errs))
         if err["type"] == "extra_forbidden":
             siblings = _fields_at(model, err["loc"][:-1])
             name = err["loc_names"][-1]
