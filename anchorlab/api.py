@@ -71,15 +71,15 @@ def validate(recipe: str | Path, overrides: list[str] = (), out: str | Path | No
         facts, offline = inspect_model(m.id, m.revision), None
     except HubUnreachable as exc:
         facts, offline = published_facts(m.id), exc
-        if facts is None:
-            return parsed, checked + [f"model not checked: {exc}"]
-    check_analyses(parsed, facts)
-    if offline is None:  # the model's files are at hand: encode the prompts as the run will
-        checked.append(f"model: {facts.n_layers} layers × {facts.n_heads} heads")
-        checked.append(f"prompts: {len(prompt_rows(parsed, samples))} encoded, token roles checked")
+    if facts is None:
+        checked.append(f"model not checked: {offline}")
     else:
-        checked.append(f"model: {facts.n_layers} layers × {facts.n_heads} heads, from its published config "
-                       "(not in the HF cache here: prompts not encoded)")
+        check_analyses(parsed, facts)
+        checked.append(f"model: {facts.n_layers} layers × {facts.n_heads} heads")
+    if offline is None:  # the model's files are at hand: encode the prompts as the run will
+        checked.append(f"prompts: {len(prompt_rows(parsed, samples))} encoded, token roles checked")
+    elif facts is not None:
+        checked[-1] += " from its published config (not in the HF cache here: prompts not encoded)"
     if parsed.backend == "ndif" and remote != "local":
         check_key(ndif_host())
     out_dir = Path(out) if out else parsed.output_dir
