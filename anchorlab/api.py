@@ -1,12 +1,11 @@
 """The Python entry point: the same as `anchorlab run`, returning the xarray datasets."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import xarray as xr
 
-from .errors import UserError
+from .errors import UserError, read_file
 from .recipe import Recipe, RecipeError, load_recipe
 
 # --set fields a companion recipe (verify.amplify) takes over from the main run: where and how it runs, and
@@ -82,6 +81,54 @@ def _family(path: Path, recipe: Recipe, overrides: list[str]) -> dict[str, tuple
     return out
 
 
+def validate(recipe: str | Path, overrides: list[str] = (), out: str | Path | None = None,
+             remote: bool | str = False) -> tuple[Recipe, list[str]]:
+    """Every check `run` makes before it loads weights or computes anything, in the run's order and with its
+    messages, creating nothing. Returns the recipe and what was checked; a hub model that is neither cached
+    nor reachable is checked from its published config when it is one of `anchorlab shapes`, else not at all."""
+    from .backends.ndif import check_key, ndif_host
+    from .data.sources import load_dataset
+    from .models.loading import HubUnreachable, inspect_model
+    from .models.shapes import published_facts
+    from .run.executor import check_analyses, check_device
+    from .run.preflight import check_writable, prompt_rows
+
+    overrides = list(overrides) + (["backend=ndif"] if remote else [])
+    parsed, _ = load_recipe(recipe, overrides)
+    companion = _companion(Path(recipe), parsed, overrides)
+    family = _family(Path(recipe), parsed, overrides)
+    m = parsed.model
+    if parsed.backend == "local":
+        check_device(m.device)
+    samples, _ = load_dataset(parsed.data, parsed.seed)
+    checked = [f"data: {len(samples)} samples"]
+    try:
+        facts, offline = inspect_model(m.id, m.revision), None
+    except HubUnreachable as exc:
+        facts, offline = published_facts(m.id), exc
+    if facts is None:
+        checked.append(f"model not checked: {offline}")
+    else:
+        check_analyses(parsed, facts)
+        checked.append(f"model: {facts.n_layers} layers × {facts.n_heads} heads")
+    if offline is None:  # the model's files are at hand: encode the prompts as the run will
+        checked.append(f"prompts: {len(prompt_rows(parsed, samples))} encoded, token roles checked")
+    elif facts is not None:
+        checked[-1] += " from its published config (not in the HF cache here: prompts not encoded)"
+    if parsed.backend == "ndif" and remote != "local":
+        check_key(ndif_host())
+    out_dir = Path(out) if out else parsed.output_dir
+    check_writable(out_dir)
+    if companion is not None:
+        c_parsed, _, c_overrides = companion
+        _, c_checked = validate(Path(recipe).parent / parsed.verify.amplify, c_overrides, out_dir / c_parsed.name,
+                                remote)
+        checked.append(f"verify.amplify: {'; '.join(c_checked)}")
+    if family:
+        checked.append(f"verify.family: {', '.join(family)} (circuit.json found)")
+    return parsed, checked
+
+
 def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe, str, list[str]] | None:
     """verify's circuit.json must exist and its companion recipe must load: (recipe, text, overrides) or None."""
     if recipe.verify is None:
@@ -92,6 +139,7 @@ def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe
     if not circuit.is_file():
         raise RecipeError(f"{path}: verify: no circuit.json at {circuit} for model {recipe.model.id} "
                           "(set verify.circuit, or drop verify:)")
+    circuit_data = read_file(circuit, "verify.circuit", "json", expect=dict, shape="a circuit.json mapping")
     if not recipe.verify.amplify:
         return None
     c_path = path.parent / recipe.verify.amplify
@@ -99,7 +147,7 @@ def _companion(path: Path, recipe: Recipe, overrides: list[str]) -> tuple[Recipe
         raise RecipeError(f"{path}: verify.amplify: no recipe at {c_path}")
     c_overrides = [o for o in overrides if o.partition("=")[0].startswith(COMPANION_FIELDS)]
     c_parsed, c_text = load_recipe(c_path, c_overrides)
-    allowed = scored_models(recipe.model.id, json.loads(circuit.read_text()))
+    allowed = scored_models(recipe.model.id, circuit_data)
     if c_parsed.model.id not in allowed:
         raise RecipeError(f"{c_path}: verify.amplify of {path}: the companion runs {c_parsed.model.id}, but the "
                           f"circuit scores only {', '.join(sorted(allowed))} (the model under test, or the flawed twin "

@@ -101,16 +101,20 @@ def run(recipe: Path, out: Path | None, overrides: tuple[str, ...], resume: bool
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="output folder (default: recipe's output)")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE")
+@click.option("--remote", is_flag=True, help="as `run --remote`: also check NDIF_API_KEY")
 @user_errors
-def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
-    """Check RECIPE against the schema without loading a model."""
+def validate(recipe: Path, out: Path | None, overrides: tuple[str, ...], remote: bool) -> None:
+    """Make every check `run` makes before it loads weights: the schema, the data, the model's config
+    and tokenizer (layers, heads, windows, heads_from), the prompts' token roles, the output folder.
+    Creates nothing and computes nothing."""
     import yaml
 
-    from .recipe import load_recipe
+    from .api import validate as check
 
-    parsed, _ = load_recipe(recipe, list(overrides))
-    click.echo(f"{recipe}: valid")
+    parsed, checked = check(recipe, list(overrides), out, remote)
+    click.echo(f"{recipe}: valid ({'; '.join(checked)})")
     click.echo(yaml.safe_dump(parsed.model_dump(mode="json"), sort_keys=False).rstrip())
 
 
@@ -120,14 +124,14 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
 def plot(result_dir: Path) -> None:
     """Redraw the figures of every result in RESULT_DIR."""
     from .analyses import REGISTRY
+    from .errors import read_file
     from .report.figures import draw
-    from .run.results import read_result
 
     drawn = failed = 0
     for path in sorted(result_dir.glob("*.nc")):
         try:
-            ds = read_result(path)
-        except UserError as exc:  # a truncated file: one line, the other results are still drawn
+            ds = read_file(path, fmt="netcdf")
+        except UserError as exc:  # one line per result that cannot be read; the others are drawn
             click.echo(f"error: {exc}", err=True)
             failed += 1
             continue
@@ -153,10 +157,10 @@ def plot(result_dir: Path) -> None:
 @user_errors
 def provenance(result: Path) -> None:
     """Print what produced RESULT (a .nc): model and its file hashes, data, recipe, versions, times."""
+    from .errors import read_file
     from .run.provenance import describe
-    from .run.results import read_result
 
-    click.echo("\n".join(describe(read_result(result), result)))
+    click.echo("\n".join(describe(read_file(result, fmt="netcdf"), result)))
 
 
 @main.group("dict")
@@ -277,9 +281,6 @@ def shapes_build(name: str, out: Path, layers, vision_layers, seed: int, dtype: 
     from .models.shapes import build_shape, get_shape
 
     shape = get_shape(name)
-    for flag, value in (("--layers", layers), ("--vision-layers", vision_layers)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1")
     path = build_shape(name, out, layers, vision_layers, seed, dtype, config_only)
     weights = "no weights" if config_only else "random weights"
     click.echo(f"wrote {name} ({shape.hub_id} shape: {shape.notes}; layers={layers or 'full'}, "

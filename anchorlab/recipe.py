@@ -6,14 +6,23 @@ import difflib
 import re
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
+                      model_validator)
 
+from .engines.autobatch import parse_bytes
 from .run.sweeps import expand
 from .analyses import ANALYSES, AnalysisSpec
-from .errors import UserError
+from .analyses.base import distinct
+from .errors import UserError, parse_text, read_file
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("empty: write the instruction, or leave this task out for the MC² authors' string")
+    return text
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -27,12 +36,20 @@ class ModelSpec(Strict):
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
     revision: str | None = None
 
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value):
+        if not value.strip():
+            raise ValueError("empty: give a hub id, a local folder or toy:NAME")
+        return value
+
 
 class PromptSpec(Strict):
     format: Literal["open", "two_option"] = "open"  # two_option: MC²'s "A. .. B. .." with letter answers
     option_order: Literal["both", "vision_first", "text_first"] = "both"  # ids <id>#vA / <id>#tA
     instruction_position: Literal["before_context", "after_context", "after_question"] = "after_context"
-    instructions: dict[Literal["vf", "tf"], str] | None = None  # None: the MC² authors' strings
+    instructions: dict[Literal["vf", "tf"], Annotated[str, AfterValidator(_not_blank)]] | None = Field(
+        None, description="instruction text per task; a task left out (or None) takes the MC² authors' string")
     context_prefix: str = "Text context: "
     option_prompt: str = "Answer the question by selecting the correct answer A or B."
 
@@ -44,13 +61,17 @@ class DataSpec(Strict):
     missing_images: Literal["error", "skip"] = "error"
     categories: list[str] | None = None  # keep these categories (MC² task / JSONL "task") only
     n_samples: int | None = Field(None, ge=1)  # None: all (toy: 64); else a seeded draw, in file order
-    tasks: list[Literal["vf", "tf"]] = Field(default_factory=lambda: ["vf", "tf"], min_length=1)
+    tasks: Annotated[list[Literal["vf", "tf"]], AfterValidator(distinct)] = Field(
+        default_factory=lambda: ["vf", "tf"], min_length=1)
     dictionary: str | None = None  # None: <dataset>.dictionary.json beside the dataset, if present
     filter: Literal["all", "follows", "fails"] = "all"
     filter_rule: Literal["generation", "first_token"] = "generation"
     max_new_tokens: int = Field(16, ge=1)  # generation rule: greedy tokens per answer
     labels: str | None = None  # labels.nc (or its run folder) of an earlier run: reused, not recomputed
-    seed: int | None = None  # None: the recipe's seed
+    seed: int | None = Field(None, ge=0, description="None: the recipe's seed")
+    allow_outside_paths: bool = Field(
+        False, description="image paths may leave the data folder (image_root, default the data file's folder) "
+        "through '../' or an absolute path; off by default, so a downloaded dataset cannot point at any file")
     prompt: PromptSpec = Field(default_factory=PromptSpec)
 
     @model_validator(mode="after")
@@ -84,16 +105,30 @@ class Recipe(Strict):
     batch_size: int | str = Field(8, description="prompts per batch, or auto (see memory_budget)")
     memory_budget: str | int | None = Field(None, description="batch_size auto: bytes a batch may add beyond the "
                                             "weights (512MiB, 2GiB, ...); default 90% of free device memory")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="seeds the data draw, the bootstrap and the random head sets")
     output: str | None = None  # None: outputs/<name>
     verify: VerifySpec | None = None  # score the run against a known circuit (verify.json + a summary.md section)
 
-    @field_validator("batch_size")
+    @field_validator("batch_size", mode="before")
     @classmethod
     def _batch_size(cls, value):
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
-        raise ValueError(f"give a number of prompts >= 1 or 'auto' (got {value!r})")
+        raise ValueError("give a number of prompts >= 1 or 'auto'")
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _memory_budget(cls, value):
+        """Checked here, not when the run first sizes a batch."""
+        if value is None:
+            return value
+        try:
+            ok = not isinstance(value, bool) and isinstance(value, (int, str)) and parse_bytes(value) >= 1
+        except (ValueError, OverflowError):  # parse_bytes' UserError is a ValueError
+            ok = False
+        if not ok:
+            raise ValueError("give bytes (> 0) or a size such as 512MiB, 2GiB, 1.5GB")
+        return value
 
     @property
     def output_dir(self) -> Path:
@@ -104,39 +139,12 @@ class RecipeError(UserError):
     """A recipe problem, already phrased for the user (field path + what is wrong)."""
 
 
-class DuplicateKey(yaml.YAMLError):
-    pass
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise DuplicateKey(f"line {key_node.start_mark.line + 1}: key {key!r} given twice "
-                                   f"(first on line {seen[key] + 1})")
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> tuple[Recipe, str]:
     """Read, apply `--set a.b=value` overrides, validate. Returns the recipe and its source text."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
-    try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)
-    except DuplicateKey as exc:
-        raise RecipeError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    text = read_file(path, "recipe")
+    data = parse_text(text, "yaml", f"recipe: {path}")
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping with keys model, data, analyses, ...")
+        raise RecipeError(f"recipe: {path}: a recipe is a mapping with keys model, data, analyses, ...")
     return parse_recipe(apply_overrides(data, overrides)), text
 
 
@@ -197,9 +205,27 @@ def parse_recipe(data: dict) -> Recipe:
     except ValidationError as exc:
         errors = _describe(exc, Recipe, "") + errors
         recipe = None
+    if recipe is not None and not errors:
+        errors = _name_clashes(recipe.model_dump(mode="json")["analyses"])
+    if len(errors) == 1:
+        raise RecipeError(f"invalid recipe: {errors[0]}")
     if errors:
         raise RecipeError("invalid recipe:\n" + "\n".join(f"  - {e}" for e in errors))
     return recipe
+
+
+def result_names(analyses: list[dict]) -> list[str]:
+    """Each analysis's result name: its `name`, else its kind (with the index when a kind repeats)."""
+    unnamed = [a["kind"] for a in analyses if not a.get("name")]
+    return [a.get("name") or (a["kind"] if unnamed.count(a["kind"]) == 1 else f"{a['kind']}_{i}")
+            for i, a in enumerate(analyses)]
+
+
+def _name_clashes(analyses: list[dict]) -> list[str]:
+    """Two analyses writing one result file: the second would be taken for finished and never run."""
+    names = result_names(analyses)
+    return [f"analyses.{j}.name: {name!r} is also the result name of analyses.{names.index(name)} ({name}.nc); "
+            "give each analysis its own name" for j, name in enumerate(names) if name in names[:j]]
 
 
 def _parse_analysis(item: Any, where: str, errors: list[str]) -> list[AnalysisSpec]:
@@ -224,20 +250,35 @@ def _parse_analysis(item: Any, where: str, errors: list[str]) -> list[AnalysisSp
     return [spec]
 
 
+# the tags pydantic puts in an error's location for each branch of a union (`int | str` -> 'int', 'str'); no
+# recipe field is named like one
+UNION_TAG = re.compile(r"(int|str|float|bool|bytes|none|constrained-\w+|[a-z-]+\[.*\]|[A-Z]\w*)")
+
+
 def _describe(exc: ValidationError, model: type[BaseModel], prefix: str) -> list[str]:
-    out = []
+    """One line per field: union branches (`batch_size.int`, `batch_size.str`) merge into one message."""
+    by_path: dict[str, list[dict]] = {}
     for err in exc.errors():
-        loc = [str(p) if re.fullmatch(r"[\w-]+", str(p)) else repr(str(p)) for p in err["loc"]]
-        path = ".".join(([prefix] if prefix else []) + loc)
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and UNION_TAG.fullmatch(p))]
+        loc = [str(p) if re.fullmatch(r"[\w-]+", str(p)) else repr(str(p)) for p in loc]
+        by_path.setdefault(".".join(([prefix] if prefix else []) + loc), []).append({**err, "loc_names": loc})
+    out = []
+    for path, errs in by_path.items():
+        err = errs[0]
+        msgs = list(dict.fromkeys(re.sub(r" or instance of \w+| after validation", "",
+                                         e["msg"].removeprefix("Value error, ")) for e in errs))
         if err["type"] == "extra_forbidden":
             siblings = _fields_at(model, err["loc"][:-1])
-            out.append(f"{path}: unknown field{_suggest(loc[-1], siblings)}; allowed here: {', '.join(siblings)}")
-        elif err["type"] == "value_error" and err["msg"].removeprefix("Value error, ").startswith(path + "."):
-            out.append(err["msg"].removeprefix("Value error, "))  # a cross-field check naming its own field
+            name = err["loc_names"][-1]
+            out.append(f"{path}: unknown field{_suggest(name, siblings)}; allowed here: {', '.join(siblings)}")
+        elif len(msgs) == 1 and msgs[0].startswith(path + "."):
+            out.append(msgs[0])  # a cross-field check naming its own field
         else:
+            msg = msgs[0] if len(msgs) == 1 else "expected " + " or ".join(
+                m.removeprefix("Input should be ") for m in msgs)
             got = err.get("input")
-            shown = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
-            out.append(f"{path}: {err['msg']}{shown}")
+            shown = "" if isinstance(got, dict) or err["type"] == "missing" or "(got " in msg else f" (got {got!r})"
+            out.append(f"{path}: {msg}{shown}")
     return out
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..rows.layout import role_problems, top_k_problems
+
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
 
@@ -65,6 +67,20 @@ class AnalysisSpec(BaseModel):
                                 f"add `- kind: {kind}` earlier or set {field_}: PATH")
         return problems
 
+    def check_rows(self, rows: list["Row"], where: str) -> list[str]:
+        """Problems of these settings on the encoded prompts (their token roles), found before the first
+        forward pass, each naming its field; [] when they fit."""
+        return []
+
+
+def distinct(values: list) -> list:
+    """Items that label a result's coordinate appear once (a repeat is computed twice and stored under two
+    equal labels, which no selection can tell apart)."""
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        raise ValueError(f"{repeated[0]!r} given twice")
+    return values
+
 
 def layers_out_of_range(layers, n_layers: int, where: str) -> list[str]:
     bad = [layer for layer in (layers or []) if not 0 <= layer < n_layers]
@@ -78,6 +94,10 @@ class PhiSpec(AnalysisSpec):
     k: int = Field(1, ge=1, description="top-K positions averaged (docs/method.md: 1)")
     pool: Literal["max", "mean"] = "max"
     final_norm: bool = Field(True, description="apply the model's final norm before unembedding")
+
+    def check_rows(self, rows, where):
+        return role_problems(rows, self.positions, f"{where}.positions") + top_k_problems(rows, self.positions,
+                                                                                             self.k, f"{where}.k")
 
 
 def param_attrs(spec: AnalysisSpec) -> dict:

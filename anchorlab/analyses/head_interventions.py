@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from ..rows.batching import collate
 from ..rows.encoding import encode
@@ -22,10 +23,10 @@ from ..rows.prompts import build_prompt
 from ..engines import memory
 from ..engines.knockout import role_mask
 from ..plots.head_interventions import plot_heads
-from .base import (Analysis, AnalysisSpec, BatchCost, Role, cells_column, circuit_set_target, param_attrs, target,
-                   verdict, with_ci)
-from .head_sets import HeadSource, neutral_sample
-from ..rows.layout import by_task_sample
+from .base import (Analysis, AnalysisSpec, BatchCost, Role, cells_column, circuit_set_target, distinct, param_attrs,
+                   target, verdict, with_ci)
+from .head_sets import HeadSource, neutral_sample, rankings_problems
+from ..rows.layout import by_task_sample, role_problems
 
 log = logging.getLogger("anchorlab")
 SETTINGS = ("original", "targeted", "random", "random_layer_matched", "shared")
@@ -34,11 +35,12 @@ SETTINGS = ("original", "targeted", "random", "random_layer_matched", "shared")
 class HeadsSpec(AnalysisSpec):
     kind: Literal["heads_block", "heads_amplify"]
     heads_from: str | None = Field(None, description="attribution result (.nc); default: this run's attribution")
-    settings: list[Literal["original", "targeted", "random", "random_layer_matched", "shared"]] = Field(
+    settings: Annotated[list[Literal["original", "targeted", "random", "random_layer_matched", "shared"]],
+                        AfterValidator(distinct)] = Field(
         default_factory=lambda: list(SETTINGS), min_length=1)
-    n_heads: list[Annotated[int, Field(ge=1)]] = Field(
+    n_heads: Annotated[list[Annotated[int, Field(ge=1)]], AfterValidator(distinct)] = Field(
         default_factory=lambda: [1, 2, 4, 8], min_length=1, description="G: heads per set (block: swept; amplify: the first value)")
-    alphas: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+    alphas: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], AfterValidator(distinct)] = Field(
         default_factory=lambda: [1.0, 2.0, 5.0, 10.0], min_length=1, description="amplification factors (amplify only), > 0")
     seeds: int = Field(10, ge=1, description="random head sets drawn per G")
     exclude_targeted: bool = True
@@ -54,7 +56,17 @@ class HeadsSpec(AnalysisSpec):
     def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:
         total = n_layers * n_heads
         big = [g for g in self.n_heads if g > total]
-        return [f"{where}.n_heads: {big} exceed the model's {total} heads ({n_layers} layers × {n_heads})"] if big else []
+        problems = [f"{where}.n_heads: {big} exceed the model's {total} heads ({n_layers} layers × {n_heads})"] if big else []
+        if self.heads_from and Path(self.heads_from).exists():  # a missing file is the executor's to name
+            problems += rankings_problems(self.heads_from, n_layers, n_heads, f"{where}.heads_from")
+        return problems
+
+    def check_rows(self, rows, where):
+        problems = role_problems(rows, self.positions, f"{where}.positions")
+        if self.heads_from and Path(self.heads_from).is_file():
+            problems += rankings_problems(self.heads_from, None, None, f"{where}.heads_from",
+                                          tasks=tuple(dict.fromkeys(r.task for r in rows)))
+        return problems
 
     def selection(self) -> str:
         if self.rows != "auto":

@@ -1,13 +1,12 @@
 """Where head sets come from: an attribution result (this run's or a file), and no-conflict twins."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import replace
 from pathlib import Path
 
-import xarray as xr
-
-from ..errors import UserError
+from ..errors import UserError, read_file
 
 
 class HeadSource:
@@ -15,9 +14,7 @@ class HeadSource:
 
     def __init__(self, path: str | None, results: dict, n_layers: int, n_heads: int):
         if path:
-            if not Path(path).exists():
-                raise UserError(f"heads_from: {path} does not exist (an attribution result, e.g. DIR/attribution.nc)")
-            self.ds = xr.load_dataset(path)
+            self.ds = read_file(path, "heads_from", "netcdf")
         else:
             found = [ds for ds in results.values() if ds.attrs.get("analysis") == "attribution"]
             if not found:
@@ -47,6 +44,37 @@ class HeadSource:
         """The first min(G, n_shared) shared heads, best first."""
         pairs = list(zip(self.ds["shared_layer"].values.tolist(), self.ds["shared_head"].values.tolist()))
         return sorted(pairs[:g])
+
+
+def rankings_problems(path: str, n_layers: int | None, n_heads: int | None, where: str,
+                      tasks: tuple[str, ...] = ()) -> list[str]:
+    """What stops an attribution result from ranking this model's heads (read before any compute):
+    not readable, not an attribution result, no rankings, another model's shape, or a task missing."""
+    stat = Path(path).stat()
+    try:
+        info = _rankings_info(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, where)
+    except UserError as exc:
+        return [str(exc)]
+    kind, shape, found = info
+    if kind != "attribution":
+        return [f"{where}: {path} is not an attribution result (its analysis is {kind or 'not named'})"]
+    if shape is None:
+        return [f"{where}: {path} has no head rankings (an attribution run with heads: true writes them)"]
+    if n_layers is not None and shape != (n_layers, n_heads):
+        return [f"{where}: {path} ranks {shape[0]} layers × {shape[1]} heads, this model has {n_layers} × {n_heads}"]
+    missing = [t for t in tasks if t not in found]
+    if missing:
+        return [f"{where}: {path} has no rankings for task(s) {', '.join(missing)} (it has {', '.join(found)})"]
+    return []
+
+
+@functools.lru_cache(maxsize=8)
+def _rankings_info(path: str, size: int, mtime: int, where: str):
+    """(analysis, (layers, heads) or None, tasks) of a result file; cached by its size and time."""
+    ds = read_file(path, where, "netcdf")
+    shape = (ds.sizes["layer"], ds.sizes["head"]) if "head_rank" in ds else None
+    tasks = tuple(str(t) for t in ds["task"].values) if "task" in ds.coords else ()
+    return ds.attrs.get("analysis"), shape, tasks
 
 
 def neutral_sample(sample):

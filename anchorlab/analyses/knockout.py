@@ -1,6 +1,7 @@
 """docs/method.md §3.1: attention knockout of role pathways, scored by NSSD (paper Fig. 3, 4, 10, 11)."""
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import numpy as np
@@ -10,7 +11,8 @@ from pydantic import Field, field_validator
 from ..engines import memory
 from ..engines.knockout import KnockoutEngine, KnockoutPlan, pass_cells, plan_passes
 from ..errors import UserError
-from ..interventions.knockout import parse_pathway
+from ..interventions.knockout import parse_pathway, window_layers
+from ..rows.layout import role_problems
 from ..labels.capture import dictionary_best
 from ..method.nssd import nssd
 from ..method.stats import bootstrap_ci
@@ -21,6 +23,7 @@ from .base import (Analysis, AnalysisSpec, BatchCost, auc_target, cells_column, 
                    target, verdict)
 
 LAYER_AUC = 0.95  # verify's layer-level bound (docs/method.md "Recovery targets")
+log = logging.getLogger("anchorlab")
 DEFAULT_PATHWAYS = [
     "vision->last", "text->last", "vision->text", "context->instruction",
     "vision->instruction", "context->last", "instruction->last", "vision->context",
@@ -30,7 +33,7 @@ DEFAULT_PATHWAYS = [
 class KnockoutSpec(AnalysisSpec):
     kind: Literal["knockout"] = "knockout"
     pathways: list[str] = Field(default_factory=lambda: list(DEFAULT_PATHWAYS), min_length=1)
-    layers: list[int] | None = Field(None, description="centre layers (default: all)")
+    layers: list[int] | None = Field(None, min_length=1, description="centre layers (default: all)")
     window: int = Field(3, ge=1, description="total window width, centred, clipped at the model's ends")
     decision: Literal["answer", "dictionary_best"] = "answer"
     engine: Literal["fast", "naive"] = "fast"
@@ -43,10 +46,42 @@ class KnockoutSpec(AnalysisSpec):
             for role in parse_pathway(p):
                 if role not in ROLES:
                     raise ValueError(f"pathway {p!r}: unknown role {role!r}; roles: {', '.join(sorted(ROLES))}")
+        pairs = [parse_pathway(p) for p in pathways]  # 'a->b' and 'a -> b' are one pathway
+        repeated = [p for i, p in enumerate(pathways) if pairs[i] in pairs[:i]]
+        if repeated:
+            raise ValueError(f"pathway {repeated[0]!r} given twice")
         return pathways
 
     def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:
         return layers_out_of_range(self.layers, n_layers, f"{where}.layers")
+
+    def check_rows(self, rows, where):
+        """Every pathway's roles have tokens, and the pathway removes some edge under the causal mask."""
+        problems = []
+        for p in self.pathways:
+            src, dst = parse_pathway(p)
+            field = f"{where}.pathways: {p!r}"
+            empty = role_problems(rows, src, field) or role_problems(rows, dst, field)
+            if empty:
+                problems += empty
+            elif not any(max(r.encoded.roles[dst]) >= min(r.encoded.roles[src]) for r in rows):
+                problems.append(f"{field} removes no attention edge: under the causal mask a {dst!r} query reads "
+                                f"only keys at or before it, and no {dst!r} position comes at or after a {src!r} "
+                                "position in any prompt (NSSD would be 0 everywhere)")
+        return problems
+
+
+def window_note(width: int, n_layers: int, centres: list[int]) -> str | None:
+    """What a window wider than the model means (result attr `window_note`, and the log); None otherwise."""
+    if width <= n_layers:
+        return None
+    spans = {tuple(window_layers(c, width, n_layers)) for c in centres}
+    note = f"window {width} is wider than the model's {n_layers} layers: clipped at the model's ends"
+    if len(spans) == 1:
+        (span,) = spans
+        note += (f"; every centre knocks out the same layers {span[0]}..{span[-1]}, so NSSD does not vary "
+                 "with the centre layer")
+    return note
 
 
 def subspace_p(logits: np.ndarray) -> np.ndarray:
@@ -122,6 +157,10 @@ class KnockoutAnalysis(Analysis):
         ds["nssd_pathway"].attrs["description"] = "per-sample NSSD averaged over centre layers, then over selected samples"
         ds.attrs.update(analysis="knockout", decoder_cells=int(results["cells"].sum()),
                         **param_attrs(spec))
+        note = window_note(spec.window, n_layers, centres)
+        if note:
+            ds.attrs["window_note"] = note
+            log.warning("knockout: %s", note)
         return ds
 
     def _ci(self, values):

@@ -26,7 +26,8 @@ PAPER_RANGE = (20 / 28, 25 / 28)
 
 class PathBlockingSpec(AnalysisSpec):
     kind: Literal["path_blocking"] = "path_blocking"
-    layers: list[int] | None = Field(None, description="layers blocked (default: the paper's 20-25 of 28, scaled)")
+    layers: list[int] | None = Field(None, min_length=1,
+                                     description="layers blocked (default: the paper's 20-25 of 28, scaled)")
     max_new_tokens: int = Field(8, ge=1)
 
     def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:

@@ -26,7 +26,7 @@ LAYER_AUC = 0.95  # verify's layer-level bound (docs/method.md "Recovery targets
 
 class SignalSpec(PhiSpec):
     kind: Literal["signal"] = "signal"
-    layers: list[int] | None = Field(None, description="layers to read (default: all)")
+    layers: list[int] | None = Field(None, min_length=1, description="layers to read (default: all)")
 
     def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:
         return layers_out_of_range(self.layers, n_layers, f"{where}.layers")

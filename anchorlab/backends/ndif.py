@@ -68,6 +68,9 @@ def served_models(host: str, api_key: str | None = None, timeout: float = 30.0) 
     headers = {"ndif-api-key": api_key} if api_key else None
     try:
         response = httpx.get(f"{host}/status", headers=headers, timeout=timeout)
+        if response.status_code in (401, 403):
+            raise UserError(f"NDIF at {host} refused the request ({response.status_code}): "
+                            f"{'check' if api_key else 'set'} NDIF_API_KEY (from https://login.ndif.us)")
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise UserError(f"cannot reach NDIF at {host} ({type(exc).__name__}: {exc}); set NDIF_HOST") from None
@@ -86,11 +89,21 @@ def preflight(model_id: str, revision: str | None = None, host: str | None = Non
     from ..adapters import adapter_for
     from ..models.loading import resolve_model_path
 
+    host = host or ndif_host()
+    check_key(host)
     path = resolve_model_path(model_id)
     config = transformers.AutoConfig.from_pretrained(path, **({"revision": revision} if revision else {}))
     key = model_key(path, revision, task_for(adapter_for(config)))
-    check_served(host or ndif_host(), key, model_id)
+    check_served(host, key, model_id)
     return key
+
+
+def check_key(host: str) -> None:
+    """The public NDIF serves no request without a key: say so before anything else (a server of your
+    own may run without one)."""
+    if host == DEFAULT_HOST and not _api_key():
+        raise UserError(f"NDIF_API_KEY is not set: NDIF at {host} needs your API key (from https://login.ndif.us); "
+                        "export NDIF_API_KEY=... and run again, or drop --remote / backend: ndif to run here")
 
 
 def check_served(host: str, key: str, model_id: str) -> None:

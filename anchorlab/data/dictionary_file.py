@@ -5,10 +5,9 @@ only read them, so this stage imports nothing later.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, read_file
 
 
 FORMAT = 1
@@ -26,12 +25,7 @@ def default_path(dataset: str | Path) -> Path:
 def load(path: str | Path) -> dict[str, list[str]]:
     """answer -> forms from a dictionary file: anchorlab's format or a plain {answer: [forms]} mapping."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"data.dictionary: cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_file(path, "data.dictionary", "json")
     forms = data.get("forms") if isinstance(data, dict) and "anchorlab_dictionary" in data else data
     if not isinstance(forms, dict):
         raise UserError(f"{path}: expected {{\"forms\": {{answer: [forms]}}}} or a mapping answer -> [forms]")

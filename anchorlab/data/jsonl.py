@@ -10,7 +10,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, read_file
 from .records import Record, clean
 
 SCHEMA_PATH = Path(__file__).with_name("conflict_sample.schema.json")
@@ -80,12 +80,11 @@ def parse_line(text: str, where: str) -> dict:
 def read(path: Path, image_root: Path | None = None) -> list[Record]:
     """All records of a JSONL file; images relative to `image_root` (default: the file's folder)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"data.path: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_file(path, "data.path")
+    if _json_list(text):
+        raise UserError(f"data.path: {path}: one JSON list (MC²'s evaluate_final.json layout), not one object per "
+                        "line: use source: mc2 (with data.image_root)")
+    lines = text.splitlines()
     root = Path(image_root) if image_root else path.parent
     records, problems, seen = [], [], {}
     for number, text in enumerate(lines, start=1):
@@ -118,6 +117,15 @@ def read(path: Path, image_root: Path | None = None) -> list[Record]:
     if not records:
         raise UserError(f"{path}: no samples (the file is empty)")
     return records
+
+
+def _json_list(text: str) -> bool:
+    if not text.lstrip().startswith("["):
+        return False
+    try:
+        return isinstance(json.loads(text), list)
+    except json.JSONDecodeError:
+        return False
 
 
 def write(path: Path, samples: list[dict]) -> Path:

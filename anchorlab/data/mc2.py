@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, parse_text, read_file
 from .records import Record, clean
 
 FIELDS = ("image_id", "task", "question", "context", "answer_vision", "answer_text")
@@ -28,14 +28,15 @@ def image_candidates(root: Path, image_id: str) -> tuple[Path, ...]:
 
 def read(path: Path, image_root: Path | None) -> list[Record]:
     path = Path(path)
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"data.path: cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    text = read_file(path, "data.path")
+    where = f"data.path: {path}"
+    if _json_lines(text):
+        raise UserError(f"{where}: one JSON object per line (JSON Lines), not MC²'s list of samples: use source: jsonl")
+    items = parse_text(text, "json", where)
     if not isinstance(items, list):
-        raise UserError(f"{path}: expected MC²'s list of samples (evaluate_final.json), got a {type(items).__name__}")
+        hint = " (one sample per line is source: jsonl)" if isinstance(items, dict) else ""
+        raise UserError(f"{where}: expected MC²'s list of samples (evaluate_final.json), got a "
+                        f"{type(items).__name__}{hint}")
     width = max(4, len(str(len(items) - 1)))
     records = []
     for index, item in enumerate(items):
@@ -47,6 +48,8 @@ def read(path: Path, image_root: Path | None) -> list[Record]:
             if not isinstance(value, (str, int)) or not str(value).strip():
                 raise UserError(f"{where}: field '{name}': {'missing' if value is None else 'empty or not text'}")
         image_id = str(item["image_id"]).strip()
+        if any(sep in image_id for sep in ("/", "\\")) or image_id in (".", ".."):
+            raise UserError(f"{where}: field 'image_id': {image_id!r} is not an image id (it names a path)")
         records.append(Record(
             id=f"mc2-{index:0{width}d}", question=str(item["question"]).strip(), context=str(item["context"]).strip(),
             answer_vision=clean(item["answer_vision"]), answer_text=clean(item["answer_text"]),
@@ -54,3 +57,14 @@ def read(path: Path, image_root: Path | None) -> list[Record]:
             category=clean(item["task"]), extra={"image_id": image_id, "index": index},
         ))
     return records
+
+
+def _json_lines(text: str) -> bool:
+    """Several lines, the first of them a whole JSON object: a JSONL file given as mc2."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < 2 or not lines[0].lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(lines[0]), dict)
+    except json.JSONDecodeError:
+        return False

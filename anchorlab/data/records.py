@@ -7,6 +7,7 @@ once, so every source behaves the same way.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,27 @@ def select(records: list[Record], categories: list[str] | None, n: int | None, s
 
 
 def find_image(record: Record) -> Path | None:
-    return next((p for p in record.images if p.is_file()), None)
+    """The first candidate that is a file; None when none exists. A folder where the image should be is
+    an error, not a missing image."""
+    found = next((p for p in record.images if p.is_file()), None)
+    folder = next((p for p in record.images if p.is_dir()), None) if found is None else None
+    if folder is not None:
+        raise UserError(f"{record.where} (sample {record.id!r}): image {folder}: is a directory, not an image file")
+    return found
+
+
+def outside(records: list[Record], root: Path) -> list[tuple[Record, Path]]:
+    """(record, candidate) pairs whose image path leaves `root` (through '..' or an absolute path),
+    judged on the paths as written: the user's own symlinks are followed as usual."""
+    base = os.path.abspath(root)
+    out = []
+    for r in records:
+        for path in r.images:
+            full = os.path.abspath(os.path.join(base, path))
+            if os.path.commonpath([base, full]) != base:
+                out.append((r, path))
+                break
+    return out
 
 
 def split_missing(records: list[Record]) -> tuple[list[tuple[Record, Path]], list[Record]]:

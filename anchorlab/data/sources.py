@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from ..errors import UserError
-from .records import load_images, select, to_samples
+from .records import load_images, outside, select, to_samples
 from .sample import ConflictSample
 
 log = logging.getLogger("anchorlab")
@@ -27,6 +27,20 @@ def read_records(source: str, path, image_root=None):
     raise UserError(f"data.source: unknown source {source!r}; known: toy, {', '.join(FILE_SOURCES)}")
 
 
+IMAGE_FIELDS = {"jsonl": "image", "mc2": "image_id"}
+
+
+def check_inside(records, root: Path, source: str) -> None:
+    """Image paths stay in the data folder unless data.allow_outside_paths says otherwise: a downloaded
+    dataset must not read any file of the machine."""
+    leaving = outside(records, root)
+    if leaving:
+        record, path = leaving[0]
+        more = f" (and {len(leaving) - 1} more sample(s))" if len(leaving) > 1 else ""
+        raise UserError(f"{record.where}: field '{IMAGE_FIELDS[source]}': {path} is outside the data folder {root}"
+                        f"{more}; set data.allow_outside_paths: true to allow it")
+
+
 def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     """Samples for a recipe's `data` section, and what to record about them in result attrs."""
     seed = data_spec.seed if data_spec.seed is not None else seed
@@ -42,9 +56,13 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     elif data_spec.source in FILE_SOURCES:
         from .dictionary_file import dictionary_for
 
-        records, layout = read_records(data_spec.source, data_spec.path, data_spec.image_root)
-        records = select(records, data_spec.categories, None, seed)
         root = Path(data_spec.image_root) if data_spec.image_root else None
+        if root is not None and not root.is_dir():
+            raise UserError(f"data.image_root: {root}: {'not a folder' if root.exists() else 'not found'}")
+        records, layout = read_records(data_spec.source, data_spec.path, data_spec.image_root)
+        if not data_spec.allow_outside_paths:
+            check_inside(records, root or Path(data_spec.path).parent, data_spec.source)
+        records = select(records, data_spec.categories, None, seed)
         pairs, skipped = load_images(records, data_spec.missing_images, seed, data_spec.n_samples, root, layout)
         dict_path, forms = dictionary_for(data_spec.path, data_spec.dictionary)
         samples = to_samples(pairs, forms)

@@ -15,10 +15,8 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from ..data.dictionary_file import FORMAT, default_path, load
-from ..errors import UserError
+from ..errors import UserError, read_file
 
 log = logging.getLogger("anchorlab")
 
@@ -79,14 +77,8 @@ def wordnet_candidates(answer: str, wn=None) -> list[str]:
 def load_manual(path: str | Path) -> dict[str, dict[str, list[str]]]:
     """A user's additions (YAML or JSON): `answer: [forms]` or `answer: {add: [...], remove: [...]}`."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"--manual {path}: cannot read it ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"--manual {path}: not valid YAML/JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"--manual {path}: expected a mapping answer -> [forms] (or -> {{add: [...], remove: [...]}})")
+    data = read_file(path, "--manual", "yaml", expect=dict,
+                     shape="a mapping answer -> [forms] (or -> {add: [...], remove: [...]})")
     out = {}
     for answer, value in data.items():
         entry = {"add": value, "remove": []} if isinstance(value, list) else value

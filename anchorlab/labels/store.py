@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..errors import UserError
+from ..errors import UserError, read_file
 from .rules import LABELS
 
 FILE = "labels.nc"
@@ -67,8 +67,7 @@ def resolve(path: str | Path) -> Path:
 def reuse(path: str | Path, recipe, rows) -> np.ndarray:
     """Per-row labels from a stored labels.nc, after checking it fits this recipe."""
     path = resolve(path)
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        ds = ds.load()
+    ds = read_file(path, "data.labels", "netcdf")
     if ds.attrs.get("analysis") != "labels" or "label" not in ds:
         raise UserError(f"data.labels: {path} is not an anchorlab labels file")
     d = recipe.data

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,19 @@ class ModelLoadError(UserError):
     pass
 
 
+class HubUnreachable(ModelLoadError):
+    """A hub id neither in the Hugging Face cache nor reachable: the recipe may be fine."""
+
+
+# what a hub id looks like (NAME or ORG/NAME); anything else is a local path
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+HUB_PROBE_SECONDS = 3.0  # how long an unreachable hub may take to say so
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
 def resolve_model_path(model_id: str) -> str:
-    """`toy:NAME` names a model shipped inside the package; anything else goes to from_pretrained."""
+    """`toy:NAME` names a model shipped inside the package; an existing folder is itself; anything
+    else shaped like NAME or ORG/NAME goes to the hub, and any other path that is not there is refused."""
     if model_id.startswith(TOY_PREFIX):
         from ..toy import shipped_path
 
@@ -34,7 +46,44 @@ def resolve_model_path(model_id: str) -> str:
             return str(shipped_path(model_id[len(TOY_PREFIX):]))
         except ValueError as exc:
             raise ModelLoadError(f"model.id {model_id!r}: {exc}") from None
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        return str(local)
+    if local.exists():
+        raise ModelLoadError(f"model.id {model_id!r}: {local} is a file, not a model folder")
+    if ".." in model_id or not HUB_ID.fullmatch(model_id):
+        raise ModelLoadError(f"model.id {model_id!r}: {local}: not found (no such folder; a hub id is NAME or "
+                             "ORG/NAME)")
     return model_id
+
+
+def hub_access(model_id: str, revision: str | None) -> dict:
+    """from_pretrained kwargs for a hub id, decided in a few seconds: the cached copy alone when the hub
+    cannot be reached; a UserError naming HF_HUB_OFFLINE, the cache and a local folder when it is not
+    cached either (transformers would retry for half a minute, then print its message twice)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str)
+    if constants.HF_HUB_OFFLINE:
+        if cached:
+            return {}
+        raise HubUnreachable(f"model.id {model_id!r}: HF_HUB_OFFLINE is set and the model is not in the Hugging "
+                             f"Face cache ({constants.HF_HUB_CACHE}); download it once with network, or pass "
+                             "a local folder as model.id")
+    import httpx
+
+    try:
+        httpx.head(constants.ENDPOINT, timeout=HUB_PROBE_SECONDS)
+        return {}
+    except httpx.HTTPError as exc:
+        if cached:
+            log.info("the hub at %s is unreachable (%s): using the cached copy of %s", constants.ENDPOINT,
+                     type(exc).__name__, model_id)
+            return {"local_files_only": True}
+        raise HubUnreachable(f"model.id {model_id!r}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+                             f"and the hub at {constants.ENDPOINT} is unreachable ({type(exc).__name__}); "
+                             "download it once with network (HF_HUB_OFFLINE=1 then uses the cache alone), "
+                             "or pass a local folder as model.id") from None
 
 
 @dataclass(frozen=True)
@@ -74,6 +123,8 @@ def _read_config(model_id: str, revision: str | None):
     """(path, from_pretrained kwargs, config, adapter) of a model id; an unreadable config names model.id."""
     path = resolve_model_path(model_id)
     kwargs = {"revision": revision} if revision else {}
+    if not Path(path).is_dir():
+        kwargs.update(hub_access(path, revision))
     try:
         config = transformers.AutoConfig.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
@@ -92,10 +143,18 @@ def inspect_model(model_id: str, revision: str | None = None) -> ModelFacts:
         files = tuple(sorted(f for pattern in WEIGHT_PATTERNS for f in folder.glob(pattern)))
         if not files:
             raise ModelLoadError(f"model.id {model_id!r}: no weights in {folder} (expected *.safetensors or *.bin)")
+        check_tokenizer_files(model_id, folder)
         for f in files:
             if f.suffix == ".safetensors":
                 _check_safetensors(model_id, f)
     return ModelFacts(adapter, int(lm.num_hidden_layers), int(lm.num_attention_heads), path, files)
+
+
+def check_tokenizer_files(model_id: str, folder: Path, field: str = "model.id") -> None:
+    """A local folder holds a tokenizer (transformers would otherwise suggest installing sentencepiece)."""
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"{field} {model_id!r}: no tokenizer files in {folder} (expected one of "
+                             f"{', '.join(TOKENIZER_FILES)}, as the tokenizer's save_pretrained writes them)")
 
 
 def _check_safetensors(model_id: str, path: Path) -> None:
@@ -200,7 +259,7 @@ def load_model(
             build = cls.from_config if cls.__name__.startswith("Auto") else cls._from_config
             model = build(config, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
     model.eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, **kwargs)
+    tokenizer = _tokenizer(model_id, path, kwargs, "model.id")
     processor = _optional(transformers.AutoProcessor, path, kwargs) if adapter.is_multimodal else None
     image_processor = (
         getattr(processor, "image_processor", None) or _optional(transformers.AutoImageProcessor, path, kwargs)
@@ -228,11 +287,21 @@ def _from_pretrained(cls, model_id, path, kwargs, config, adapter, dtype, attn_i
 
 def load_tokenizer(model_id: str, revision: str | None = None):
     """Just the tokenizer of a model (dictionary coverage needs no weights)."""
+    path = resolve_model_path(model_id)
     kwargs = {"revision": revision} if revision else {}
+    if not Path(path).is_dir():
+        kwargs.update(hub_access(path, revision))
+    return _tokenizer(model_id, path, kwargs, "--model")
+
+
+def _tokenizer(model_id: str, path: str, kwargs: dict, field: str):
+    if Path(path).is_dir():
+        check_tokenizer_files(model_id, Path(path), field)
     try:
-        return transformers.AutoTokenizer.from_pretrained(resolve_model_path(model_id), **kwargs)
+        return transformers.AutoTokenizer.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"--model {model_id!r}: cannot load a tokenizer there ({exc})") from None
+        raise ModelLoadError(f"{field} {model_id!r}: cannot load a tokenizer there "
+                             f"({' '.join(str(exc).split())[:300]})") from None
 
 
 def _optional(auto_cls, path: str, kwargs: dict):

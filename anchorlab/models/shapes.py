@@ -22,6 +22,7 @@ import transformers as T
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
+from ..errors import UserError
 from .tiny import _set_tokenizer_class, build_once
 from .tiny_tokenizer import SPECS, build_tokenizer, corpus_digest
 
@@ -116,8 +117,6 @@ def shape_names() -> list[str]:
 
 def get_shape(name: str) -> Shape:
     if name not in SHAPES:
-        from ..errors import UserError
-
         raise UserError(f"unknown shape {name!r}; choose from {', '.join(SHAPES)}")
     return SHAPES[name]
 
@@ -158,6 +157,21 @@ def shape_tokenizer(shape: Shape, bpe_vocab: int = 8192) -> PreTrainedTokenizerF
 # ---------------------------------------------------------------------------------------- models
 
 
+def check_depth(shape: Shape, layers: int | None, vision_layers: int | None) -> None:
+    """A shape is the published model or a shallower cut of it: never deeper (a 99-layer "qwen2.5-vl-7b"
+    is no model anyone published)."""
+    full = {"--layers": shape.text["num_hidden_layers"],
+            "--vision-layers": shape.vision.get("depth", shape.vision.get("num_hidden_layers"))}
+    for flag, value in (("--layers", layers), ("--vision-layers", vision_layers)):
+        if value is None:
+            continue
+        if full[flag] is None:
+            raise UserError(f"{flag} {value}: {shape.name} has no vision tower")
+        if not 1 <= value <= full[flag]:
+            raise UserError(f"{flag} {value}: {shape.name} ({shape.hub_id}) has {full[flag]} "
+                            f"{'decoder' if flag == '--layers' else 'vision'} layers; give 1..{full[flag]}")
+
+
 def _config(shape: Shape, layers: int | None, vision_layers: int | None):
     text = dict(shape.text)
     if layers is not None:
@@ -180,7 +194,7 @@ def _config(shape: Shape, layers: int | None, vision_layers: int | None):
                                 **shape.top)
     if shape.family == "llava":
         if vision_layers is not None and vision_layers < 2:
-            raise ValueError("llava-1.5-7b reads the second-to-last vision layer: --vision-layers must be >= 2")
+            raise UserError("--vision-layers: llava-1.5-7b reads the second-to-last vision layer; give 2 or more")
         return T.LlavaConfig(text_config=T.LlamaConfig(**text), vision_config=T.CLIPVisionConfig(**vision),
                              **shape.top)
     return T.Qwen2Config(**text)
@@ -188,7 +202,24 @@ def _config(shape: Shape, layers: int | None, vision_layers: int | None):
 
 def shape_config(name: str, layers: int | None = None, vision_layers: int | None = None):
     """The model config alone (no weights): what `anchorlab estimate` builds on the meta device."""
-    return _config(get_shape(name), layers, vision_layers)
+    shape = get_shape(name)
+    check_depth(shape, layers, vision_layers)
+    return _config(shape, layers, vision_layers)
+
+
+def published_facts(hub_id: str):
+    """ModelFacts of a paper model from its published config (this table), for the checks `anchorlab
+    validate` makes when the model is neither cached nor reachable; None for any other model."""
+    from ..adapters import adapter_for
+    from .loading import ModelFacts
+
+    shape = next((s for s in SHAPES.values() if s.hub_id == hub_id), None)
+    if shape is None:
+        return None
+    config = _config(shape, None, None)
+    adapter = adapter_for(config)
+    lm = adapter.lm_config(config)
+    return ModelFacts(adapter, int(lm.num_hidden_layers), int(lm.num_attention_heads), hub_id, ())
 
 
 def _processors(shape: Shape, tok):
@@ -214,6 +245,7 @@ def build_shape(name: str, out_dir: str | Path, layers: int | None = None, visio
     """Write `name` with random weights into out_dir (save_pretrained), deterministic in the arguments.
     `config_only`: config, tokenizer and processors but no weights (enough for `anchorlab estimate`)."""
     shape = get_shape(name)
+    check_depth(shape, layers, vision_layers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = shape_tokenizer(shape)

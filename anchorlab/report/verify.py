@@ -17,7 +17,7 @@ import xarray as xr
 
 from ..analyses import REGISTRY
 from ..analyses.base import target, verdict
-from ..errors import UserError
+from ..errors import UserError, read_file
 
 SECTION = "## Recovery of the planted circuit"
 
@@ -69,7 +69,7 @@ def verify(run_dir: str | Path, circuit: str | Path | None = None, amplify_dir: 
     cpath = find_circuit(run, circuit)
     if not cpath.exists():
         raise UserError(f"{cpath}: no circuit.json for this run's model (pass --circuit PATH)")
-    circuit_data = json.loads(cpath.read_text())
+    circuit_data = read_file(cpath, "--circuit", "json", expect=dict, shape="a circuit.json mapping")
     folders = [run] + ([Path(amplify_dir)] if amplify_dir else [])
     models = scored_models(run_model(run), circuit_data)
     rows = []

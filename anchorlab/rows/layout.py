@@ -30,6 +30,25 @@ def site_positions(batch, rows, role: str) -> tuple[torch.Tensor, torch.Tensor]:
     return sites, valid
 
 
+def role_problems(rows, role: str, where: str) -> list[str]:
+    """A role every prompt needs has tokens in every prompt (checked before any forward pass)."""
+    empty = [r for r in rows if len(r.encoded.roles.get(role, ())) == 0]
+    if not empty:
+        return []
+    more = f" and {len(empty) - 1} more prompt(s)" if len(empty) > 1 else ""
+    return [f"{where}: role {role!r} is empty in sample {empty[0].sample.id!r} ({empty[0].task}){more}"]
+
+
+def top_k_problems(rows, role: str, k: int, where: str) -> list[str]:
+    """Φ's K cannot exceed the role's positions in every prompt: it would average all of them everywhere
+    (docs/method.md §3.2 averages fewer only where a prompt has fewer)."""
+    most = max((len(r.encoded.roles.get(role, ())) for r in rows), default=0)
+    if 0 < most < k:
+        return [f"{where}: {k} is more than the {most} position(s) role {role!r} has in any prompt "
+                f"(Φ would average all of them); set k to at most {most}"]
+    return []
+
+
 def entity_rows(rows) -> tuple[torch.Tensor, torch.Tensor]:
     """Dictionary ids per row, padded: ids [B, M] and membership [B, 2(vision, text), M]."""
     lists = [(r.entities.vision, r.entities.text) for r in rows]

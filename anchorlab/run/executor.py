@@ -22,7 +22,7 @@ from ..analyses import Context
 from ..backends import make_backend
 from ..backends.distributed import SOLO, Group, from_env
 from ..rows.batching import collate
-from ..rows.compiler import compile_rows, prompt_style
+from ..rows.compiler import prompt_style
 from ..data.sources import load_dataset
 from ..labels.rules import select_rows
 from ..labels import store as labels_store
@@ -31,7 +31,9 @@ from ..models.loading import ModelFacts, inspect_model, load_model
 from ..recipe import Recipe
 from ..report.figures import draw
 from .results import input_hashes, now, provenance, write_dataset
-from .store import RunStore, result_names
+from .preflight import prompt_rows
+from .store import RunStore
+from ..recipe import result_names
 from ..report.summary import write_summary
 
 log = logging.getLogger("anchorlab")
@@ -239,19 +241,20 @@ def open_backend(recipe: Recipe, device: str, simulate_remote: bool):
 
 def preflight(recipe: Recipe, out: Path, simulate_remote: bool, group: Group):
     """Everything checked before the run folder says "running": the device, the data, the analyses against
-    the model's config, the output folder, NDIF serving the model. Returns (device, samples, data attrs,
-    input hashes)."""
+    the model's config and against the encoded prompts' token roles (before any weights are loaded), NDIF
+    serving the model, the output folder. Returns (device, samples, rows, data attrs, input hashes)."""
     m = recipe.model
     device = group.device(check_device(m.device)) if recipe.backend == "local" else m.device
     samples, data_attrs = load_dataset(recipe.data, recipe.seed)
     facts = inspect_model(m.id, m.revision)
     check_analyses(recipe, facts)
-    check_output(out)
+    rows = prompt_rows(recipe, samples)
     if recipe.backend == "ndif" and not simulate_remote:
         from ..backends.ndif import preflight as ndif_preflight
 
         ndif_preflight(m.id, m.revision)  # fail before loading anything when NDIF does not serve the model
-    return device, samples, data_attrs, input_hashes(recipe, samples, data_attrs, facts)
+    check_output(out)
+    return device, samples, rows, data_attrs, input_hashes(recipe, samples, data_attrs, facts)
 
 
 def run_step(run: Run, step: Step, rows, labels, data_attrs: dict, results: dict, figures: bool) -> xr.Dataset:
@@ -312,7 +315,7 @@ def run_recipe(
     group = from_env()
     out = Path(out_dir) if out_dir else recipe.output_dir
     m = recipe.model
-    device, samples, data_attrs, inputs = preflight(recipe, out, simulate_remote, group)
+    device, samples, rows, data_attrs, inputs = preflight(recipe, out, simulate_remote, group)
     # Rank 0 alone creates (or resumes, or refuses) the run folder; the others then attach to it.
     store = group.first(lambda: RunStore(out, recipe.model_dump(mode="json"), inputs, resume=resume, force=force,
                                          world_size=group.world),
@@ -325,7 +328,6 @@ def run_recipe(
             log.info("data-parallel over %d processes: batches split over the ranks, rank 0 writes the results",
                      group.world)
         style = prompt_style(recipe.data.prompt)
-        rows = compile_rows(bundle, samples, recipe.data.tasks, style, on_unusable="skip")
         data_attrs["data_samples_unusable"] = len(samples) - len({r.sample.id for r in rows})
         data_attrs["world_size"] = group.world
         log.info("data: %d samples from %s × tasks %s = %d prompts", len(samples), recipe.data.source,

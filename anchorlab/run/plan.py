@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..analyses import REGISTRY, Analysis, Context
 from ..engines.autobatch import BATCH_SHARE, choose, default_budget, parse_bytes
 from ..recipe import Recipe
-from .store import result_names
+from ..recipe import result_names
 from .sweeps import expand
 
 log = logging.getLogger("anchorlab")

@@ -206,13 +206,3 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, bytes(data))
     return path
-
-
-def read_result(path: Path) -> xr.Dataset:
-    """A result file, loaded; a truncated or corrupt one is one line naming it (no HDF5 traceback)."""
-    try:
-        return xr.load_dataset(path, engine="h5netcdf")
-    except (OSError, ValueError, RuntimeError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"{path}: unreadable result file, truncated or corrupt ({reason}); rerun its analysis "
-                        "or remove it") from None

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import UserError
 from .files import RunLock, atomic_write
+from ..recipe import result_names
 
 STATE = "run.json"
 CHUNKS = ".chunks"
@@ -40,13 +41,6 @@ def _flatten(node, prefix: str = "") -> dict[str, object]:
 def recipe_difference(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
     return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-def result_names(analyses: list[dict]) -> list[str]:
-    """Each analysis's result name: its `name`, else its kind (with the index when a kind repeats)."""
-    unnamed = [a["kind"] for a in analyses if not a.get("name")]
-    return [a.get("name") or (a["kind"] if unnamed.count(a["kind"]) == 1 else f"{a['kind']}_{i}")
-            for i, a in enumerate(analyses)]
 
 
 # what each input hash (results.input_hashes) comes from, as the recipe names it

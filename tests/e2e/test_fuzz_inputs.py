@@ -8,7 +8,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -36,8 +38,16 @@ def numeric_fields(kind: str) -> list[str]:
 FIELDS = [(kind, field) for kind in ANALYSES for field in numeric_fields(kind)]
 
 
-RANKINGS = Path(tempfile.mkdtemp(prefix="anchorlab-fuzz-")) / "attribution.nc"  # exists: preflight checks only that
-RANKINGS.touch()
+def rankings_file() -> Path:
+    """An attribution result with head rankings at toy:arbiter's shape (4 layers x 8 heads): what preflight reads."""
+    path = Path(tempfile.mkdtemp(prefix="anchorlab-fuzz-")) / "attribution.nc"
+    ds = xr.Dataset({"head_rank": (("task", "layer", "head"), np.arange(2 * 32).reshape(2, 4, 8) % 32 + 1)},
+                    coords={"task": ["vf", "tf"], "layer": range(4), "head": range(8)}, attrs={"analysis": "attribution"})
+    ds.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+RANKINGS = rankings_file()
 
 
 def recipe_with(kind: str, field: str, value) -> dict:

@@ -86,8 +86,21 @@ def test_cli_build_loads_through_from_pretrained(tmp_path):
     assert len(rows[0].encoded.roles["vision"]) == 576  # CLIP ViT-L/14 at 336 px
 
 
-def test_cli_errors_are_one_line():
+def test_cli_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(main, ["shapes", "build", "qwen-nope", "--out", "/tmp/never"])
     assert result.exit_code == 2 and "unknown shape 'qwen-nope'" in result.output
     result = CliRunner().invoke(main, ["shapes", "build", "qwen2.5-7b", "--out", "/tmp/never", "--layers", "0"])
-    assert result.exit_code == 2 and "--layers must be >= 1" in result.output
+    assert result.exit_code == 2 and "--layers 0: qwen2.5-7b (Qwen/Qwen2.5-7B-Instruct) has 28 decoder layers; " \
+        "give 1..28" in result.output
+    out = tmp_path / "deep"
+    result = CliRunner().invoke(main, ["shapes", "build", "qwen2.5-vl-7b", "--out", str(out), "--layers", "99"])
+    assert result.exit_code == 2 and "--layers 99: qwen2.5-vl-7b (Qwen/Qwen2.5-VL-7B-Instruct) has 28 decoder " \
+        "layers; give 1..28" in result.output and "Traceback" not in result.output
+    assert not out.exists()  # refused before anything is written
+    for name, flag, full in (("qwen2.5-vl-7b", "--vision-layers", 32), ("llava-1.5-7b", "--layers", 32),
+                             ("internvl3-8b", "--vision-layers", 24)):
+        result = CliRunner().invoke(main, ["shapes", "build", name, "--out", str(out), flag, str(full + 1)])
+        assert result.exit_code == 2 and f"has {full} " in result.output and f"give 1..{full}" in result.output
+    result = CliRunner().invoke(main, ["shapes", "build", "qwen2.5-7b", "--out", str(out), "--vision-layers", "2"])
+    assert result.exit_code == 2 and "qwen2.5-7b has no vision tower" in result.output
+    assert not out.exists()
