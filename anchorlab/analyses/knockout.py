@@ -157,7 +157,7 @@ class KnockoutAnalysis(Analysis):
         ds["nssd_pathway"].attrs["description"] = "per-sample NSSD averaged over centre layers, then over selected samples"
         ds.attrs.update(analysis="knockout", decoder_cells=int(results["cells"].sum()),
                         **param_attrs(spec))
-        note = window_note(spec.window, n_layers, centres)
+        note = window_note(spec.window, self.ctx.bundle.n_layers, centres)
         if note:
             ds.attrs["window_note"] = note
             log.warning("knockout: %s", note)

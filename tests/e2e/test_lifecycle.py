@@ -133,12 +133,12 @@ def test_force_removes_exactly_what_anchorlab_wrote(tmp_path, random_toy_path):
 
 
 def test_a_failing_figure_does_not_fail_the_run_and_plot_retries(tmp_path, random_toy_path, monkeypatch, caplog):
-    import anchorlab.plots as plots
+    from anchorlab.analyses.signal import SignalAnalysis
 
-    def broken(ds, fig_dir):
+    def broken(cls, ds, fig_dir):
         raise ValueError("simulated plotting bug")
 
-    monkeypatch.setitem(plots.FIGURES, "signal", broken)
+    monkeypatch.setattr(SignalAnalysis, "figures", classmethod(broken))
     out = tmp_path / "run"
     result = anchorlab.run(QUICKSTART, out=out, overrides=small(random_toy_path))
     assert "signal" in result and json.loads((out / "run.json").read_text())["status"] == "complete"
