@@ -31,7 +31,7 @@ RECIPES = ["recipes/knockout.yaml", "recipes/attribution.yaml", "recipes/heads_b
 def run_once(recipe: str, overrides: list[str]) -> dict:
     """The run as a user's fresh process makes it (first calls and caches paid here, not by the
     estimate before it): wall time of `anchorlab.run`, its figures' share, every step's attrs."""
-    from anchorlab import executor
+    from anchorlab.run import executor
     from anchorlab.api import run
 
     figures = []

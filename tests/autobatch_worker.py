@@ -28,7 +28,7 @@ def main(recipe: str, out: str) -> None:
     import matplotlib.pyplot  # noqa: F401  (figures are drawn after each analysis)
     import xarray  # noqa: F401
 
-    from anchorlab import executor
+    from anchorlab.run import executor
     from anchorlab.api import run
 
     real = executor.load_model

@@ -110,10 +110,6 @@ SHAPES: dict[str, Shape] = {
 }
 
 
-def shape_names() -> list[str]:
-    return list(SHAPES)
-
-
 def get_shape(name: str) -> Shape:
     if name not in SHAPES:
         from ..errors import UserError

@@ -163,6 +163,7 @@ def test_cli_build_is_deterministic_and_reports_coverage(tmp_path, tiny_paths):
 SHARED_MC2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "mc2" / "evaluate_final.json"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_MC2.is_file(), reason="MC² text data not present")
 def test_dict_build_over_all_2000_mc2_samples_offline(tmp_path, tiny_paths):
     out = tmp_path / "mc2.dictionary.json"

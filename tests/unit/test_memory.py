@@ -177,10 +177,11 @@ analyses:
 """
 
 
+@pytest.mark.slow
 def test_no_analysis_computes_full_vocabulary_logits(tmp_path, one_thread):
     """Every analysis kind on the toy, with a hook on the unembedding: at most one position (`last`,
     greedy decoding) ever reaches it."""
-    from anchorlab import executor
+    from anchorlab.run import executor
     from anchorlab.api import run
 
     seen = []
