@@ -169,7 +169,7 @@ class Checker:
     def _rows(inputs, sl):
         return {k: v[sl] for k, v in inputs.items()}
 
-    def run(self, setup=None, source_rows=False):
+    def run(self, setup=None):
         """Per task: list over prompts of answer logits [len(ANSWER_NAMES)] with interventions from `setup(hooks, masks,
         clean_record, chunk_len)` applied to the base rows (b vf, b tf) of each chunk."""
         out = {t: [] for t in TASKS}

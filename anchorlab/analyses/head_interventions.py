@@ -106,10 +106,15 @@ class HeadsAnalysis(Analysis):
 
     def head_sets(self, task: str) -> dict[tuple[str, int, int], list]:
         """(setting, sweep index, seed) -> the heads that setting scales for this task."""
+        return self._draw(task)[0]
+
+    def _draw(self, task: str) -> tuple[dict[tuple[str, int, int], list], np.ndarray]:
+        """The head sets, and [sweep values, seeds] targeted heads inside the random layer-matched set:
+        where a layer has no other heads, layer_matched_heads takes targeted ones (no control there)."""
         spec, bundle = self.spec, self.ctx.bundle
         n_layers, n_heads = bundle.n_layers, bundle.n_heads
         source = HeadSource(spec.heads_from, self.ctx.results, n_layers, n_heads)
-        sets = {}
+        sets, reuse = {}, np.zeros((len(self.sweep_values()), spec.seeds), dtype=np.int64)
         for v, value in enumerate(self.sweep_values()):
             g = value if spec.kind == "heads_block" else spec.n_heads[0]
             targeted = source.targeted(task, g)
@@ -126,8 +131,10 @@ class HeadsAnalysis(Analysis):
                         exclude = set(targeted) if spec.exclude_targeted else set()
                         heads = (random_heads(g, n_layers, n_heads, draw, exclude) if setting == "random"
                                  else layer_matched_heads(targeted, n_heads, draw, exclude))
+                        if setting == "random_layer_matched":
+                            reuse[v, seed] = len(set(heads) & set(targeted))
                     sets[(setting, v, seed)] = heads
-        return sets
+        return sets, reuse
 
     def tables(self, task: str) -> tuple[torch.Tensor, dict]:
         """Every distinct [L, H] table of this task's sweep, and (setting, value, seed) -> index."""
@@ -231,8 +238,8 @@ class HeadsAnalysis(Analysis):
         ds["accuracy"] = (dims, np.array(acc))
         ds["accuracy_ci"] = (("task", "setting", self.sweep_dim, "bound"), np.array(acc_ci))
         ds["n_neutral"] = ("task", np.array(n_neutral))
-        sets = {task: self.head_sets(task) for task in tasks}
-        sizes = [[[len(sets[task][(s, v, 0)]) for v in range(len(self.sweep_values()))] for s in spec.settings]
+        drawn = {task: self._draw(task) for task in tasks}  # (sets, control reuse)
+        sizes = [[[len(drawn[task][0][(s, v, 0)]) for v in range(len(self.sweep_values()))] for s in spec.settings]
                  for task in tasks]
         ds["set_size"] = (("task", "setting", self.sweep_dim), np.array(sizes))
         if "targeted" in spec.settings:  # what verify compares with a circuit's heads
@@ -240,6 +247,11 @@ class HeadsAnalysis(Analysis):
                                                                    for v, value in enumerate(self.sweep_values())})
                              for task in tasks})
         ds["set_size"].attrs["description"] = "heads in the set (seed 0); 0 for original, and for an empty shared set"
+        if "random_layer_matched" in spec.settings:
+            ds["control_reuses_targeted"] = (("task", self.sweep_dim, "seed"), np.array([drawn[t][1] for t in tasks]))
+            ds["control_reuses_targeted"].attrs["description"] = (
+                "targeted heads inside the random layer-matched set: 0 is a clean control; with exclude_targeted, "
+                "> 0 only where a layer had too few other heads (that point is no control)")
         ds["mfr"].attrs["description"] = f"modality following ratio ({spec.rule}) over the task's selected prompts"
         ds["accuracy"].attrs["description"] = "accuracy on no-conflict twins (text context made to agree with the image)"
         ds.attrs.update(analysis=spec.kind, rule=spec.rule, sweep_dim=self.sweep_dim,

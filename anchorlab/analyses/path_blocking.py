@@ -106,6 +106,7 @@ class PathBlockingAnalysis(Analysis):
         ds["mfr_ci"] = (("task", "setting", "bound"), np.array(ci))
         ds["mfr"].attrs["description"] = "share of selected prompts whose generated answer follows the instruction"
         ds.attrs.update(analysis="path_blocking", rule="generation", blocked_layers=", ".join(map(str, self.block_layers())),
+                        model_layers=self.ctx.bundle.n_layers,
                         followed_context="vision for vf, context for tf",
                         decoder_cells=int(results["cells"].sum()), **param_attrs(self.spec))
         return ds

@@ -94,12 +94,6 @@ def organism_vocabulary() -> list[str]:
     return [*base, *extra]
 
 
-def check_vocabulary() -> None:
-    vocab = set(organism_vocabulary())
-    missing = {w for pair in WORDING_PAIRS for text in pair for w in text.split()} - vocab
-    assert not missing, missing
-
-
 def draw_shape(shape: str, rng: random.Random, size: int = IMAGE_SIZE) -> Image.Image:
     """One dark shape filling a random 8-px patch of a light grey image (ink 0-40, background 110-235)."""
     grey = rng.randint(110, 235)

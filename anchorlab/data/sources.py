@@ -86,7 +86,3 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     else:
         info["data_answer_tokens"] = "first token of each answer; E from the entity dictionary"
     return samples, info
-
-
-def load_samples(data_spec, seed: int) -> list[ConflictSample]:
-    return load_dataset(data_spec, seed)[0]

@@ -32,15 +32,8 @@ def first_token_margin(bundle, backend, batch, rows) -> np.ndarray:
     return (logits[:, 0] - logits[:, 1]).float().cpu().numpy()
 
 
-def first_token_follows(bundle, backend, batch, rows) -> np.ndarray:
-    """Per row: does the model's next-token distribution prefer the followed answer's token?"""
-    return first_token_margin(bundle, backend, batch, rows) > 0
-
-
 def dictionary_best(ctx, batch, rows) -> torch.Tensor:
     """[B, 2] per row: the dictionary token of each answer with the highest clean logit at `last`."""
-    pass
-
     bundle = ctx.bundle
     ids, member = entity_rows(rows)
     lens = bundle.lens
@@ -82,13 +75,9 @@ def generate_answers(bundle, batch, max_new_tokens: int = 16, backend=None, **ge
 def label_batch(bundle, backend, batch, rows, rule: str, max_new_tokens: int) -> dict:
     """Per-row arrays for the run store: `label` (str) and, by rule, the generated `answer` or the
     first-token logit `margin` y_f - y_c at `last`."""
-    import numpy as np
-
     if rule == "generation":
         answers = generate_answers(bundle, batch, max_new_tokens, backend=backend)
         labels = [classify_answer(a, *answer_forms(r)) for a, r in zip(answers, rows)]
         return {"label": np.array(labels, dtype=str), "answer": np.array(answers, dtype=str)}
-    pass
-
     margin = first_token_margin(bundle, backend, batch, rows)
     return {"label": np.where(margin > 0, "follows", "fails").astype(str), "margin": margin}

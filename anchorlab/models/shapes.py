@@ -111,10 +111,6 @@ SHAPES: dict[str, Shape] = {
 }
 
 
-def shape_names() -> list[str]:
-    return list(SHAPES)
-
-
 def get_shape(name: str) -> Shape:
     if name not in SHAPES:
         raise UserError(f"unknown shape {name!r}; choose from {', '.join(SHAPES)}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from .style import MARKERS, band, legend_outside, plt, save, task_title
+from .style import MARKERS, band, ci_text, legend_outside, plt, save, task_title
 
 CURVES = (  # (variable, selection, y label) drawn when the result has it
     ("ldar", {}, "LDAR"),
-    ("delta_mean", {"metric": "dS", "sublayer": "attn"}, "δ_A(ΔS)"),
+    ("delta_mean", {"metric": "dS", "sublayer": "attn"}, r"$\delta_A(\Delta S)$"),
     ("nssd_mean", {}, "NSSD"),
 )
 
@@ -41,7 +41,7 @@ def plot_ablation(ds, fig_dir, name: str) -> list[Path]:
                 band(ax, ds["layer"].values, da.values, ci, color, label_i, marker=MARKERS[i % len(MARKERS)])
             else:
                 ax.plot(ds["layer"].values, da.values, color=color, label=label_i, marker=MARKERS[i % len(MARKERS)])
-        ax.set(xlabel="layer", ylabel=label, title=task_title(ds, task, f"ablation of {', '.join(params)}"))
+        ax.set(xlabel="layer", ylabel=f"{label} (mean, {ci_text(ds)})" if f"{var}_ci" in ds else label, title=task_title(ds, task, f"ablation of {', '.join(params)}"))
     legend_outside(axes[0][-1])
     stem = name if name.endswith("ablation") else f"{name}_ablation"  # never signal_ablation_ablation.png
-    return [save(fig, Path(fig_dir) / f"{stem}.png")]
+    return [save(fig, Path(fig_dir) / f"{stem}.png", ds)]

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
-from .style import band, error_bars, legend_outside, plt, save, task_title
+from .style import band, ci_text, error_bars, legend_outside, plt, save, task_title
 
-SUBLAYER_STYLE = {"attn": ("#1f77b4", "attention δ_A"), "mlp": ("#ff7f0e", "MLP δ_F")}
+SUBLAYER_STYLE = {"attn": ("#1f77b4", r"attention $\delta_A$"), "mlp": ("#ff7f0e", r"MLP $\delta_F$")}
+PHI_SIDES = (("followed", "#2ca02c", r"$\Phi_f$ (followed)"), ("competitor", "#7f7f7f", r"$\Phi_c$ (competitor)"))
 
 
 def _bars(ax, ds, task, metric):
@@ -37,24 +39,25 @@ def plot_attribution(ds, fig_dir) -> list[Path]:
     fig, axes = plt.subplots(len(tasks), ncols, figsize=(5 * ncols, 3.4 * len(tasks)), squeeze=False)
     for row, task in zip(axes, tasks):
         ax = row[0]
-        for side, color, label in (("followed", "#2ca02c", "Φ_f (followed)"), ("competitor", "#7f7f7f", "Φ_c (competitor)")):
+        for side, color, label in PHI_SIDES:
             band(ax, layers, ds["phi_mean"].sel(task=task, side=side).values,
                  ds["phi_mean_ci"].sel(task=task, side=side).values, color, label)
-        ax.set(xlabel="layer", ylabel="latent logit (mean, 95% CI)", title=task_title(ds, task, "Φ_f vs Φ_c"))
+        ax.set(xlabel="layer", ylabel=f"latent logit (mean, {ci_text(ds)})",
+               title=task_title(ds, task, r"$\Phi_f$ vs $\Phi_c$"))
         legend_outside(ax)
         if has_delta:
             _bars(row[1], ds, task, "S_f")
-            row[1].set(ylabel="δ(S_f) (mean, 95% CI)", title=task_title(ds, task, "contributions to S_f"))
+            row[1].set(ylabel=rf"$\delta(S_f)$ (mean, {ci_text(ds)})", title=task_title(ds, task, r"contributions to $S_f$"))
             legend_outside(row[1])
-    out.append(save(fig, fig_dir / "attribution_signal.png"))
+    out.append(save(fig, fig_dir / "attribution_signal.png", ds))
 
     if has_delta:
         fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.4), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             _bars(ax, ds, task, "dS")
-            ax.set(ylabel="δ(ΔS) (mean, 95% CI)", title=task_title(ds, task, "arbitration margin ΔS"))
+            ax.set(ylabel=rf"$\delta(\Delta S)$ (mean, {ci_text(ds)})", title=task_title(ds, task, r"arbitration margin $\Delta S$"))
             legend_outside(ax)
-        out.append(save(fig, fig_dir / "attribution_margin.png"))
+        out.append(save(fig, fig_dir / "attribution_margin.png", ds))
 
     if "head_score_mean" in ds:
         out.append(_heatmap(ds, tasks, fig_dir))
@@ -67,7 +70,8 @@ def _heatmap(ds, tasks, fig_dir) -> Path:
     shared = ds["shared_heads"].transpose("layer", "head").values
     n_layers, n_heads = shared.shape
     n = ds.attrs.get("shared_top_n")
-    fig, axes = plt.subplots(1, len(tasks), figsize=(0.28 * n_heads * len(tasks) + 2.5, 0.3 * n_layers + 1.8),
+    panel = max(0.28 * n_heads, 3.8)  # wide enough for the two-line title on a model with few heads
+    fig, axes = plt.subplots(1, len(tasks), figsize=(panel * len(tasks) + 2.5, 0.3 * n_layers + 1.8),
                              squeeze=False)
     for ax, task, grid in zip(axes[0], tasks, scores):
         im = ax.imshow(grid, cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="lower", aspect="auto")
@@ -76,8 +80,10 @@ def _heatmap(ds, tasks, fig_dir) -> Path:
         ax.scatter(xs, ys, s=8, c="k", marker="o", label=f"top {n}")
         for layer, head in zip(*np.nonzero(shared)):
             ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, ec="k", lw=1.6))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="head", ylabel="layer",
-               title=task_title(ds, task, "δ_A^(l,h)(ΔS)") + f"\n{int(shared.sum())} shared heads (boxed) in top {n}")
+               title=task_title(ds, task, r"$\delta_A^{(l,h)}(\Delta S)$") + f"\n{int(shared.sum())} shared heads (boxed) in top {n}")
         legend_outside(ax)
         fig.colorbar(im, ax=ax, shrink=0.8)
-    return save(fig, fig_dir / "attribution_heads.png")
+    return save(fig, fig_dir / "attribution_heads.png", ds)

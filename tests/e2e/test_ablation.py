@@ -6,6 +6,8 @@ import yaml
 
 import anchorlab
 
+pytestmark = pytest.mark.slow  # sweeps of full runs
+
 
 def recipe(tmp_path, model, analysis, name="r.yaml"):
     path = tmp_path / name

@@ -1,10 +1,12 @@
 """Same recipe, same seed, same machine -> bit-identical results, seed and versions recorded."""
+import pytest
 import xarray as xr
 import yaml
 
 import anchorlab
 from anchorlab.run.executor import WORK_ATTRS
 
+pytestmark = pytest.mark.slow  # two full runs
 TIME_ATTRS = {"started", "finished", *WORK_ATTRS}
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+pytestmark = pytest.mark.slow  # torchrun subprocesses
 ROOT = Path(__file__).resolve().parents[2]
 KNOCKOUT = ROOT / "recipes" / "knockout.yaml"
 HEADS = ROOT / "recipes" / "heads_block.yaml"

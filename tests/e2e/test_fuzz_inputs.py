@@ -112,6 +112,7 @@ SET_VALUES = st.one_of(st.integers(-2, 50).map(str), st.sampled_from(["[0, 9]", 
                                                                     "[-1]", "0", "{a: 1}", "", "bfloat16", "cpu"]))
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(SET_KEYS, SET_VALUES), min_size=1, max_size=2))
 def test_set_overrides_on_a_real_run(tmp_path_factory, sets):

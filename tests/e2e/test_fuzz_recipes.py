@@ -1,5 +1,6 @@
 """Property-based: malformed and edge-case recipes give a named RecipeError, never a traceback."""
 import copy
+import re
 
 import yaml
 from click.testing import CliRunner
@@ -74,13 +75,65 @@ def test_mutated_recipes_validate_or_name_the_problem(recipe):
     assert parsed.batch_size >= 1 and (parsed.data.n_samples or 1) >= 1 and parsed.analyses
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(max_size=20), max_size=3))
-def test_arbitrary_overrides_never_crash(overrides):
+FIELDS = ["seed", "batch_size", "name", "data.n_samples", "data.tasks", "data.tasks.1", "data.filter", "model.dtype",
+          "model.id", "analyses.0.k", "analyses.0.pool", "analyses.1.window", "analyses.1.pathways", "analyses.2.k",
+          "data.n_sampels", "modle.id", "analyses.0.kind"]
+RAW = st.one_of(st.text(max_size=8), st.integers(-3, 40).map(str),
+                st.sampled_from(["[vf]", "[]", "null", "true", "max", "2.5", "{a: 1}", "float16", "knockout"]))
+SET = st.builds("{}={}".format, st.sampled_from(FIELDS), RAW)
+OVERRIDES = st.one_of(SET, SET, SET, st.text(max_size=20))  # mostly well-formed, some anything
+
+
+def at(node, key: str):
+    """The value at a dotted --set path (list items by index)."""
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def as_yaml(raw: str):
     try:
-        parse_recipe(apply_overrides(BASE, overrides))
-    except RecipeError:
-        pass
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def related(a: str, b: str) -> bool:
+    """One dotted path is the other or lies under it."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(OVERRIDES, max_size=3))
+def test_overrides_land_where_they_say_or_the_error_names_them(overrides):
+    keys = [item.partition("=")[0] for item in overrides]
+    try:
+        data = apply_overrides(BASE, overrides)
+    except RecipeError as err:
+        text = str(err)
+        assert any(text.startswith(f"--set {item!r}: expected FIELD.PATH=VALUE") or text.startswith(f"--set {key}: ")
+                   for item, key in zip(overrides, keys)), text
+        return
+    for i, (item, key) in enumerate(zip(overrides, keys)):
+        if not any(related(key, later) for later in keys[i + 1:]):  # not overwritten by a later --set
+            assert at(data, key) == as_yaml(item.partition("=")[2]), (item, data)
+    try:
+        parsed = parse_recipe(data)
+    except RecipeError as err:
+        # BASE is a valid recipe: every problem lies in (or above) a field some --set changed, or in an analysis
+        # whose kind a --set changed (its fields are then another kind's)
+        lines = str(err).splitlines()
+        problems = [line.removeprefix("  - ") for line in lines[1:]] or [lines[0].removeprefix("invalid recipe:")]
+        shown = [".".join(p if re.fullmatch(r"[\w-]+", p) else repr(p) for p in key.split(".")) for key in keys]
+        shown += [key.removesuffix(".kind") for key in keys if re.fullmatch(r"analyses\.\d+\.kind", key)]
+        for line in map(str.strip, problems):
+            assert any(line.startswith((f"{name}:", f"{name}.")) or name.startswith(line.split(": ")[0] + ".")
+                       for name in shown), (line, overrides)
+        return
+    resolved = parsed.model_dump(mode="json")
+    for i, (item, key) in enumerate(zip(overrides, keys)):
+        if not any(related(key, later) for later in keys[i + 1:]):
+            assert at(resolved, key) == at(data, key), (item, resolved)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

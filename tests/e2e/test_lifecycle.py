@@ -21,7 +21,6 @@ from anchorlab.run.results import escape_text, unescape_text, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
-TWO = ROOT / "recipes" / "paper.yaml"
 
 
 def small(model) -> list[str]:
@@ -56,6 +55,7 @@ def test_failed_run_before_storing_anything_leaves_a_reusable_folder(tmp_path, r
     assert "signal" in result and json.loads((out / "run.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_resume_accepts_changes_to_what_stored_nothing_and_names_what_did(tmp_path, random_toy_path, monkeypatch):
     recipe = two_analyses(tmp_path, random_toy_path)
     out = tmp_path / "run"
@@ -116,6 +116,7 @@ def test_resume_refuses_changed_data_and_attrs_record_the_hashes(tmp_path, monke
     assert ds.attrs["anchorlab_commit"]
 
 
+@pytest.mark.slow
 def test_force_removes_exactly_what_anchorlab_wrote(tmp_path, random_toy_path):
     out = tmp_path / "run"
     recipe = two_analyses(tmp_path, random_toy_path)
@@ -160,6 +161,7 @@ def test_negative_error_bars_are_clipped():
     assert (bars >= 0).all() and bars.tolist() == [[0.0, 0.1], [0.4, 0.0]]
 
 
+@pytest.mark.slow
 def test_analysis_without_selected_prompts_is_recorded_not_run(tmp_path):
     """toy:arbiter follows every prompt: amplification (on failures) has nothing to run on."""
     recipe = tmp_path / "amp.yaml"

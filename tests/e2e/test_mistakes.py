@@ -66,6 +66,52 @@ def jsonl_recipe(tmp: Path, edit: str, **data):
     return with_("data", {"source": "jsonl", "path": str(jsonl_folder(tmp, edit)), "filter": "all", **data})
 
 
+def changed(recipe, base=BASE, prefix=""):
+    """(dotted path, new value) of every field where `recipe` differs from `base`."""
+    if isinstance(recipe, dict) and isinstance(base, dict):
+        for key in recipe:
+            yield from changed(recipe[key], base.get(key), f"{prefix}{key}.")
+    elif isinstance(recipe, list) and isinstance(base, list) and len(recipe) == len(base):
+        for i, (new, old) in enumerate(zip(recipe, base)):
+            yield from changed(new, old, f"{prefix}{i}.")
+    elif recipe != base:
+        yield prefix.rstrip("."), recipe
+
+
+def broken_samples(path: Path) -> set[str]:
+    """By brute force over a JSONL file: "line N" of each line that is not JSON, the id of each sample
+    whose image is not there."""
+    names = set()
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            item = json.loads(line)
+        except ValueError:
+            names.add(f"line {n}")
+            continue
+        if not (path.parent / item["image"]).is_file():
+            names.add(item["id"])
+    return names
+
+
+def names_of_the_mistake(recipe: dict, extra: list[str]) -> set[str]:
+    """What an error line may name to point at the mistake: a changed field (also as analyses[KIND].FIELD),
+    the file a changed path points to, a broken sample in that file, or the command-line value given."""
+    names = set()
+    data = Path(str(recipe["data"].get("path")))
+    if data.suffix == ".jsonl" and data.is_file():
+        names |= broken_samples(data)
+    for path, value in changed(recipe):
+        names.add(path)
+        parts = path.split(".")
+        if parts[0] == "analyses" and len(parts) > 2:
+            kind = recipe["analyses"][int(parts[1])].get("kind")
+            names.add(f"analyses[{kind}]" + ("" if parts[2] == "kind" else "." + ".".join(parts[2:])))
+        if isinstance(value, str) and "/" in value:
+            names.add(Path(value).name)
+    names.update(arg.partition("=")[0] for arg in extra if not arg.startswith("--"))
+    return names
+
+
 CASES = {
     "n_bootstrap 0": (lambda t: analysis(kind="signal", n_bootstrap=0), [], ["analyses.0.n_bootstrap"]),
     "ci_level 1.5": (lambda t: analysis(kind="signal", ci_level=1.5), [], ["analyses.0.ci_level"]),
@@ -111,7 +157,8 @@ CASES = {
 def test_mistake_ends_in_one_named_line(tmp_path, case):
     make, extra, fragments = CASES[case]
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(make(tmp_path)))
+    data = make(tmp_path)
+    recipe.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     args = ["run", str(recipe), "--out", str(out)]
     if "--out" in extra:
@@ -124,6 +171,8 @@ def test_mistake_ends_in_one_named_line(tmp_path, case):
     text = result.output[result.output.index("error: "):]
     for fragment in fragments:
         assert fragment in text, (fragment, text)
+    named = names_of_the_mistake(data, extra)
+    assert any(name in text for name in named), (named, text)  # derived from the case, not from `fragments`
     state = out / "run.json"
     assert not state.exists() or json.loads(state.read_text())["status"] != "running"
 
@@ -135,6 +184,3 @@ def test_duplicate_yaml_key_names_both_lines(tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "dup.yaml: line 4: key 'n_samples' given twice (first on line 3)" in result.output
 
-
-def test_thirty_cases():
-    assert len(CASES) + 1 >= 30

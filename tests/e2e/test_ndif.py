@@ -54,6 +54,7 @@ def assert_same(local, remote, atol=1e-6):
                 assert (a == b).all(), f"{name}.{var}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_simulated_remote_equals_local(case, random_toy_path, tmp_path, one_thread):
     recipe, extra = CASES[case]
@@ -68,6 +69,7 @@ def test_simulated_remote_equals_local(case, random_toy_path, tmp_path, one_thre
         assert ds.attrs["backend"] == "local"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "qwen2"])
 def test_knockout_sweep_one_request_small_result(tiny, family, one_thread):
     """Fast sweep through the simulated server == local; one request per sweep; ≤ 16 B per variant."""
@@ -273,6 +275,7 @@ class _SerializeOnly:
         raise _Sent
 
 
+@pytest.mark.slow
 def test_full_depth_7b_client_builds_requests_without_weights(tmp_path, monkeypatch):
     """The client NDIF exists for: Qwen2.5-VL-7B at full depth (28 layers, width 3584, vocab 152k) from
     its config alone. Attribution (W_O of all 28 layers, 720 MB in bf16 by value) and a knockout sweep

@@ -1,11 +1,13 @@
 """recipes/paper.yaml end to end on the shipped flawed toy: every result, figure and summary.md."""
 from pathlib import Path
 
+import pytest
 import xarray as xr
 from click.testing import CliRunner
 
 from anchorlab.cli import main
 
+pytestmark = pytest.mark.slow  # the whole paper recipe
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ("signal", "signal_ablation", "knockout", "path_blocking", "attribution", "heads_block", "heads_amplify")
 FIGURES = ("signal_ldar.png", "signal_trajectory.png", "signal_ablation.png", "knockout_pathways.png",

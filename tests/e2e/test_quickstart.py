@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xarray as xr
 from click.testing import CliRunner
 
@@ -11,6 +12,7 @@ from anchorlab.recipe import sha256
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_quickstart_writes_labelled_result_and_figures(tmp_path):
     out = tmp_path / "qs"
     result = CliRunner().invoke(main, ["run", str(ROOT / "recipes" / "quickstart.yaml"), "--out", str(out),

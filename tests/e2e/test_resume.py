@@ -17,6 +17,7 @@ def overrides(model_path):
     return [f"model.id={model_path}", "data.n_samples=12", "batch_size=4", "data.filter=all"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_result(tmp_path, random_organism_path, monkeypatch):
     full = anchorlab.run(RECIPE, out=tmp_path / "full", overrides=overrides(random_organism_path))["signal"]
 
@@ -47,6 +48,7 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, random_organism_p
     assert not (out / ".chunks").exists()
 
 
+@pytest.mark.slow
 def test_finished_run_needs_force_and_resume_refuses_changed_recipe(tmp_path, random_organism_path):
     out = tmp_path / "run"
     anchorlab.run(RECIPE, out=out, overrides=overrides(random_organism_path))

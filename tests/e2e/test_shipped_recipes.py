@@ -13,6 +13,7 @@ import pytest
 
 from anchorlab.models.tiny import tiny_model_path
 
+pytestmark = pytest.mark.slow  # every shipped recipe, each in a subprocess
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_MC2 = ROOT.parent / "shared" / "data" / "mc2" / "evaluate_final.json"
 RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))

@@ -5,11 +5,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import xarray as xr
 import yaml
 
 from anchorlab.run.executor import WORK_ATTRS
 
+pytestmark = pytest.mark.slow  # a run in a subprocess, killed and resumed
 TIME_ATTRS = {"started", "finished", *WORK_ATTRS}
 
 

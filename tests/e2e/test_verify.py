@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import xarray as xr
 from click.testing import CliRunner
 
@@ -126,6 +127,7 @@ analyses:
 """
 
 
+@pytest.mark.slow
 def test_a_recipe_with_verify_runs_its_companion_and_scores_both(tmp_path):
     """`verify:` in a recipe: the companion recipe runs into OUT/<its name> (taking over the run's data.*
     --set), and verify.json scores the main run's attribution and the companion's amplification, the

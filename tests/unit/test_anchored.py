@@ -161,6 +161,7 @@ def test_hooks_against_direct_computation(anchored):
         ck.close()
 
 
+@pytest.mark.slow
 def test_ground_truth_checks_hold_on_the_shipped_organism(anchored):
     """GT1-GT4 re-measured with plain hooks on the N_TEST held-out prompts per task that training.json records
     meet every bound, per task and per question type, and agree with the record."""
@@ -193,6 +194,7 @@ def test_ground_truth_checks_hold_on_the_shipped_organism(anchored):
         assert max(by_type["GT4_block"][kind].values()) <= 0.55, by_type["GT4_block"]
 
 
+@pytest.mark.slow
 def test_flawed_twin_fails_where_planted_and_amplifying_gstar_repairs():
     path = _shipped("anchored-flawed")
     res = json.loads((path / "training.json").read_text())["ground_truth"]
@@ -248,6 +250,7 @@ def test_stage3_rows_match_the_checks_hooks(anchored):
         anchored.model.set_attn_implementation("sdpa")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3, 4])
 def test_same_seed_same_weights(stage):
     run = lambda seed: fit("anchored", seed, steps=3, groups_per_step=2, lr=3e-3, n_pool=6, warmup=2, lens_weight=0.5,  # noqa: E731

@@ -69,7 +69,7 @@ def test_switch_failure_is_a_clear_error(one_thread, monkeypatch):
 
 
 def test_recipe_accepts_flash_and_records_what_ran(tmp_path, monkeypatch, one_thread):
-    import anchorlab.run.executor as executor
+    from anchorlab.run import executor
     from anchorlab.api import run
 
     real = executor.load_model

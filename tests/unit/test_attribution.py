@@ -233,6 +233,7 @@ def test_spec_needs_something_to_do():
         AttributionSpec(kind="attribution", sublayers=False, heads=False)
 
 
+@pytest.mark.slow
 def test_recipe_end_to_end(tmp_path):
     """`anchorlab run recipes/attribution.yaml` on the shipped toy: variables, dims, attrs, figures."""
     import subprocess

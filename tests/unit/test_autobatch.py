@@ -35,6 +35,7 @@ def test_parse_bytes():
         parse_bytes("lots")
 
 
+@pytest.mark.slow
 def test_small_budget_is_never_exceeded(tmp_path):
     model = tiny_model_path("qwen2", **WIDE)
     data = HERE.parent / "examples" / "conflicts" / "samples.jsonl"
@@ -85,6 +86,7 @@ print(rss() - before)
 """
 
 
+@pytest.mark.slow
 def test_freed_cpu_tensors_leave_the_process():
     """The local backend's allocator setting is what lets a budget hold: without it the ten freed
     4 MiB tensors stay in the heap (the control proves the test can tell)."""

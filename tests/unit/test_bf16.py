@@ -32,6 +32,7 @@ from anchorlab.models.shapes import shape_path
 from anchorlab.rows.prompts import PromptStyle
 from tiny_support import sample
 
+pytestmark = pytest.mark.slow  # a 3 GB bf16 model
 U = 2.0**-8  # bf16 unit roundoff
 PATHWAYS = ["vision->last", "context->instruction", "instruction->last", "vision->context"]
 

@@ -199,6 +199,7 @@ def test_dict_build_never_overwrites_and_force_keeps_every_form(tmp_path, caplog
 SHARED_MC2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "mc2" / "evaluate_final.json"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_MC2.is_file(), reason="MC² text data not present")
 def test_dict_build_over_all_2000_mc2_samples_offline(tmp_path, tiny_paths):
     out = tmp_path / "mc2.dictionary.json"

@@ -54,6 +54,7 @@ batch_size: 5
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("heads,engine,rule", [
     ("heads_block", "fast", "first_token"), ("heads_block", "naive", "first_token"),
     ("heads_amplify", "fast", "first_token"), ("heads_block", "fast", "generation")])
@@ -80,6 +81,7 @@ def test_every_step_counts_the_runs_passes_and_cells(tmp_path, heads, engine, ru
         assert line["passes_fast"] - ds.attrs["passes"] <= line["work_fast"]["loops"] * 2  # at most 2 steps saved each
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["fast", "naive"])
 def test_probe_prices_the_pilots_own_passes(tmp_path, engine, one_thread):
     """A recipe no larger than the pilot: the probe's counts at the pilot's generation steps are the
@@ -102,6 +104,7 @@ def test_probe_prices_the_pilots_own_passes(tmp_path, engine, one_thread):
     assert total["seconds_fast"] > sum(a["seconds_fast"] for a in est["analyses"][:-1]) > 0  # + the set-up
 
 
+@pytest.mark.slow
 def test_probe_draws_the_runs_head_tables(tmp_path, one_thread):
     """recipes/heads_amplify.yaml ranks heads over 96 samples; one batch of them ranks the toy's 32 heads
     differently, and its targeted sets fill other layers, so layer-matched draws collapse differently.

@@ -177,6 +177,7 @@ analyses:
 """
 
 
+@pytest.mark.slow
 def test_no_analysis_computes_full_vocabulary_logits(tmp_path, one_thread):
     """Every analysis kind on the toy, with a hook on the unembedding: at most one position (`last`,
     greedy decoding) ever reaches it."""

@@ -67,6 +67,7 @@ def test_tokenizer_covers_the_vocabulary_with_hub_special_ids(name):
     assert tok.decode([SHAPES[name].n_regular - 1])  # the last filler decodes
 
 
+@pytest.mark.slow
 def test_cli_build_loads_through_from_pretrained(tmp_path):
     """`anchorlab shapes build` (1 layer of LLaVA-1.5-7B at full width, the smallest vocabulary)."""
     out = tmp_path / "llava"

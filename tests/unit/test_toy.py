@@ -81,6 +81,7 @@ def test_training_record_matches_the_variant():
     ]
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights():
     run = lambda seed: fit("arbiter-flawed", seed, steps=20, batch_size=8, lr=3e-3, n_train=24, warmup=5)  # noqa: E731
     a, _, losses_a = run(7)
