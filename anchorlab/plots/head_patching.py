@@ -39,7 +39,7 @@ def _maps(ds, tasks, fig_dir) -> Path:
                    title=task_title(ds, task, f"{what}\n(head at {role} from the twin)"))
             fig.colorbar(im, ax=ax, shrink=0.8)
         legend_outside(axes[0, j])
-    return save(fig, fig_dir / "head_patching_heads.png")
+    return save(fig, fig_dir / "head_patching_heads.png", ds)
 
 
 def _approximation(ds, tasks, fig_dir) -> Path:
@@ -54,4 +54,4 @@ def _approximation(ds, tasks, fig_dir) -> Path:
         ax.set(xlabel="exact margin change (mean)", ylabel="attribution patching (mean)",
                title=task_title(ds, task, f"Spearman ρ = {rho:.3f}"))
         legend_outside(ax)
-    return save(fig, fig_dir / "head_patching_approximation.png")
+    return save(fig, fig_dir / "head_patching_approximation.png", ds)
