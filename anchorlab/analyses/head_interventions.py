@@ -243,7 +243,7 @@ class HeadsAnalysis(Analysis):
                  for task in tasks]
         ds["set_size"] = (("task", "setting", self.sweep_dim), np.array(sizes))
         if "targeted" in spec.settings:  # what verify compares with a circuit's heads
-            ds.attrs.update({f"targeted_heads_{task}": json.dumps({str(value): [list(h) for h in sets[task][("targeted", v, 0)]]
+            ds.attrs.update({f"targeted_heads_{task}": json.dumps({str(value): [list(h) for h in drawn[task][0][("targeted", v, 0)]]
                                                                    for v, value in enumerate(self.sweep_values())})
                              for task in tasks})
         ds["set_size"].attrs["description"] = "heads in the set (seed 0); 0 for original, and for an empty shared set"

@@ -21,7 +21,8 @@ def prompt_rows(recipe, samples) -> list:
     """The run's rows, encoded with the model's tokenizer and processor on a weightless model (the
     same ids and roles as with weights), after every analysis has checked them."""
     m = recipe.model
-    bundle = load_model(m.id, m.dtype, "cpu", m.attn_implementation, m.revision, weights=False)
+    # the attention implementation does not change ids or roles (and flash-attn need not be installed here)
+    bundle = load_model(m.id, m.dtype, "cpu", "sdpa", m.revision, weights=False)
     rows = compile_rows(bundle, samples, recipe.data.tasks, prompt_style(recipe.data.prompt), on_unusable="skip")
     check_prompts(recipe, rows)
     check_budget(recipe, bundle, rows)

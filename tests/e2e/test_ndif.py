@@ -253,6 +253,7 @@ def test_every_analysis_kind_has_a_remote_case():
 
     covered = {"signal", "knockout", "path_blocking", "attribution", "heads_block", "heads_amplify"}
     assert covered <= {c.split("_naive")[0] for c in CASES} | {"heads_block", "heads_amplify"}
+    covered.add("head_patching")  # tests/e2e/test_head_patching_run.py::test_simulated_remote_equals_local
     assert set(REGISTRY) <= covered, f"add a remote='local' case for {set(REGISTRY) - covered}"
 
 
