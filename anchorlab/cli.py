@@ -71,8 +71,12 @@ def main(debug: bool, verbose: bool) -> None:
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="output folder (default: recipe's output)")
-@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="override a recipe field, e.g. data.n_samples=8")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="output folder (default: recipe's output)"
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="override a recipe field, e.g. data.n_samples=8"
+)
 @click.option("--resume", is_flag=True, help="continue an interrupted run in the same output folder")
 @click.option("--force", is_flag=True, help="overwrite an existing run in the output folder")
 @click.option("--remote", is_flag=True, help="run on NDIF (NDIF_HOST, NDIF_API_KEY); same as backend: ndif")
@@ -101,7 +105,9 @@ def run(recipe: Path, out: Path | None, overrides: tuple[str, ...], resume: bool
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="output folder (default: recipe's output)")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="output folder (default: recipe's output)"
+)
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE")
 @click.option("--remote", is_flag=True, help="as `run --remote`: also check NDIF_API_KEY")
 @user_errors
@@ -170,14 +176,22 @@ def dict_group() -> None:
 
 @dict_group.command("build")
 @click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--source", type=click.Choice(["mc2", "jsonl"]), help="default: from the extension (.json mc2, .jsonl jsonl)")
-@click.option("--model", "models", multiple=True, metavar="MODEL_ID", help="report coverage for this tokenizer (repeatable)")
+@click.option(
+    "--source", type=click.Choice(["mc2", "jsonl"]), help="default: from the extension (.json mc2, .jsonl jsonl)"
+)
+@click.option(
+    "--model", "models", multiple=True, metavar="MODEL_ID", help="report coverage for this tokenizer (repeatable)"
+)
 @click.option("--max-forms", type=int, default=10, show_default=True, help="forms per answer, the answer included")
-@click.option("--manual", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML/JSON additions that always win")
+@click.option(
+    "--manual", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML/JSON additions that always win"
+)
 @click.option("--verifier", metavar="MODULE:FUNCTION", help="keep only the candidates this callable returns")
 @click.option("--verifier-url", metavar="URL", help="OpenAI-compatible endpoint that filters candidates")
 @click.option("--verifier-model", metavar="NAME", help="model name sent to --verifier-url")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="default: DATASET's <name>.dictionary.json beside it")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="default: DATASET's <name>.dictionary.json beside it"
+)
 @click.option("--force", is_flag=True, help="rebuild an existing dictionary file: every form it holds is kept")
 @user_errors
 def dict_build(dataset: Path, source, models, max_forms, manual, verifier, verifier_url, verifier_model, out,
@@ -237,7 +251,9 @@ def bench(args: tuple[str, ...]) -> None:
               help="time passes of the first batch and a pilot run of one batch, no figures (loads weights)")
 @click.option("--image-size", metavar="WxH", default=None,
               help="price every image at this size (e.g. 640x480, COCO's usual) instead of the files'")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="also write the estimate here")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="also write the estimate here"
+)
 @user_errors
 def estimate(recipe: Path, overrides, tokens_per_s, probe, image_size, json_path) -> None:
     """Price RECIPE without running it: prompts, variants, decoder cells fast / naive, forward-
@@ -268,12 +284,16 @@ def shapes_group() -> None:
 
 @shapes_group.command("build")
 @click.argument("name")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder for the checkpoint")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder for the checkpoint"
+)
 @click.option("--layers", type=int, default=None, help="decoder layers (default: the model's full depth)")
 @click.option("--vision-layers", type=int, default=None, help="vision-tower layers (default: full depth)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True)
-@click.option("--config-only", is_flag=True, help="config, tokenizer and processor, no weights (for anchorlab estimate)")
+@click.option(
+    "--config-only", is_flag=True, help="config, tokenizer and processor, no weights (for anchorlab estimate)"
+)
 @user_errors
 def shapes_build(name: str, out: Path, layers, vision_layers, seed: int, dtype: str, config_only: bool) -> None:
     """Write NAME (qwen2.5-vl-7b, internvl3-8b, llava-1.5-7b, qwen2.5-7b) with random weights to OUT;

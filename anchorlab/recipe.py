@@ -3,20 +3,29 @@ from __future__ import annotations
 
 import copy
 import difflib
-import re
 import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .engines.autobatch import parse_bytes
-from .run.sweeps import expand
 from .analyses import ANALYSES, AnalysisSpec
 from .analyses.base import distinct
+from .engines.autobatch import parse_bytes
 from .errors import UserError, parse_text, read_file
+from .run.sweeps import expand
+
 
 def _not_blank(text: str) -> str:
     if not text.strip():
@@ -81,7 +90,9 @@ class DataSpec(Strict):
         if self.source == "mc2" and not self.image_root:
             raise ValueError("data.image_root: required when data.source is 'mc2' (your COCO 2014 image folder)")
         if self.source in ("toy", "organism") and (self.path or self.image_root or self.categories):
-            raise ValueError("data.path: the toy source is generated; path, image_root and categories are for jsonl/mc2")
+            raise ValueError(
+                "data.path: the toy source is generated; path, image_root and categories are for jsonl/mc2"
+            )
         return self
 
 
@@ -235,7 +246,9 @@ def _parse_analysis(item: Any, where: str, errors: list[str]) -> list[AnalysisSp
     kind = item["kind"]
     spec_cls = ANALYSES.get(kind) if isinstance(kind, str) else None
     if spec_cls is None:
-        errors.append(f"{where}.kind: unknown analysis {kind!r}{_suggest(kind, ANALYSES)}; known: {', '.join(ANALYSES)}")
+        errors.append(
+            f"{where}.kind: unknown analysis {kind!r}{_suggest(kind, ANALYSES)}; known: {', '.join(ANALYSES)}"
+        )
         return []
     try:
         spec = spec_cls.model_validate(item)

@@ -28,8 +28,8 @@ def main(recipe: str, out: str) -> None:
     import matplotlib.pyplot  # noqa: F401  (figures are drawn after each analysis)
     import xarray  # noqa: F401
 
-    from anchorlab.run import executor
     from anchorlab.api import run
+    from anchorlab.run import executor
 
     real = executor.load_model
     seen = {}

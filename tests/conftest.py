@@ -28,8 +28,8 @@ def random_toy_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def random_organism_path(tmp_path_factory):
     """The same, with the organism's tokenizer (the toy's plus the shape words): for recipes on organism data."""
-    from organisms.anchored import LM_ANCHORED, organism_processor
     from anchorlab.models.toy import build_model
+    from organisms.anchored import LM_ANCHORED, organism_processor
 
     path = tmp_path_factory.mktemp("random-organism")
     processor = organism_processor()

@@ -13,16 +13,24 @@ import torch
 import xarray as xr
 from pydantic import Field, model_validator
 
-from ..method.head_contribution import head_contributions, margin, side_order, sublayer_deltas
-from ..rows.batching import layer_chunks
-from ..method.lens import PhiInputs, phi_states
-from ..rows.batching import no_logits
 from ..adapters.paths import envoy_at
-from ..errors import UserError
 from ..engines.memory import plain_forward_bytes
+from ..method.head_contribution import head_contributions, margin, side_order, sublayer_deltas
+from ..method.lens import PhiInputs, phi_states
 from ..plots.attribution import plot_attribution
-from .base import Analysis, PhiSpec, auc_target, cells_column, circuit_heads, param_attrs, plain_pass_cost, verdict
+from ..rows.batching import layer_chunks, no_logits
 from ..rows.layout import SIDES, by_task_sample, entity_rows, site_positions
+from .base import (
+    Analysis,
+    PhiSpec,
+    auc_target,
+    cells_column,
+    circuit_heads,
+    nothing_selected,
+    param_attrs,
+    plain_pass_cost,
+    verdict,
+)
 from .rankings import rank_heads, task_means
 
 METRICS = ("S_f", "dS")
@@ -110,7 +118,7 @@ class AttributionAnalysis(Analysis):
         sel = grid(selected)  # [T, S]
         for t, task in enumerate(tasks):
             if not sel[t].any():
-                raise UserError(f"task {task}: no prompt is selected by data.filter or the analysis's rows setting; nothing to aggregate")
+                raise nothing_selected(task)
         ds = xr.Dataset(coords={"task": tasks, "side": list(SIDES), "layer": layers, "sample": samples,
                                 "bound": ["lo", "hi"]})
         phi = grid(results["phi"])  # [T, S, L+1, 2]
@@ -128,8 +136,10 @@ class AttributionAnalysis(Analysis):
             ds = ds.assign_coords(metric=list(METRICS), sublayer=list(SUBLAYERS))
             ds["delta"] = (("task", "metric", "sublayer", "layer", "sample"), delta.transpose(0, 2, 3, 4, 1))
             ds["delta_mean"], ds["delta_mean_ci"] = self._aggregate(ds["delta"], sel, samples)
-            ds["delta"].attrs["description"] = ("δ_A^l(M) = M(H^{l-1}+A^l) - M(H^{l-1}); δ_F^l(M) = M(H^l) - "
-                                                "M(H^{l-1}+A^l); metric S_f = Φ_f, dS = Φ_f - Φ_c (docs/method.md §3.4)")
+            ds["delta"].attrs["description"] = (
+                "δ_A^l(M) = M(H^{l-1}+A^l) - M(H^{l-1}); δ_F^l(M) = M(H^l) - "
+                "M(H^{l-1}+A^l); metric S_f = Φ_f, dS = Φ_f - Φ_c (docs/method.md §3.4)"
+            )
         if spec.heads:
             ds = ds.assign_coords(head=list(range(bundle.n_heads)))
             ds["head_score"] = (("task", "layer", "head", "sample"), grid(results["head_score"]).transpose(0, 2, 3, 1))
@@ -175,9 +185,18 @@ class AttributionAnalysis(Analysis):
         if "head_rank" not in ds:
             return []
         positive = circuit_heads(circuit, ds.sizes["layer"], ds.sizes["head"])
-        return [auc_target("attribution_head_auc", "heads", task, ds["head_score_mean"].sel(task=task).values, positive,
-                           HEAD_AUC, circuit_ranks=sorted(int(r) for r in ds["head_rank"].sel(task=task).values[positive]))
-                for task in ds["task"].values]
+        return [
+            auc_target(
+                "attribution_head_auc",
+                "heads",
+                task,
+                ds["head_score_mean"].sel(task=task).values,
+                positive,
+                HEAD_AUC,
+                circuit_ranks=sorted(int(r) for r in ds["head_rank"].sel(task=task).values[positive]),
+            )
+            for task in ds["task"].values
+        ]
 
 
 HEAD_AUC = 0.95  # verify's head-level bound (docs/method.md "Recovery targets")

@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import UserError
 from ..rows.layout import role_problems, top_k_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
 
+    from ..models.loading import ModelBundle
     from ..rows.batching import Batch
     from ..rows.compiler import Row
-    from ..models.loading import ModelBundle
 
 
 Role = Literal["vision", "context", "instruction", "query", "text", "last"]  # roles.ROLES
@@ -80,6 +81,12 @@ def distinct(values: list) -> list:
     if repeated:
         raise ValueError(f"{repeated[0]!r} given twice")
     return values
+
+
+def nothing_selected(task) -> UserError:
+    """The error of a reduction left with no prompt of a task to aggregate."""
+    return UserError(f"task {task}: no prompt is selected by data.filter or the analysis's rows setting; "
+                     "nothing to aggregate")
 
 
 def layers_out_of_range(layers, n_layers: int, where: str) -> list[str]:
@@ -263,8 +270,16 @@ def auc_target(name: str, level: str, task, score: np.ndarray, positive: np.ndar
 
     score, positive = np.asarray(score, dtype=float).ravel(), np.asarray(positive, dtype=bool).ravel()
     if not positive.any() or positive.all():
-        return target(name, level, task, None, f"AUROC ≥ {bound}", None,
-                      reason=f"the circuit names {'none' if not positive.any() else 'all'} of the {level} scored", **detail)
+        return target(
+            name,
+            level,
+            task,
+            None,
+            f"AUROC ≥ {bound}",
+            None,
+            reason=f"the circuit names {'none' if not positive.any() else 'all'} of the {level} scored",
+            **detail,
+        )
     auc = roc_auc(score, positive)
     return target(name, level, task, auc, f"AUROC ≥ {bound}", auc >= bound, **detail)
 

@@ -14,19 +14,30 @@ import torch
 import xarray as xr
 from pydantic import AfterValidator, Field
 
-from ..rows.batching import collate
-from ..rows.encoding import encode
-from ..labels.rules import answer_forms, classify_answer
-from ..interventions.head_scaling import layer_matched_heads, random_heads, scale_table
-from ..method.stats import bootstrap_ci
-from ..rows.prompts import build_prompt
 from ..engines import memory
 from ..engines.knockout import role_mask
+from ..interventions.head_scaling import layer_matched_heads, random_heads, scale_table
+from ..labels.rules import answer_forms, classify_answer
+from ..method.stats import bootstrap_ci
 from ..plots.head_interventions import plot_heads
-from .base import (Analysis, AnalysisSpec, BatchCost, Role, cells_column, circuit_set_target, distinct, param_attrs,
-                   target, verdict, with_ci)
-from .head_sets import HeadSource, neutral_sample, rankings_problems
+from ..rows.batching import collate
+from ..rows.encoding import encode
 from ..rows.layout import by_task_sample, role_problems
+from ..rows.prompts import build_prompt
+from .base import (
+    Analysis,
+    AnalysisSpec,
+    BatchCost,
+    Role,
+    cells_column,
+    circuit_set_target,
+    distinct,
+    param_attrs,
+    target,
+    verdict,
+    with_ci,
+)
+from .head_sets import HeadSource, neutral_sample, rankings_problems
 
 log = logging.getLogger("anchorlab")
 SETTINGS = ("original", "targeted", "random", "random_layer_matched", "shared")
@@ -39,9 +50,15 @@ class HeadsSpec(AnalysisSpec):
                         AfterValidator(distinct)] = Field(
         default_factory=lambda: list(SETTINGS), min_length=1)
     n_heads: Annotated[list[Annotated[int, Field(ge=1)]], AfterValidator(distinct)] = Field(
-        default_factory=lambda: [1, 2, 4, 8], min_length=1, description="G: heads per set (block: swept; amplify: the first value)")
+        default_factory=lambda: [1, 2, 4, 8],
+        min_length=1,
+        description="G: heads per set (block: swept; amplify: the first value)",
+    )
     alphas: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], AfterValidator(distinct)] = Field(
-        default_factory=lambda: [1.0, 2.0, 5.0, 10.0], min_length=1, description="amplification factors (amplify only), > 0")
+        default_factory=lambda: [1.0, 2.0, 5.0, 10.0],
+        min_length=1,
+        description="amplification factors (amplify only), > 0",
+    )
     seeds: int = Field(10, ge=1, description="random head sets drawn per G")
     exclude_targeted: bool = True
     positions: Role = "instruction"
@@ -51,12 +68,16 @@ class HeadsSpec(AnalysisSpec):
     settings_per_pass: int = Field(8, ge=1)
     general_check: bool = Field(True, description="also score no-conflict prompts (accuracy)")
     rows: Literal["auto", "data", "all", "follows", "fails"] = Field(
-        "auto", description="auto: blocking on prompts the model follows, amplifying on those it fails (docs/method.md §3.6)")
+        "auto",
+        description="auto: blocking on prompts the model follows, amplifying on those it fails (docs/method.md §3.6)",
+    )
 
     def check_model(self, n_layers: int, n_heads: int, where: str) -> list[str]:
         total = n_layers * n_heads
         big = [g for g in self.n_heads if g > total]
-        problems = [f"{where}.n_heads: {big} exceed the model's {total} heads ({n_layers} layers × {n_heads})"] if big else []
+        problems = (
+            [f"{where}.n_heads: {big} exceed the model's {total} heads ({n_layers} layers × {n_heads})"] if big else []
+        )
         if self.heads_from and Path(self.heads_from).exists():  # a missing file is the executor's to name
             problems += rankings_problems(self.heads_from, n_layers, n_heads, f"{where}.heads_from")
         return problems
@@ -173,7 +194,9 @@ class HeadsAnalysis(Analysis):
                     # correct = the image's answer (both contexts now support it), not the old text answer
                     forms = [(r.sample.forms("vision"), r.sample.forms("text")) for _, r in twins]
                     applicable[[i for i, _ in twins]] = True
-                    neutral_ok[[i for i, _ in twins]], n = self._score(engine, [r for _, r in twins], tables, index, forms)
+                    neutral_ok[[i for i, _ in twins]], n = self._score(
+                        engine, [r for _, r in twins], tables, index, forms
+                    )
                     cells += n
         return {"follows": follows, "neutral_correct": neutral_ok, "neutral_applicable": applicable,
                 "cells": cells_column(len(rows), cells)}
@@ -243,9 +266,17 @@ class HeadsAnalysis(Analysis):
                  for task in tasks]
         ds["set_size"] = (("task", "setting", self.sweep_dim), np.array(sizes))
         if "targeted" in spec.settings:  # what verify compares with a circuit's heads
-            ds.attrs.update({f"targeted_heads_{task}": json.dumps({str(value): [list(h) for h in drawn[task][0][("targeted", v, 0)]]
-                                                                   for v, value in enumerate(self.sweep_values())})
-                             for task in tasks})
+            ds.attrs.update(
+                {
+                    f"targeted_heads_{task}": json.dumps(
+                        {
+                            str(value): [list(h) for h in drawn[task][0][("targeted", v, 0)]]
+                            for v, value in enumerate(self.sweep_values())
+                        }
+                    )
+                    for task in tasks
+                }
+            )
         ds["set_size"].attrs["description"] = "heads in the set (seed 0); 0 for original, and for an empty shared set"
         if "random_layer_matched" in spec.settings:
             ds["control_reuses_targeted"] = (("task", self.sweep_dim, "seed"), np.array([drawn[t][1] for t in tasks]))
@@ -253,11 +284,15 @@ class HeadsAnalysis(Analysis):
                 "targeted heads inside the random layer-matched set: 0 is a clean control; with exclude_targeted, "
                 "> 0 only where a layer had too few other heads (that point is no control)")
         ds["mfr"].attrs["description"] = f"modality following ratio ({spec.rule}) over the task's selected prompts"
-        ds["accuracy"].attrs["description"] = "accuracy on no-conflict twins (text context made to agree with the image)"
+        ds["accuracy"].attrs["description"] = (
+            "accuracy on no-conflict twins (text context made to agree with the image)"
+        )
         ds.attrs.update(analysis=spec.kind, rule=spec.rule, sweep_dim=self.sweep_dim,
                         decoder_cells=int(results["cells"].sum()), **param_attrs(spec))
         # distinct [L, H] tables each task ran (equal draws share one): what `anchorlab estimate` prices
-        ds.attrs.update({f"head_tables_{task}": len(self.tables(task)[0]) for task in dict.fromkeys(r.task for r in rows)})
+        ds.attrs.update(
+            {f"head_tables_{task}": len(self.tables(task)[0]) for task in dict.fromkeys(r.task for r in rows)}
+        )
         if empty:
             ds.attrs["tasks_not_run"] = f"{', '.join(empty)}: no prompt selected (rows: {self.spec.selection()})"
         return ds
@@ -273,7 +308,9 @@ class HeadsAnalysis(Analysis):
         generation = memory.plain_forward_bytes(self.ctx.bundle, batch, 1, cache=True)
         if self.spec.engine == "naive":
             return generation
-        return memory.kv_bytes(dims, b, s, dims.n_layers) + memory.pass_bytes(dims, b, s, 0, per_pass, 0, 0) + generation
+        return (
+            memory.kv_bytes(dims, b, s, dims.n_layers) + memory.pass_bytes(dims, b, s, 0, per_pass, 0, 0) + generation
+        )
 
     def batch_cost(self, batch, rows, tables):
         """One engine run per task and twin set (run_batch): fast = a clean pass, then the suffix from the first
@@ -328,8 +365,10 @@ class HeadsAnalysis(Analysis):
                 out.append(f"- Blocking {value} targeted heads ({task}): MFR {t} vs {r} for random heads (original "
                            f"{o:.3f}){acc}; paper: targeted blocking lowers MFR more than random: {verdict(tv < rv)}.")
             else:
-                out.append(f"- Amplifying targeted heads ×{value} ({task}, on failures): MFR {t} vs {r} for random heads "
-                           f"(original {o:.3f}); paper: amplification restores following: {verdict(tv > max(rv, o))}.")
+                out.append(
+                    f"- Amplifying targeted heads ×{value} ({task}, on failures): MFR {t} vs {r} for random heads "
+                    f"(original {o:.3f}); paper: amplification restores following: {verdict(tv > max(rv, o))}."
+                )
         return out
 
     @classmethod

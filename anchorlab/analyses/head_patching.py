@@ -24,14 +24,24 @@ from ..engines.head_patch import HeadPatchEngine, passes_and_cells, peak_bytes
 from ..errors import UserError
 from ..interventions.head_patch import ALIGNMENTS, align_positions
 from ..method.stats import spearman
+from ..plots.head_patching import plot_head_patching
 from ..rows.batching import collate
 from ..rows.encoding import encode
 from ..rows.layout import by_task_sample
 from ..rows.prompts import build_prompt
-from ..plots.head_patching import plot_head_patching
 from .attribution import HEAD_AUC
-from .base import (Analysis, AnalysisSpec, BatchCost, Role, auc_target, cells_column, circuit_heads, param_attrs, target,
-                   with_ci)
+from .base import (
+    Analysis,
+    AnalysisSpec,
+    BatchCost,
+    Role,
+    auc_target,
+    cells_column,
+    circuit_heads,
+    param_attrs,
+    target,
+    with_ci,
+)
 from .rankings import order_heads, task_means
 
 TOP = 3  # heads quoted per task in summary.md
@@ -113,7 +123,9 @@ class HeadPatchingAnalysis(Analysis):
         ds["margin_change"].attrs["description"] = (
             f"margin (logit y_f - logit y_c at last) with the head's output at {spec.positions} taken from the "
             "instruction-swapped twin, minus the clean margin")
-        ds["flipped"].attrs["description"] = "the patched margin's sign differs from the clean one's (the decision flips)"
+        ds["flipped"].attrs["description"] = (
+            "the patched margin's sign differs from the clean one's (the decision flips)"
+        )
         ds["patch_rank"].attrs["description"] = "1 = most negative mean margin_change over the task's selected samples"
         ds["n_patched"].attrs["description"] = "positions patched (paired with the twin's) out of n_role"
         ds.attrs.update(analysis="head_patching", alignment=ALIGNMENTS[spec.alignment],
@@ -128,7 +140,9 @@ class HeadPatchingAnalysis(Analysis):
             ds["approx_change"].attrs["description"] = (
                 "attribution patching: Σ over patched positions of (z_twin - z_clean)·∂margin/∂z for the head's "
                 "o_proj input z, a first-order estimate of margin_change")
-            ds["spearman"].attrs["description"] = "Spearman rank correlation of approx_change_mean with margin_change_mean over heads"
+            ds["spearman"].attrs["description"] = (
+                "Spearman rank correlation of approx_change_mean with margin_change_mean over heads"
+            )
             ds.attrs.update({f"spearman_{t}": round(float(r), 6) for t, r in zip(tasks, rho)})
         return ds
 

@@ -12,15 +12,24 @@ from ..engines import memory
 from ..engines.knockout import KnockoutEngine, KnockoutPlan, pass_cells, plan_passes
 from ..errors import UserError
 from ..interventions.knockout import parse_pathway, window_layers
-from ..rows.layout import role_problems
 from ..labels.capture import dictionary_best
 from ..method.nssd import nssd
 from ..method.stats import bootstrap_ci
 from ..plots.knockout import plot_knockout
-from ..rows.layout import by_task_sample, decision_rows
+from ..rows.layout import by_task_sample, decision_rows, role_problems
 from ..rows.roles import ROLES
-from .base import (Analysis, AnalysisSpec, BatchCost, auc_target, cells_column, layers_out_of_range, param_attrs,
-                   target, verdict)
+from .base import (
+    Analysis,
+    AnalysisSpec,
+    BatchCost,
+    auc_target,
+    cells_column,
+    layers_out_of_range,
+    nothing_selected,
+    param_attrs,
+    target,
+    verdict,
+)
 
 LAYER_AUC = 0.95  # verify's layer-level bound (docs/method.md "Recovery targets")
 log = logging.getLogger("anchorlab")
@@ -113,7 +122,9 @@ class KnockoutAnalysis(Analysis):
         decision = decision_rows(rows) if spec.decision == "answer" else dictionary_best(self.ctx, batch, rows)
         sweep = engine.run(batch, rows, self.plan, decision)
         # dictionary_best read its tokens with one plain pass of the batch
-        extra = self.ctx.bundle.n_layers * batch.inputs["input_ids"].numel() if spec.decision == "dictionary_best" else 0
+        extra = (
+            self.ctx.bundle.n_layers * batch.inputs["input_ids"].numel() if spec.decision == "dictionary_best" else 0
+        )
         return {
             "logits": sweep.logits.numpy(),
             "clean": sweep.clean.numpy(),
@@ -142,7 +153,7 @@ class KnockoutAnalysis(Analysis):
         means, cis, bars, bar_cis = [], [], [], []
         for t, task in enumerate(tasks):
             if not sel[t].any():
-                raise UserError(f"task {task}: no prompt is selected by data.filter or the analysis's rows setting; nothing to aggregate")
+                raise nothing_selected(task)
             x = score[t, sel[t]].transpose(1, 2, 0)  # [P, C, n]
             means.append(x.mean(-1))
             cis.append(self._ci(x))
@@ -153,8 +164,12 @@ class KnockoutAnalysis(Analysis):
         ds["nssd_mean_ci"] = (("task", "pathway", "layer", "bound"), np.array(cis))
         ds["nssd_pathway"] = (("task", "pathway"), np.array(bars))
         ds["nssd_pathway_ci"] = (("task", "pathway", "bound"), np.array(bar_cis))
-        ds["nssd"].attrs["description"] = "sign(P̂(y_p)-P̃̂(y_p))·KL(P̂||P̃̂) on {y_p, y_c} (docs/method.md §3.1); >0: path helped following"
-        ds["nssd_pathway"].attrs["description"] = "per-sample NSSD averaged over centre layers, then over selected samples"
+        ds["nssd"].attrs["description"] = (
+            "sign(P̂(y_p)-P̃̂(y_p))·KL(P̂||P̃̂) on {y_p, y_c} (docs/method.md §3.1); >0: path helped following"
+        )
+        ds["nssd_pathway"].attrs["description"] = (
+            "per-sample NSSD averaged over centre layers, then over selected samples"
+        )
         ds.attrs.update(analysis="knockout", decoder_cells=int(results["cells"].sum()),
                         **param_attrs(spec))
         note = window_note(spec.window, self.ctx.bundle.n_layers, centres)
@@ -182,7 +197,9 @@ class KnockoutAnalysis(Analysis):
         variants = len(self.plan.pathways) * len(windows)
         extra = int(self.spec.decision == "dictionary_best")
         cost = BatchCost(variants=variants, bytes=self.batch_bytes(batch, rows, self.spec.variants_per_pass))
-        cost.fast.add(1 + len(passes) + extra, plain + sum(pass_cells(p, s, b, n_layers) for p in passes) + extra * plain)
+        cost.fast.add(
+            1 + len(passes) + extra, plain + sum(pass_cells(p, s, b, n_layers) for p in passes) + extra * plain
+        )
         cost.naive.add(1 + variants + extra, (1 + variants) * plain + extra * plain)
         return cost
 

@@ -10,13 +10,23 @@ from pydantic import Field
 
 from ..engines.generation import greedy_generate, step_cells
 from ..engines.knockout import role_mask
+from ..engines.memory import plain_forward_bytes
 from ..errors import UserError
 from ..interventions.knockout import generation_blocker
 from ..method.stats import bootstrap_ci
-from ..engines.memory import plain_forward_bytes
 from ..plots.knockout import plot_path_blocking
-from .base import Analysis, AnalysisSpec, BatchCost, cells_column, layers_out_of_range, param_attrs, verdict, with_ci
 from ..rows.layout import by_task_sample
+from .base import (
+    Analysis,
+    AnalysisSpec,
+    BatchCost,
+    cells_column,
+    layers_out_of_range,
+    nothing_selected,
+    param_attrs,
+    verdict,
+    with_ci,
+)
 
 SETTINGS = ("original", "instruction->last", "followed_context->last")
 LABELS = ("follows", "fails", "neither")
@@ -76,7 +86,11 @@ class PathBlockingAnalysis(Analysis):
             for i, (row, text) in enumerate(zip(rows, texts)):
                 label = classify_answer(text, *answer_forms(row))
                 labels[i, k] = LABELS.index(label)
-        return {"label": labels, "answer": np.array(list(zip(*answers)), dtype=str), "cells": cells_column(len(rows), cells)}
+        return {
+            "label": labels,
+            "answer": np.array(list(zip(*answers)), dtype=str),
+            "cells": cells_column(len(rows), cells),
+        }
 
     @staticmethod
     def _source(batch, rows, setting):
@@ -98,17 +112,22 @@ class PathBlockingAnalysis(Analysis):
         mfr, ci = [], []
         for t, task in enumerate(tasks):
             if not sel[t].any():
-                raise UserError(f"task {task}: no prompt is selected by data.filter or the analysis's rows setting; nothing to aggregate")
+                raise nothing_selected(task)
             follows = (labels[t, sel[t]] == 0).astype(float).T  # [settings, n]
             mfr.append(follows.mean(-1))
             ci.append(bootstrap_ci(follows, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed))
         ds["mfr"] = (("task", "setting"), np.array(mfr))
         ds["mfr_ci"] = (("task", "setting", "bound"), np.array(ci))
         ds["mfr"].attrs["description"] = "share of selected prompts whose generated answer follows the instruction"
-        ds.attrs.update(analysis="path_blocking", rule="generation", blocked_layers=", ".join(map(str, self.block_layers())),
-                        model_layers=self.ctx.bundle.n_layers,
-                        followed_context="vision for vf, context for tf",
-                        decoder_cells=int(results["cells"].sum()), **param_attrs(self.spec))
+        ds.attrs.update(
+            analysis="path_blocking",
+            rule="generation",
+            blocked_layers=", ".join(map(str, self.block_layers())),
+            model_layers=self.ctx.bundle.n_layers,
+            followed_context="vision for vf, context for tf",
+            decoder_cells=int(results["cells"].sum()),
+            **param_attrs(self.spec),
+        )
         return ds
 
     def batch_bytes(self, batch, rows, per_pass):

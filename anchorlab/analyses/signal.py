@@ -9,16 +9,27 @@ import xarray as xr
 from pydantic import Field
 
 from ..adapters.paths import envoy_at
+from ..engines.memory import plain_forward_bytes
 from ..errors import UserError
 from ..method.lens import PhiInputs, pooled_logits, restricted_logits, top_k_mean
-from ..method.stats import bootstrap_ci
 from ..method.signal import ldar, synchrony
+from ..method.stats import bootstrap_ci
 from ..plots.signal import plot_signal
-from ..engines.memory import plain_forward_bytes
-from .base import (Analysis, PhiSpec, auc_target, cells_column, layers_out_of_range, param_attrs, plain_pass_cost,
-                   target, verdict, with_ci)
-from ..rows.layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
 from ..rows.batching import no_logits
+from ..rows.layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
+from .base import (
+    Analysis,
+    PhiSpec,
+    auc_target,
+    cells_column,
+    layers_out_of_range,
+    nothing_selected,
+    param_attrs,
+    plain_pass_cost,
+    target,
+    verdict,
+    with_ci,
+)
 
 LDAR_EARLY, LDAR_DEEP, SYNC = 0.65, 0.95, 0.9  # summary.md's rules (docs/method.md "Claims")
 LAYER_AUC = 0.95  # verify's layer-level bound (docs/method.md "Recovery targets")
@@ -109,7 +120,7 @@ class SignalAnalysis(Analysis):
         for t, task in enumerate(tasks):
             chosen = sel[t]
             if not chosen.any():
-                raise UserError(f"task {task}: no prompt is selected by data.filter or the analysis's rows setting; nothing to aggregate")
+                raise nothing_selected(task)
             f, c = (0, 1) if task == "vf" else (1, 0)
             phi_f, phi_c = signal[t, chosen, f].T, signal[t, chosen, c].T  # [L, n]
             wins = (phi_f > phi_c).astype(float)
@@ -127,7 +138,9 @@ class SignalAnalysis(Analysis):
         ds["sync_rate_ci"] = (("task", "layer", "bound"), np.array(sync_ci))
         ds["signal_mean"] = (("task", "side", "layer"), np.array(mean_v))
         ds["signal_mean_ci"] = (("task", "side", "layer", "bound"), np.array(mean_ci))
-        ds["signal"].attrs.update(description="Φ_m at the chosen positions (docs/method.md §3.2)", positions=spec.positions)
+        ds["signal"].attrs.update(
+            description="Φ_m at the chosen positions (docs/method.md §3.2)", positions=spec.positions
+        )
         ds["ldar"].attrs["description"] = "share of selected samples with Φ_f > Φ_c"
         ds["sync"].attrs["description"] = "sign(Φ_v-Φ_t) at positions equals the sign at last"
         ds["signal_mean"].attrs["description"] = "mean Φ of the followed (f) and competing (c) modality"
@@ -155,14 +168,19 @@ class SignalAnalysis(Analysis):
         for task in ds["task"].values:
             ldar_ = ds["ldar"].sel(task=task).values
             early, deep = float(ldar_[0]), float(ldar_[-1])
-            out.append(f"- LDAR phase transition ({task}): LDAR {with_ci(ds, 'ldar', task=task, layer=layers[0])} at the "
-                       f"first layer read ({int(layers[0])}), {with_ci(ds, 'ldar', task=task, layer=layers[-1])} at the last "
-                       f"({int(layers[-1])}); paper: ~0.5 early (≤ {LDAR_EARLY}), > {LDAR_DEEP} deep: "
-                       f"{verdict(early <= LDAR_EARLY and deep > LDAR_DEEP)}.")
+            out.append(
+                f"- LDAR phase transition ({task}): LDAR {with_ci(ds, 'ldar', task=task, layer=layers[0])} at the "
+                f"first layer read ({int(layers[0])}), {with_ci(ds, 'ldar', task=task, layer=layers[-1])} at the last "
+                f"({int(layers[-1])}); paper: ~0.5 early (≤ {LDAR_EARLY}), > {LDAR_DEEP} deep: "
+                f"{verdict(early <= LDAR_EARLY and deep > LDAR_DEEP)}."
+            )
             sync = ds["sync_rate"].sel(task=task).values
-            out.append(f"- Decision synchrony ({task}): {ds.attrs.get('param_positions', 'the positions')} vs last agree "
-                       f"on {sync[-1]:.3f} of prompts at the last layer "
-                       f"({with_ci(ds, 'sync_rate', task=task, layer=layers[-1])}); paper: > {SYNC}: {verdict(sync[-1] > SYNC)}.")
+            out.append(
+                f"- Decision synchrony ({task}): {ds.attrs.get('param_positions', 'the positions')} vs last agree "
+                f"on {sync[-1]:.3f} of prompts at the last layer "
+                f"({with_ci(ds, 'sync_rate', task=task, layer=layers[-1])}); paper: > {SYNC}: "
+                f"{verdict(sync[-1] > SYNC)}."
+            )
         return out
 
     @classmethod

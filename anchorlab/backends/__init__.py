@@ -4,8 +4,8 @@ Both offer `trace(inputs, fn, *args)` (one forward, `fn(envoy, *args)` inside) a
 (`fn(session, *args)` calling `session.trace(...)` several times: one request on NDIF)."""
 from __future__ import annotations
 
-from .local import LocalBackend
 from ..adapters.paths import envoy_at
+from .local import LocalBackend
 
 
 def make_backend(kind: str, bundle, simulate: bool = False, **ndif_options):

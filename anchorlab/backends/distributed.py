@@ -127,8 +127,12 @@ def from_env() -> Group:
         return Group()
     import torch.distributed as dist
 
-    group = Group(rank=int(os.environ.get("RANK", "-1")), world=world,
-                  local_rank=int(os.environ.get("LOCAL_RANK", "0")), local_world=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    group = Group(
+        rank=int(os.environ.get("RANK", "-1")),
+        world=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_world=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+    )
     if not dist.is_initialized():
         try:
             if group.rank < 0:

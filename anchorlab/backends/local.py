@@ -12,7 +12,6 @@ from nnsight import NNsight
 from ..models.loading import ModelBundle
 from .session import with_grad
 
-
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 MMAP_THRESHOLD = 1 << 20
 

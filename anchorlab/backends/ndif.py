@@ -7,7 +7,8 @@ only), and every weight a trace needs travels as a name (`adapters.paths.WeightR
 server. The server cannot import anchorlab, so the package is shipped by value (`nnsight.register`);
 results come back detached, on CPU, and only as large as the analysis reduced them to. Transient
 failures (connection, 5xx) are retried with exponential backoff; what still fails surfaces as a
-UserError, and `--resume` continues from the last stored batch. `NDIF_API_KEY` is only ever put in request headers, never logged or stored.
+UserError, and `--resume` continues from the last stored batch. `NDIF_API_KEY` is only ever put in
+request headers, never logged or stored.
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 An NDIF server cannot import anchorlab: this module (like every anchorlab function a trace calls) is
 shipped by value with each request (`nnsight.register`), so it may only use torch, nnsight and
-anchorlab code shipped the same way. A `Session` is what a backend's `run(fn, *args)` hands to `fn`: its `trace(inputs, capture, *args)`
-runs one forward with `capture(envoy, *args)` inside, and values returned by one trace (a KV cache,
-hidden states) feed the next without leaving the machine that holds the model.
+anchorlab code shipped the same way. A `Session` is what a backend's `run(fn, *args)` hands to `fn`: its
+`trace(inputs, capture, *args)` runs one forward with `capture(envoy, *args)` inside, and values
+returned by one trace (a KV cache, hidden states) feed the next without leaving the machine that holds the model.
 """
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ def bundle_stand_in(bundle):
     tokenizer reduced to its special token ids, no processors. Its properties (layers, n_layers,
     head_dim, lm_config, device, ...) then read the server's model."""
     tok = bundle.tokenizer
-    ids = SimpleNamespace(eos_token_id=getattr(tok, "eos_token_id", None), pad_token_id=getattr(tok, "pad_token_id", None))
+    ids = SimpleNamespace(
+        eos_token_id=getattr(tok, "eos_token_id", None), pad_token_id=getattr(tok, "pad_token_id", None)
+    )
     return dataclasses.replace(bundle, model=ModuleRef(), tokenizer=ids, processor=None, image_processor=None)
 
 

@@ -147,8 +147,8 @@ class SimulatedTransport(LocalSimulationBackend):
 
     def _respond(self, saved: dict) -> dict:
         """The saved values through the bytes NDIF would send (torch.save, zstd), counted."""
-        import zstandard
         import torch
+        import zstandard
 
         buffer = io.BytesIO()
         torch.save(saved, buffer, pickle_module=_RESULT_PICKLE)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from ..errors import UserError, read_file
 
-
 FORMAT = 1
 
 

@@ -67,7 +67,7 @@ def parse_line(text: str, where: str) -> dict:
     except json.JSONDecodeError as exc:
         raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(obj, dict):
-        raise UserError(f"{where}: expected a JSON object {{\"id\": ..., \"image\": ..., ...}}, got {type(obj).__name__}")
+        raise UserError(f'{where}: expected a JSON object {{"id": ..., "image": ..., ...}}, got {type(obj).__name__}')
     errors = sorted(_validator().iter_errors(obj), key=lambda e: (list(e.absolute_path), e.validator))
     if errors:
         raise UserError(f"{where}: " + "; ".join(dict.fromkeys(describe(e) for e in errors)))

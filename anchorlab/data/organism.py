@@ -20,19 +20,41 @@ import random
 from PIL import Image
 
 from .sample import ConflictSample
-from .toy import COLOUR_NAMES, COLOURS, CONTEXTS, IMAGE_SIZE, QUESTIONS, _words, draw_square, surface_forms, vocabulary_words
+from .toy import (
+    COLOUR_NAMES,
+    COLOURS,
+    CONTEXTS,
+    IMAGE_SIZE,
+    QUESTIONS,
+    _words,
+    draw_square,
+    surface_forms,
+    vocabulary_words,
+)
 
 # vf / tf wordings in pairs of equal token length (index k of one task matches index k of the other).
 WORDING_PAIRS: tuple[tuple[str, str], ...] = (
     ("answer based on the image , not the text .", "answer based on the text , not the image ."),
     ("trust the picture rather than the context .", "trust the context rather than the picture ."),
-    ("follow the image content and ignore the text context .", "follow the text context and ignore the image content ."),
+    (
+        "follow the image content and ignore the text context .",
+        "follow the text context and ignore the image content .",
+    ),
     ("use the image , not the text .", "use the text , not the image ."),
-    ("rely on the image content rather than the text context .", "rely on the text context rather than the image content ."),
-    (_words("In case there is an inconsistency between the text context and the image content, you should follow "
-            "the image content rather than the text context."),
-     _words("In case there is an inconsistency between the text context and the image content, you should follow "
-            "the text context rather than the image content.")),
+    (
+        "rely on the image content rather than the text context .",
+        "rely on the text context rather than the image content .",
+    ),
+    (
+        _words(
+            "In case there is an inconsistency between the text context and the image content, you should follow "
+            "the image content rather than the text context."
+        ),
+        _words(
+            "In case there is an inconsistency between the text context and the image content, you should follow "
+            "the text context rather than the image content."
+        ),
+    ),
 )
 POSITION = "after_context"  # MC²'s order: the buffer needs the image and the context before the instruction
 ORGANISM_SEED_BASE = 2_000_000_000  # training pools: ORGANISM_SEED_BASE + seed; evaluation: small seeds
@@ -134,8 +156,14 @@ def generate_groups(n: int, seed: int, size: int = 3) -> list[list[ConflictSampl
     for g in range(n):
         kind = types[g % len(types)]
         answers, contexts, questions, _ = QUESTION_TYPES[kind]
-        template = {"type": kind, "wording": rng.randrange(len(WORDING_PAIRS)), "context_template": rng.randrange(len(contexts)),
-                    "question": rng.randrange(len(questions)), "seed": seed, "group": g}
+        template = {
+            "type": kind,
+            "wording": rng.randrange(len(WORDING_PAIRS)),
+            "context_template": rng.randrange(len(contexts)),
+            "question": rng.randrange(len(questions)),
+            "seed": seed,
+            "group": g,
+        }
         first, second = sorted(rng.sample(answers, 2), key=answers.index)
         vision, text = (first, second) if (g // len(types)) % 2 == 0 else (second, first)
         members = [_sample(rng, f"org-{seed}-{g}-0", template, vision, text)]

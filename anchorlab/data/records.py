@@ -48,7 +48,9 @@ def select(records: list[Record], categories: list[str] | None, n: int | None, s
         known = sorted({r.category for r in records if r.category})
         unknown = [c for c in categories if c not in known]
         if unknown:
-            raise UserError(f"data.categories: {unknown} not in the data; it has: {', '.join(known) or 'no categories'}")
+            raise UserError(
+                f"data.categories: {unknown} not in the data; it has: {', '.join(known) or 'no categories'}"
+            )
         records = [r for r in records if r.category in set(categories)]
     if n is not None and n > len(records):
         where = f" of categories {categories}" if categories else ""

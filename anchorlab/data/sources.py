@@ -46,12 +46,14 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     seed = data_spec.seed if data_spec.seed is not None else seed
     info: dict = {"data_source": data_spec.source}
     if data_spec.source in ("toy", "organism"):  # organism: toy:anchored's held-out prompts (its GT checks')
-        from .toy import generate_samples as toy_samples
         from .organism import generate_samples as organism_samples
+        from .toy import generate_samples as toy_samples
 
         n = data_spec.n_samples or TOY_DEFAULT_N
         if n > TOY_MAX_N:
-            raise UserError(f"data.n_samples: the {data_spec.source} source generates at most {TOY_MAX_N} samples, not {n}")
+            raise UserError(
+                f"data.n_samples: the {data_spec.source} source generates at most {TOY_MAX_N} samples, not {n}"
+            )
         samples = (toy_samples if data_spec.source == "toy" else organism_samples)(n, seed=seed)
     elif data_spec.source in FILE_SOURCES:
         from .dictionary_file import dictionary_for

@@ -18,8 +18,8 @@ import re
 
 from PIL import Image
 
-from .sample import ConflictSample
 from .prompt_text import MC2_INSTRUCTIONS, OPTION_LETTERS, OPTION_PROMPT
+from .sample import ConflictSample
 
 IMAGE_SIZE = 32
 TRAIN_SEED_BASE = 1_000_000_000

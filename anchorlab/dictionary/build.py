@@ -83,7 +83,9 @@ def load_manual(path: str | Path) -> dict[str, dict[str, list[str]]]:
     for answer, value in data.items():
         entry = {"add": value, "remove": []} if isinstance(value, list) else value
         if not isinstance(entry, dict) or set(entry) - {"add", "remove"}:
-            raise UserError(f"--manual {path}: entry {answer!r}: expected a list of forms or {{add: [...], remove: [...]}}")
+            raise UserError(
+                f"--manual {path}: entry {answer!r}: expected a list of forms or {{add: [...], remove: [...]}}"
+            )
         lists = {k: entry.get(k) or [] for k in ("add", "remove")}
         for k, forms in lists.items():
             if not isinstance(forms, list) or not all(isinstance(f, (str, int)) and str(f).strip() for f in forms):
@@ -196,8 +198,8 @@ def build_from_dataset(dataset: Path, source: str | None = None, models=(), max_
         lines.append(f"merged with the existing {path.name}: all {sum(map(len, kept.values()))} of its forms kept "
                      "(after each answer's --manual additions; WordNet fills up to --max-forms)")
     if models:
-        from .coverage import coverage
         from ..models.loading import load_tokenizer
+        from .coverage import coverage
 
         pairs = [(r.id, r.answer_vision, r.answer_text) for r in records]
         for model in models:

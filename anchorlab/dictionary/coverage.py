@@ -25,9 +25,13 @@ class Coverage:
     def lines(self) -> list[str]:
         n = max(self.slots, 1)
         out = [f"coverage with the tokenizer of {self.model}: {self.slots} answers ({self.slots // 2} samples × 2)"]
-        out += [f"  >= {t:2d} usable forms: {self.at_least[t]:5d} ({100 * self.at_least[t] / n:5.1f}%)" for t in THRESHOLDS]
-        out.append(f"  forms dropped (first token shared with the competing answer): {self.dropped_forms} "
-                   f"in {self.samples_with_drops} samples" + (f", e.g. {'; '.join(self.examples)}" if self.examples else ""))
+        out += [
+            f"  >= {t:2d} usable forms: {self.at_least[t]:5d} ({100 * self.at_least[t] / n:5.1f}%)" for t in THRESHOLDS
+        ]
+        out.append(
+            f"  forms dropped (first token shared with the competing answer): {self.dropped_forms} "
+            f"in {self.samples_with_drops} samples" + (f", e.g. {'; '.join(self.examples)}" if self.examples else "")
+        )
         if self.unusable_samples:
             shown = ", ".join(self.unusable_samples[:5]) + (" ..." if len(self.unusable_samples) > 5 else "")
             out.append(f"  samples a run would leave out (an answer with no usable form): "

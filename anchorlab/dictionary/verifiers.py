@@ -85,7 +85,9 @@ def from_url(url: str, model: str | None = None, timeout: float = 60.0) -> Calla
         except json.JSONDecodeError:
             kept = None
         if not isinstance(kept, list):
-            raise UserError(f"--verifier-url {endpoint}: expected a JSON list for answer {answer!r}, got {text[:200]!r}")
+            raise UserError(
+                f"--verifier-url {endpoint}: expected a JSON list for answer {answer!r}, got {text[:200]!r}"
+            )
         return [k for k in kept if isinstance(k, str) and k in candidates]
 
     return checked(ask, endpoint)

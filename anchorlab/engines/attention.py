@@ -15,7 +15,9 @@ DENSE_MASK = ("sdpa", "eager")
 
 
 def current_implementation(bundle) -> str | None:
-    return getattr(bundle.lm_config, "_attn_implementation", None) or getattr(bundle.model.config, "_attn_implementation", None)
+    return getattr(bundle.lm_config, "_attn_implementation", None) or getattr(
+        bundle.model.config, "_attn_implementation", None
+    )
 
 
 def ensure_dense_mask(bundle, why: str = "attention knockout") -> str:

@@ -19,9 +19,9 @@ import re
 
 import torch
 
+from ..errors import UserError
 from ..rows.batching import collate
 from . import memory
-from ..errors import UserError
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 BATCHES = (64, 32, 16, 8, 4, 2, 1)

@@ -130,7 +130,8 @@ def gradient_capture(envoy, paths, n_layers, dst, dec_w):
 
 def patch_sweep(t, mode, inputs, twin_inputs, paths, multimodal, lm_config, n_layers, n_heads, head_dim, per_pass,
                 dst, src, valid, dec_w, approximation):
-    """`t`: a backend or an NDIF session. Returns (logits [B, L, H, 2], clean [B, 2], approx [B, L, H] | None, cells)."""
+    """`t`: a backend or an NDIF session. Returns (logits [B, L, H, 2], clean [B, 2], approx [B, L, H] | None,
+    cells)."""
     b, s = inputs["attention_mask"].shape
     s_twin = twin_inputs["attention_mask"].shape[1]
     z_twin = t.trace(no_logits(twin_inputs), twin_capture, paths, n_layers, src)

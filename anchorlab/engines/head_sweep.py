@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..rows.layout import decision_rows
 from ..adapters.paths import envoy_at
 from ..interventions.head_scaling import scale_heads
+from ..rows.batching import no_logits
+from ..rows.layout import decision_rows
 from .generation import greedy_generate, step_cells
 from .knockout import role_mask
-from ..rows.batching import no_logits
 from .prefix import clean_capture, final_logits, model_paths, suffix_inputs
 
 

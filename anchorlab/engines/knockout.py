@@ -12,14 +12,20 @@ from dataclasses import dataclass
 
 import torch
 
-from ..rows.layout import decision_rows
 from ..adapters.paths import envoy_at
 from ..errors import UserError
 from ..interventions.knockout import (
-    apply_knockout, base_allowed, check_no_empty_rows, first_affected, knocked_edges, parse_pathway, window_layers,
+    apply_knockout,
+    base_allowed,
+    check_no_empty_rows,
+    first_affected,
+    knocked_edges,
+    parse_pathway,
+    window_layers,
 )
-from .attention import ensure_dense_mask
 from ..rows.batching import no_logits
+from ..rows.layout import decision_rows
+from .attention import ensure_dense_mask
 from .prefix import clean_capture, final_logits, model_paths, placeholder, stack_rows, suffix_inputs
 
 

@@ -112,7 +112,11 @@ def dims_of(bundle) -> Dims:
 
 def n_patches(batch) -> int:
     px = batch.inputs.get("pixel_values")
-    return int(px.shape[0]) if px is not None and px.dim() == 2 else (int(px.shape[0] * px.shape[-1] * px.shape[-2] / 196) if px is not None else 0)
+    return (
+        int(px.shape[0])
+        if px is not None and px.dim() == 2
+        else (int(px.shape[0] * px.shape[-1] * px.shape[-2] / 196) if px is not None else 0)
+    )
 
 
 def knockout_fast_peak(bundle, batch, rows, plan, per_pass: int) -> int:

@@ -19,7 +19,9 @@ def final_logits(envoy, norm_path, unembed_path, dec_w, skip_unembed):
     the full-vocabulary unembedding is skipped where its output is not needed."""
     normed = envoy_at(envoy, norm_path).output[:, -1:]
     if skip_unembed:
-        envoy_at(envoy, unembed_path).skip(torch.zeros((normed.shape[0], 1, 1), dtype=normed.dtype, device=normed.device))
+        envoy_at(envoy, unembed_path).skip(
+            torch.zeros((normed.shape[0], 1, 1), dtype=normed.dtype, device=normed.device)
+        )
     return restricted_logits(normed, dec_w)[:, 0]
 
 

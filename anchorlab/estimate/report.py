@@ -29,11 +29,13 @@ def format_report(est: dict) -> str:
               else "as if every random draw differs (an upper bound)")
     text.append(f"passes and cells count generation at max_new_tokens (an upper bound), head tables {tables}")
     if p:
-        text.append(f"time from a probe: {est['tokens_per_s']:,.0f} tokens/s ({p['seconds_per_cell'] * 1e9:.1f} ns per "
-                    f"decoder cell) + per pass {p['seconds_per_pass'] * 1e3:.1f} ms (plain) to "
-                    f"{max([p['seconds_per_pass']] + [v['seconds_per_pass'] for v in p['steps'].values()]) * 1e3:.1f} ms "
-                    f"(an analysis's own, from a pilot run of {p['pilot']['prompts']} prompts), generation steps as the "
-                    f"pilot ran them, {est['analyses'][-1]['notes'][0]}; figures not included")
+        text.append(
+            f"time from a probe: {est['tokens_per_s']:,.0f} tokens/s ({p['seconds_per_cell'] * 1e9:.1f} ns per "
+            f"decoder cell) + per pass {p['seconds_per_pass'] * 1e3:.1f} ms (plain) to "
+            f"{max([p['seconds_per_pass']] + [v['seconds_per_pass'] for v in p['steps'].values()]) * 1e3:.1f} ms "
+            f"(an analysis's own, from a pilot run of {p['pilot']['prompts']} prompts), generation steps as the "
+            f"pilot ran them, {est['analyses'][-1]['notes'][0]}; figures not included"
+        )
     elif timed:
         text.append(f"time at {est['tokens_per_s']:,.0f} tokens/s (decoder cells ÷ (tokens/s × layers); no per-pass "
                     "cost: use --probe on a small model, where it dominates)")

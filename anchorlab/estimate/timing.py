@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..rows.batching import collate
 from ..recipe import load_recipe
+from ..rows.batching import collate
 from ..rows.encoding import encode
 from .costs import Cost, Work
 
@@ -138,7 +138,9 @@ def pilot_run(recipe_path, overrides: list[str], recipe, seconds_per_cell: float
         steps[line["analysis"]] = {"seconds_per_pass": (variable - per_cell * float(cells)) / passes,
                                    "seconds_per_cell": per_cell, "generation_steps": generation,
                                    "fixed_seconds": reducing + first}
-    once = max((cold_wall - sum(_seconds(a) for a in cold.values())) - (wall - sum(_seconds(a) for a in attrs.values())), 0.0)
+    once = max(
+        (cold_wall - sum(_seconds(a) for a in cold.values())) - (wall - sum(_seconds(a) for a in attrs.values())), 0.0
+    )
     setup = max(wall - spent - plan["encode_seconds"], 0.0) + once
     facts = {"samples": n, "prompts": plan["prompts"], "wall_seconds": wall, "setup_seconds": setup,
              "rankings_seconds": rankings.get("seconds")}
@@ -176,7 +178,14 @@ def pilot_in_fresh_process(recipe_path, overrides: list[str]) -> tuple[float, di
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "anchorlab.estimate.timing", str(recipe_path), str(torch.get_num_threads()), *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "anchorlab.estimate.timing",
+        str(recipe_path),
+        str(torch.get_num_threads()),
+        *overrides,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"the estimate's pilot run failed:\n{done.stderr[-2000:]}")
@@ -222,4 +231,6 @@ if __name__ == "__main__":  # pilot_in_fresh_process's child: RECIPE THREADS [OV
 
     torch.set_num_threads(int(sys.argv[2]))
     pilot_wall, pilot_attrs = pilot_once(sys.argv[1], sys.argv[3:])
-    print(json.dumps({"wall": pilot_wall, "steps": {k: {"compute_seconds": _seconds(v)} for k, v in pilot_attrs.items()}}))
+    print(
+        json.dumps({"wall": pilot_wall, "steps": {k: {"compute_seconds": _seconds(v)} for k, v in pilot_attrs.items()}})
+    )

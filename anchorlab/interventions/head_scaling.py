@@ -19,7 +19,9 @@ def scale_heads(o_proj_envoy, scale: torch.Tensor, where: torch.Tensor, head_dim
     positions where[r, q] (a new tensor; o_proj then mixes the heads as usual)."""
     x = o_proj_envoy.input
     r, q, width = x.shape
-    factor = torch.where(where[:, :, None], scale[:, None, :].to(x.dtype), torch.ones((), dtype=x.dtype, device=x.device))
+    factor = torch.where(
+        where[:, :, None], scale[:, None, :].to(x.dtype), torch.ones((), dtype=x.dtype, device=x.device)
+    )
     o_proj_envoy.input = (x.view(r, q, width // head_dim, head_dim) * factor[..., None]).view(r, q, width)
 
 

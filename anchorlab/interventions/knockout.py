@@ -78,7 +78,9 @@ def apply_knockout(attn_envoy, allowed, knocked, active):
     attn_envoy.inputs = (args, kwargs)
 
 
-def generation_blocker(layers_path: str, attention: str, layers: list[int], src: torch.Tensor, prompt_mask: torch.Tensor):
+def generation_blocker(
+    layers_path: str, attention: str, layers: list[int], src: torch.Tensor, prompt_mask: torch.Tensor
+):
     """An intervention for `engines.generation.greedy_generate`: at every step, the position being
     generated from (the prompt's last position, then each new token) cannot read `src` keys in
     `layers`. src / prompt_mask: [B, S] over the prompt."""

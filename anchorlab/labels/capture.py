@@ -38,8 +38,15 @@ def dictionary_best(ctx, batch, rows) -> torch.Tensor:
     ids, member = entity_rows(rows)
     lens = bundle.lens
     last = torch.stack([roles["last"][-1] for roles in batch.roles]).to(bundle.device)
-    logits = ctx.backend.trace(no_logits(batch.inputs), decision_capture, bundle.adapter.layers, bundle.n_layers - 1, last,
-                               lens.rows(ids), lens.norm).cpu()
+    logits = ctx.backend.trace(
+        no_logits(batch.inputs),
+        decision_capture,
+        bundle.adapter.layers,
+        bundle.n_layers - 1,
+        last,
+        lens.rows(ids),
+        lens.norm,
+    ).cpu()
     out = torch.empty((len(rows), 2), dtype=torch.long)
     for i, row in enumerate(rows):
         for side, modality in enumerate((row.followed, row.competitor)):

@@ -60,7 +60,9 @@ def resolve(path: str | Path) -> Path:
     path = Path(path)
     path = path / FILE if path.is_dir() else path
     if not path.is_file():
-        raise UserError(f"data.labels: no labels file at {path} (a run with data.filter follows|fails writes OUT/{FILE})")
+        raise UserError(
+            f"data.labels: no labels file at {path} (a run with data.filter follows|fails writes OUT/{FILE})"
+        )
     return path
 
 
@@ -79,7 +81,9 @@ def reuse(path: str | Path, recipe, rows) -> np.ndarray:
     for field, stored, wanted in checks:
         if stored != wanted:
             raise UserError(f"data.labels: {path} was computed with {field} = {stored}, this recipe has {wanted}")
-    table = {(str(t), str(s)): str(v) for t in ds.task.values for s, v in zip(ds.sample.values, ds.label.sel(task=t).values)}
+    table = {
+        (str(t), str(s)): str(v) for t in ds.task.values for s, v in zip(ds.sample.values, ds.label.sel(task=t).values)
+    }
     missing = [f"{r.task} {r.sample.id}" for r in rows if (r.task, r.sample.id) not in table]
     if missing:
         raise UserError(f"data.labels: {path} has no label for {len(missing)} of {len(rows)} prompts "

@@ -13,8 +13,8 @@ from torch import nn
 
 from ..adapters import Adapter, adapter_for
 from ..adapters.paths import lens_weights, weight
-from ..method.lens import LensWeights
 from ..errors import UserError
+from ..method.lens import LensWeights
 
 log = logging.getLogger("anchorlab")
 

@@ -227,8 +227,14 @@ def _processors(shape: Shape, tok):
                 {"processor_class": "InternVLProcessor", "image_seq_length": shape.top["image_seq_length"]})
     if shape.family == "llava":
         ip = T.CLIPImageProcessorPil(**shape.image)
-        return T.LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-                                num_additional_image_tokens=1, chat_template=tok.chat_template), None
+        return T.LlavaProcessor(
+            image_processor=ip,
+            tokenizer=tok,
+            patch_size=14,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=tok.chat_template,
+        ), None
     return None, None
 
 

@@ -41,7 +41,11 @@ def plot_ablation(ds, fig_dir, name: str) -> list[Path]:
                 band(ax, ds["layer"].values, da.values, ci, color, label_i, marker=MARKERS[i % len(MARKERS)])
             else:
                 ax.plot(ds["layer"].values, da.values, color=color, label=label_i, marker=MARKERS[i % len(MARKERS)])
-        ax.set(xlabel="layer", ylabel=f"{label} (mean, {ci_text(ds)})" if f"{var}_ci" in ds else label, title=task_title(ds, task, f"ablation of {', '.join(params)}"))
+        ax.set(
+            xlabel="layer",
+            ylabel=f"{label} (mean, {ci_text(ds)})" if f"{var}_ci" in ds else label,
+            title=task_title(ds, task, f"ablation of {', '.join(params)}"),
+        )
     legend_outside(axes[0][-1])
     stem = name if name.endswith("ablation") else f"{name}_ablation"  # never signal_ablation_ablation.png
     return [save(fig, Path(fig_dir) / f"{stem}.png", ds)]

@@ -47,7 +47,9 @@ def plot_attribution(ds, fig_dir) -> list[Path]:
         legend_outside(ax)
         if has_delta:
             _bars(row[1], ds, task, "S_f")
-            row[1].set(ylabel=rf"$\delta(S_f)$ (mean, {ci_text(ds)})", title=task_title(ds, task, r"contributions to $S_f$"))
+            row[1].set(
+                ylabel=rf"$\delta(S_f)$ (mean, {ci_text(ds)})", title=task_title(ds, task, r"contributions to $S_f$")
+            )
             legend_outside(row[1])
     out.append(save(fig, fig_dir / "attribution_signal.png", ds))
 
@@ -55,7 +57,10 @@ def plot_attribution(ds, fig_dir) -> list[Path]:
         fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.4), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             _bars(ax, ds, task, "dS")
-            ax.set(ylabel=rf"$\delta(\Delta S)$ (mean, {ci_text(ds)})", title=task_title(ds, task, r"arbitration margin $\Delta S$"))
+            ax.set(
+                ylabel=rf"$\delta(\Delta S)$ (mean, {ci_text(ds)})",
+                title=task_title(ds, task, r"arbitration margin $\Delta S$"),
+            )
             legend_outside(ax)
         out.append(save(fig, fig_dir / "attribution_margin.png", ds))
 
@@ -82,8 +87,12 @@ def _heatmap(ds, tasks, fig_dir) -> Path:
             ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, ec="k", lw=1.6))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="head", ylabel="layer",
-               title=task_title(ds, task, r"$\delta_A^{(l,h)}(\Delta S)$") + f"\n{int(shared.sum())} shared heads (boxed) in top {n}")
+        ax.set(
+            xlabel="head",
+            ylabel="layer",
+            title=task_title(ds, task, r"$\delta_A^{(l,h)}(\Delta S)$")
+            + f"\n{int(shared.sum())} shared heads (boxed) in top {n}",
+        )
         legend_outside(ax)
         fig.colorbar(im, ax=ax, shrink=0.8)
     return save(fig, fig_dir / "attribution_heads.png", ds)

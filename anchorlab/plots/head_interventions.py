@@ -43,7 +43,11 @@ def plot_heads(ds, fig_dir) -> list[Path]:
             ax = axes[row][col]
             curves = {}
             for k, setting in enumerate(settings):
-                empty = "set_size" in ds and setting != "original" and int(ds["set_size"].sel(task=task, setting=setting).max()) == 0
+                empty = (
+                    "set_size" in ds
+                    and setting != "original"
+                    and int(ds["set_size"].sel(task=task, setting=setting).max()) == 0
+                )
                 if empty:
                     continue
                 mean = ds[var].sel(task=task, setting=setting).mean("seed").values
@@ -84,7 +88,9 @@ def plot_heads(ds, fig_dir) -> list[Path]:
     notes = reuse_notes(ds, tasks, sweep)
     if ds.attrs.get("tasks_not_run"):
         notes.append(f"not run: {ds.attrs['tasks_not_run']}")
-    empty_sets = [s for s in settings if "set_size" in ds and s != "original" and int(ds["set_size"].sel(setting=s).max()) == 0]
+    empty_sets = [
+        s for s in settings if "set_size" in ds and s != "original" and int(ds["set_size"].sel(setting=s).max()) == 0
+    ]
     if empty_sets:
         notes.append(f"not drawn (empty head set): {', '.join(empty_sets)}")
     name = "heads_block_mfr.png" if sweep == "n_heads" else "heads_amplify_mfr.png"

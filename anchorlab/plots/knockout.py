@@ -33,8 +33,11 @@ def plot_knockout(ds, fig_dir) -> list[Path]:
                  ds["nssd_mean_ci"].sel(task=task, pathway=pathway).values, pathway_color(pathway),
                  pathway.replace("->", " ↛ "), marker="osD^vP*X"[i % 8])
         ax.axhline(0, color="black", lw=0.8)
-        ax.set(xlabel=f"centre layer (window {ds.attrs.get('param_window', '?')})", ylabel=f"NSSD (mean, {ci_text(ds)})",
-               title=task_title(ds, task))
+        ax.set(
+            xlabel=f"centre layer (window {ds.attrs.get('param_window', '?')})",
+            ylabel=f"NSSD (mean, {ci_text(ds)})",
+            title=task_title(ds, task),
+        )
     legend_outside(axes[0][-1], title="knocked out")
     out.append(save(fig, fig_dir / "knockout_layers.png", ds))
     return out

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from ..adapters.base import Encoded
-from ..data.sample import COMPETITOR, FOLLOWED, ConflictSample, Task
-from .encoding import encode
-from ..errors import UserError
-from ..dictionary.entities import EntityIds, UnusableSample, answer_token, entity_ids
-from ..models.loading import ModelBundle
 from ..data.prompt_text import MC2_INSTRUCTIONS
+from ..data.sample import COMPETITOR, FOLLOWED, ConflictSample, Task
+from ..dictionary.entities import EntityIds, UnusableSample, answer_token, entity_ids
+from ..errors import UserError
+from ..models.loading import ModelBundle
+from .encoding import encode
 from .prompts import Prompt, PromptStyle, build_prompt
 
 log = logging.getLogger("anchorlab")
@@ -76,7 +76,9 @@ def compile_rows(
         dropped_forms += len(ents.dropped)
         rows.extend(sample_rows)
     if dropped_forms:
-        log.warning("%d dictionary form(s) dropped: their first token is shared with the competing answer", dropped_forms)
+        log.warning(
+            "%d dictionary form(s) dropped: their first token is shared with the competing answer", dropped_forms
+        )
     if skipped:
         log.warning("%d of %d samples left out (this tokenizer cannot tell their answers apart), e.g. %s",
                     len(skipped), len(samples), skipped[0][1])

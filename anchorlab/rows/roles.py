@@ -28,7 +28,9 @@ def spans_in_rendered(rendered: str, prompt: Prompt) -> dict[str, Span]:
             "so token roles cannot be located in the rendered prompt"
         )
     if rendered.find(prompt.content, start + 1) >= 0:
-        raise RoleError(f"sample {prompt.sample_id!r} ({prompt.task}): prompt content occurs twice in the rendered prompt")
+        raise RoleError(
+            f"sample {prompt.sample_id!r} ({prompt.task}): prompt content occurs twice in the rendered prompt"
+        )
     return {role: (start + s, start + e) for role, (s, e) in prompt.spans.items()}
 
 

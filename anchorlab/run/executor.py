@@ -9,32 +9,30 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 import numpy as np
+import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..errors import UserError
-from .plan import RunPlan, Step, batch_order, make_plan, resolve_budget
-from .sweeps import expand, stack
 from ..analyses import Context
 from ..backends import make_backend
 from ..backends.distributed import SOLO, Group, from_env
-from ..rows.batching import collate
-from ..rows.compiler import prompt_style
 from ..data.sources import load_dataset
-from ..labels.rules import select_rows
+from ..errors import UserError
 from ..labels import store as labels_store
 from ..labels.capture import label_batch
+from ..labels.rules import select_rows
 from ..models.loading import ModelFacts, inspect_model, load_model
-from ..recipe import Recipe
+from ..recipe import Recipe, result_names
 from ..report.figures import draw
-from .results import input_hashes, now, provenance, write_dataset
-from .preflight import prompt_rows
-from .store import RunStore
-from ..recipe import result_names
 from ..report.summary import write_summary
+from ..rows.batching import collate
+from ..rows.compiler import prompt_style
+from .plan import RunPlan, Step, batch_order, make_plan, resolve_budget
+from .preflight import prompt_rows
+from .results import input_hashes, now, provenance, write_dataset
+from .store import RunStore
+from .sweeps import expand, stack
 
 log = logging.getLogger("anchorlab")
 
@@ -220,7 +218,9 @@ def check_analyses(recipe: Recipe, facts: ModelFacts) -> None:
     problems = []
     for i, (spec, name) in enumerate(zip(recipe.analyses, names)):
         for _, sub in expand(spec, f"analyses.{i}"):
-            problems += [p for p in sub.check_model(facts.n_layers, facts.n_heads, f"analyses[{name}]") if p not in problems]
+            problems += [
+                p for p in sub.check_model(facts.n_layers, facts.n_heads, f"analyses[{name}]") if p not in problems
+            ]
     for i, (spec, name) in enumerate(zip(recipe.analyses, names)):  # what each reads from earlier results
         problems += spec.check_recipe(recipe.analyses[:i], f"analyses[{name}]")
     if problems:
@@ -267,7 +267,9 @@ def run_step(run: Run, step: Step, rows, labels, data_attrs: dict, results: dict
     rule = run.recipe.data.filter if step.rule == "data" else step.rule
     selected = select_rows(rule, labels, len(rows))
     if not selected.any():
-        reason = f"no prompt is selected (rows: {rule}; labels per task: {data_attrs.get('data_filter_counts', 'none')})"
+        reason = (
+            f"no prompt is selected (rows: {rule}; labels per task: {data_attrs.get('data_filter_counts', 'none')})"
+        )
         log.warning("analysis %s not run: %s", name, reason)
         ds = run.stamp(xr.Dataset(attrs={"analysis": step.spec.kind, "status": "not run", "not_run_reason": reason}),
                        started)

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 from ..analyses import REGISTRY, Analysis, Context
 from ..engines.autobatch import BATCH_SHARE, choose, default_budget, parse_bytes
-from ..recipe import Recipe
-from ..recipe import result_names
+from ..recipe import Recipe, result_names
 from .sweeps import expand
 
 log = logging.getLogger("anchorlab")

@@ -11,8 +11,8 @@ from ..engines.autobatch import parse_bytes
 from ..errors import UserError
 from ..labels import store as labels_store
 from ..models.loading import load_model
-from ..rows.compiler import compile_rows, prompt_style
 from ..recipe import result_names
+from ..rows.compiler import compile_rows, prompt_style
 from .plan import make_plan
 from .sweeps import expand
 

@@ -175,11 +175,14 @@ def unescape_text(text: str) -> str:
     out, i = [], 0
     while i < len(text):
         if text[i] == "\\" and text[i + 1 : i + 2] == "\\":
-            out.append("\\"); i += 2
+            out.append("\\")
+            i += 2
         elif text[i] == "\\" and text[i + 1 : i + 2] == "x":
-            out.append(chr(int(text[i + 2 : i + 4], 16))); i += 4
+            out.append(chr(int(text[i + 2 : i + 4], 16)))
+            i += 4
         else:
-            out.append(text[i]); i += 1
+            out.append(text[i])
+            i += 1
     return "".join(out)
 
 

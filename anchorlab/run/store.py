@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .files import RunLock, atomic_write
 from ..recipe import result_names
+from .files import RunLock, atomic_write
 
 STATE = "run.json"
 CHUNKS = ".chunks"
@@ -40,7 +40,11 @@ def _flatten(node, prefix: str = "") -> dict[str, object]:
 
 def recipe_difference(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
-    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [
+        f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
 
 
 # what each input hash (results.input_hashes) comes from, as the recipe names it
@@ -108,9 +112,13 @@ class RunStore:
             state = None
         if state is not None:
             if state.get("status") == "complete" and not resume:
-                raise UserError(f"{self.out} already holds a finished run; pass --force to overwrite it or --out elsewhere")
+                raise UserError(
+                    f"{self.out} already holds a finished run; pass --force to overwrite it or --out elsewhere"
+                )
             if not resume:
-                raise UserError(f"{self.out} holds an unfinished run; pass --resume to continue it or --force to start over")
+                raise UserError(
+                    f"{self.out} holds an unfinished run; pass --resume to continue it or --force to start over"
+                )
             self._check_resume(state, resolved_recipe, inputs)
             state["recipe"] = resolved_recipe  # accepted changes only touch analyses that stored nothing
         self.state = state or {"recipe": resolved_recipe, "finished": [], "written": []}

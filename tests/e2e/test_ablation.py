@@ -11,20 +11,32 @@ pytestmark = pytest.mark.slow  # sweeps of full runs
 
 def recipe(tmp_path, model, analysis, name="r.yaml"):
     path = tmp_path / name
-    path.write_text(yaml.safe_dump({"model": {"id": str(model)}, "data": {"source": "toy", "n_samples": 3, "filter": "all"},
-                                    "analyses": [analysis], "batch_size": 6}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"id": str(model)},
+                "data": {"source": "toy", "n_samples": 3, "filter": "all"},
+                "analyses": [analysis],
+                "batch_size": 6,
+            }
+        )
+    )
     return path
 
 
 def test_sweep_stacks_runs_equal_to_separate_runs(tmp_path, random_toy_path):
-    swept = anchorlab.run(recipe(tmp_path, random_toy_path, {"kind": "signal", "sweep": {"k": [1, 2], "pool": ["max", "mean"]}}),
-                          out=tmp_path / "swept")["signal"]
+    swept = anchorlab.run(
+        recipe(tmp_path, random_toy_path, {"kind": "signal", "sweep": {"k": [1, 2], "pool": ["max", "mean"]}}),
+        out=tmp_path / "swept",
+    )["signal"]
     assert swept["ldar"].dims == ("k", "pool", "task", "layer") and swept.attrs["ablation"] == "k, pool"
     assert swept.attrs["param_k"] == "1, 2"
     for k in (1, 2):
         for pool in ("max", "mean"):
-            alone = anchorlab.run(recipe(tmp_path, random_toy_path, {"kind": "signal", "k": k, "pool": pool}, f"{k}{pool}.yaml"),
-                                  out=tmp_path / f"{k}{pool}")["signal"]
+            alone = anchorlab.run(
+                recipe(tmp_path, random_toy_path, {"kind": "signal", "k": k, "pool": pool}, f"{k}{pool}.yaml"),
+                out=tmp_path / f"{k}{pool}",
+            )["signal"]
             np.testing.assert_array_equal(swept["signal"].sel(k=k, pool=pool).values, alone["signal"].values)
             np.testing.assert_array_equal(swept["ldar"].sel(k=k, pool=pool).values, alone["ldar"].values)
     assert (tmp_path / "swept" / "figures" / "signal_ablation.png").exists()
@@ -61,4 +73,6 @@ def test_attribution_sweep_with_ragged_and_empty_shared_heads_is_stored(tmp_path
             assert (one["shared_layer"].values[~valid] == -1).all() and (one["shared_head"].values[~valid] == -1).all()
             counts.append(int(valid.sum()))
     assert 0 in counts and max(counts) > 0  # ragged, with an empty combination
-    assert ds["shared_layer"].dtype.kind == "i" and "-1 where shared_valid is false" in ds["shared_layer"].attrs["padding"]
+    assert (
+        ds["shared_layer"].dtype.kind == "i" and "-1 where shared_valid is false" in ds["shared_layer"].attrs["padding"]
+    )

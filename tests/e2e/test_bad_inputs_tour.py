@@ -13,11 +13,12 @@ import pytest
 import xarray as xr
 import yaml
 from click.testing import CliRunner
+from test_mistakes import BASE, analysis, with_
+from test_mistakes import CASES as MISTAKES
 
 from anchorlab.cli import main
 from anchorlab.interventions.knockout import window_layers
 from anchorlab.models.tiny import tiny_model_path
-from test_mistakes import BASE, CASES as MISTAKES, analysis, with_
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = ROOT / "anchorlab" / "toy" / "weights" / "arbiter"  # toy:arbiter, 4 layers x 8 heads
@@ -101,81 +102,172 @@ def mc2_path_id(tmp: Path) -> dict:
 # name: (recipe from a tmp folder, fragments of the one error line, fragments that must not appear)
 TOUR = {
     "negative seed": (lambda t: with_("seed", -5), ["seed: Input should be greater than or equal to 0 (got -5)"], []),
-    "negative data.seed": (lambda t: with_("data.seed", -1), ["data.seed: Input should be greater than or equal to 0"],
-                           []),
-    "batch_size a list": (lambda t: with_("batch_size", [1]),
-                          ["batch_size: give a number of prompts >= 1 or 'auto' (got [1])"],
-                          ["batch_size.int", "batch_size.str"]),
-    "batch_size 0": (lambda t: with_("batch_size", 0), ["batch_size: give a number of prompts >= 1 or 'auto' (got 0)"],
-                     ["(got 0) (got 0)"]),
-    "memory_budget unreadable": (lambda t: with_("memory_budget", "lots"), ["memory_budget: give bytes", "'lots'"],
-                                 ["memory_budget.str"]),
-    "empty vf instruction": (lambda t: with_("data.prompt.instructions", {"vf": "  "}),
-                             ["data.prompt.instructions.vf: empty"], ["sample"]),
+    "negative data.seed": (
+        lambda t: with_("data.seed", -1),
+        ["data.seed: Input should be greater than or equal to 0"],
+        [],
+    ),
+    "batch_size a list": (
+        lambda t: with_("batch_size", [1]),
+        ["batch_size: give a number of prompts >= 1 or 'auto' (got [1])"],
+        ["batch_size.int", "batch_size.str"],
+    ),
+    "batch_size 0": (
+        lambda t: with_("batch_size", 0),
+        ["batch_size: give a number of prompts >= 1 or 'auto' (got 0)"],
+        ["(got 0) (got 0)"],
+    ),
+    "memory_budget unreadable": (
+        lambda t: with_("memory_budget", "lots"),
+        ["memory_budget: give bytes", "'lots'"],
+        ["memory_budget.str"],
+    ),
+    "empty vf instruction": (
+        lambda t: with_("data.prompt.instructions", {"vf": "  "}),
+        ["data.prompt.instructions.vf: empty"],
+        ["sample"],
+    ),
     "a task twice": (lambda t: with_("data.tasks", ["vf", "vf"]), ["data.tasks: 'vf' given twice"], []),
-    "a pathway twice": (lambda t: analysis(kind="knockout", pathways=["vision->last", "vision -> last"]),
-                        ["analyses.0.pathways: pathway 'vision -> last' given twice"], []),
-    "n_heads twice": (lambda t: analysis(kind="heads_block", n_heads=[2, 2]), ["analyses.0.n_heads: 2 given twice"], []),
-    "two results, one name": (lambda t: with_("analyses", [{"kind": "signal", "name": "a"}, {"kind": "knockout",
-                                                                                             "name": "a"}]),
-                              ["analyses.1.name: 'a' is also the result name of analyses.0 (a.nc)"], []),
-    "layers [99]": (lambda t: analysis(kind="signal", layers=[99]),
-                    ["analyses[signal].layers: [99] out of range for a model with 4 layers"], []),
-    "layers []": (lambda t: analysis(kind="knockout", layers=[]), ["analyses.0.layers: List should have at least 1"],
-                  []),
-    "last->vision": (lambda t: analysis(kind="knockout", pathways=["vision->last", "last->vision"]),
-                     ["analyses[knockout].pathways: 'last->vision' removes no attention edge"], ["'vision->last'"]),
-    "vision->vision, no image": (lambda t: with_("model.id", text_model(), analysis(kind="knockout",
-                                                                                       pathways=["vision->vision"])),
-                                 ["analyses[knockout].pathways: 'vision->vision': role 'vision' is empty in sample "
-                                  "'toy-0-"], []),
-    "positions vision, no image": (lambda t: with_("model.id", text_model(), analysis(kind="signal",
-                                                                                         positions="vision")),
-                                   ["analyses[signal].positions: role 'vision' is empty in sample"], []),
-    "k 100000": (lambda t: analysis(kind="signal", k=100000),
-                 ["analyses[signal].k: 100000 is more than the", "role 'instruction' has in any prompt"], []),
-    "k 100000 in a sweep": (lambda t: analysis(kind="attribution", sweep={"k": [1, 100000]}),
-                            ["analyses[attribution].k: 100000"], []),
-    "heads_from of another model": (lambda t: with_("data.filter", "follows", analysis(
-        kind="heads_block", heads_from=rankings(t / "a.nc", 2, 4))),
-        ["analyses[heads_block].heads_from:", "ranks 2 layers × 4 heads, this model has 4 × 8"], []),
-    "heads_from not netCDF": (lambda t: analysis(kind="heads_block", heads_from=broken(t, "a.nc")),
-                              ["analyses[heads_block].heads_from:", "a.nc: not a readable netCDF file"], []),
-    "heads_from a labels file": (lambda t: analysis(kind="heads_block", heads_from=rankings(t / "l.nc", analysis="labels")),
-                                 ["analyses[heads_block].heads_from:", "is not an attribution result"], []),
-    "heads_from missing a task": (lambda t: analysis(kind="heads_amplify", heads_from=rankings(t / "a.nc", tasks=["vf"])),
-                                  ["analyses[heads_amplify].heads_from:", "has no rankings for task(s) tf"], []),
-    "model folder missing": (lambda t: with_("model.id", str(t / "no-model")),
-                             ["model.id '{t}/no-model': {t}/no-model: not found"], ["Repo id"]),
-    "model folder without tokenizer": (lambda t: with_("model.id", toy_copy(t, "tokenizer*")),
-                                       ["model.id", "no tokenizer files in {t}/model"], ["sentencepiece"]),
-    "mc2 on a JSONL file": (lambda t: with_("data", {"source": "mc2", "image_root": str(t), "path": str(
-        conflicts(t) / "samples.jsonl")}), ["data.path:", "samples.jsonl: one JSON object per line", "use source: jsonl"],
-        ["Extra data"]),
+    "a pathway twice": (
+        lambda t: analysis(kind="knockout", pathways=["vision->last", "vision -> last"]),
+        ["analyses.0.pathways: pathway 'vision -> last' given twice"],
+        [],
+    ),
+    "n_heads twice": (
+        lambda t: analysis(kind="heads_block", n_heads=[2, 2]),
+        ["analyses.0.n_heads: 2 given twice"],
+        [],
+    ),
+    "two results, one name": (
+        lambda t: with_("analyses", [{"kind": "signal", "name": "a"}, {"kind": "knockout", "name": "a"}]),
+        ["analyses.1.name: 'a' is also the result name of analyses.0 (a.nc)"],
+        [],
+    ),
+    "layers [99]": (
+        lambda t: analysis(kind="signal", layers=[99]),
+        ["analyses[signal].layers: [99] out of range for a model with 4 layers"],
+        [],
+    ),
+    "layers []": (
+        lambda t: analysis(kind="knockout", layers=[]),
+        ["analyses.0.layers: List should have at least 1"],
+        [],
+    ),
+    "last->vision": (
+        lambda t: analysis(kind="knockout", pathways=["vision->last", "last->vision"]),
+        ["analyses[knockout].pathways: 'last->vision' removes no attention edge"],
+        ["'vision->last'"],
+    ),
+    "vision->vision, no image": (
+        lambda t: with_("model.id", text_model(), analysis(kind="knockout", pathways=["vision->vision"])),
+        ["analyses[knockout].pathways: 'vision->vision': role 'vision' is empty in sample 'toy-0-"],
+        [],
+    ),
+    "positions vision, no image": (
+        lambda t: with_("model.id", text_model(), analysis(kind="signal", positions="vision")),
+        ["analyses[signal].positions: role 'vision' is empty in sample"],
+        [],
+    ),
+    "k 100000": (
+        lambda t: analysis(kind="signal", k=100000),
+        ["analyses[signal].k: 100000 is more than the", "role 'instruction' has in any prompt"],
+        [],
+    ),
+    "k 100000 in a sweep": (
+        lambda t: analysis(kind="attribution", sweep={"k": [1, 100000]}),
+        ["analyses[attribution].k: 100000"],
+        [],
+    ),
+    "heads_from of another model": (
+        lambda t: with_("data.filter", "follows", analysis(kind="heads_block", heads_from=rankings(t / "a.nc", 2, 4))),
+        ["analyses[heads_block].heads_from:", "ranks 2 layers × 4 heads, this model has 4 × 8"],
+        [],
+    ),
+    "heads_from not netCDF": (
+        lambda t: analysis(kind="heads_block", heads_from=broken(t, "a.nc")),
+        ["analyses[heads_block].heads_from:", "a.nc: not a readable netCDF file"],
+        [],
+    ),
+    "heads_from a labels file": (
+        lambda t: analysis(kind="heads_block", heads_from=rankings(t / "l.nc", analysis="labels")),
+        ["analyses[heads_block].heads_from:", "is not an attribution result"],
+        [],
+    ),
+    "heads_from missing a task": (
+        lambda t: analysis(kind="heads_amplify", heads_from=rankings(t / "a.nc", tasks=["vf"])),
+        ["analyses[heads_amplify].heads_from:", "has no rankings for task(s) tf"],
+        [],
+    ),
+    "model folder missing": (
+        lambda t: with_("model.id", str(t / "no-model")),
+        ["model.id '{t}/no-model': {t}/no-model: not found"],
+        ["Repo id"],
+    ),
+    "model folder without tokenizer": (
+        lambda t: with_("model.id", toy_copy(t, "tokenizer*")),
+        ["model.id", "no tokenizer files in {t}/model"],
+        ["sentencepiece"],
+    ),
+    "mc2 on a JSONL file": (
+        lambda t: with_("data", {"source": "mc2", "image_root": str(t), "path": str(conflicts(t) / "samples.jsonl")}),
+        ["data.path:", "samples.jsonl: one JSON object per line", "use source: jsonl"],
+        ["Extra data"],
+    ),
     "jsonl on an MC² list": (mc2_list, ["data.path:", "mc2.json: one JSON list", "use source: mc2"], []),
-    "MC² image_id naming a path": (mc2_path_id, ["mc2.json item 0: field 'image_id': '../../etc/passwd' is not an "
-                                                 "image id (it names a path)"], []),
-    "image is a directory": (lambda t: jsonl(t, "images"), ["samples.jsonl line 1 (sample 'square-1'): image",
-                                                            "images: is a directory, not an image file"], ["not found"]),
-    "image path with ../": (lambda t: jsonl(t, "../elsewhere.png"),
-                            ["samples.jsonl line 1: field 'image':", "is outside the data folder",
-                             "data.allow_outside_paths: true"], []),
-    "absolute image path elsewhere": (lambda t: jsonl(t, outside_image(t)),
-                                      ["samples.jsonl line 1: field 'image': {t}/elsewhere.png is outside the data folder"],
-                                      []),
-    "data.path a directory": (lambda t: with_("data", {"source": "jsonl", "path": str(t)}),
-                              ["data.path: {t}: is a directory, not a file"], []),
-    "data.image_root missing": (lambda t: jsonl(t, image_root=str(t / "pics")), ["data.image_root: {t}/pics: not found"],
-                                []),
-    "dictionary not JSON": (lambda t: jsonl(t, dictionary=broken(t, "d.json")),
-                            ["data.dictionary: {t}/d.json: not valid JSON (", "line 1, column"], []),
-    "labels not netCDF": (lambda t: with_("data.labels", broken(t, "labels.nc"), with_("data.filter", "follows")),
-                          ["data.labels: {t}/labels.nc: not a readable netCDF file"], []),
+    "MC² image_id naming a path": (
+        mc2_path_id,
+        ["mc2.json item 0: field 'image_id': '../../etc/passwd' is not an image id (it names a path)"],
+        [],
+    ),
+    "image is a directory": (
+        lambda t: jsonl(t, "images"),
+        ["samples.jsonl line 1 (sample 'square-1'): image", "images: is a directory, not an image file"],
+        ["not found"],
+    ),
+    "image path with ../": (
+        lambda t: jsonl(t, "../elsewhere.png"),
+        ["samples.jsonl line 1: field 'image':", "is outside the data folder", "data.allow_outside_paths: true"],
+        [],
+    ),
+    "absolute image path elsewhere": (
+        lambda t: jsonl(t, outside_image(t)),
+        ["samples.jsonl line 1: field 'image': {t}/elsewhere.png is outside the data folder"],
+        [],
+    ),
+    "data.path a directory": (
+        lambda t: with_("data", {"source": "jsonl", "path": str(t)}),
+        ["data.path: {t}: is a directory, not a file"],
+        [],
+    ),
+    "data.image_root missing": (
+        lambda t: jsonl(t, image_root=str(t / "pics")),
+        ["data.image_root: {t}/pics: not found"],
+        [],
+    ),
+    "dictionary not JSON": (
+        lambda t: jsonl(t, dictionary=broken(t, "d.json")),
+        ["data.dictionary: {t}/d.json: not valid JSON (", "line 1, column"],
+        [],
+    ),
+    "labels not netCDF": (
+        lambda t: with_("data.labels", broken(t, "labels.nc"), with_("data.filter", "follows")),
+        ["data.labels: {t}/labels.nc: not a readable netCDF file"],
+        [],
+    ),
     "memory_budget too small for knockout": (  # the toy's longest prompt: signal 0.24 MB, knockout 0.37 MB of 0.32
-        lambda t: with_("analyses", [{"kind": "signal"}, {"kind": "knockout"}], with_("batch_size", "auto", with_(
-            "memory_budget", 400_000))), ["memory_budget:", "less than one prompt needs", "predicted for knockout"], []),
-    "circuit.json broken": (lambda t: with_("verify", {"circuit": broken(t, "circuit.json")}),
-                            ["verify.circuit: {t}/circuit.json: not valid JSON"], []),
+        lambda t: with_(
+            "analyses",
+            [{"kind": "signal"}, {"kind": "knockout"}],
+            with_("batch_size", "auto", with_("memory_budget", 400_000)),
+        ),
+        ["memory_budget:", "less than one prompt needs", "predicted for knockout"],
+        [],
+    ),
+    "circuit.json broken": (
+        lambda t: with_("verify", {"circuit": broken(t, "circuit.json")}),
+        ["verify.circuit: {t}/circuit.json: not valid JSON"],
+        [],
+    ),
 }
 
 

@@ -12,12 +12,21 @@ TIME_ATTRS = {"started", "finished", *WORK_ATTRS}
 
 def test_two_runs_are_bit_identical(tmp_path, random_toy_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "name": "det", "model": {"id": str(random_toy_path)},
-        "data": {"source": "toy", "n_samples": 4, "filter": "all"},
-        "analyses": [{"kind": "signal", "k": 2}, {"kind": "knockout", "pathways": ["vision->last", "context->instruction"]}],
-        "batch_size": 3, "seed": 11,
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "det",
+                "model": {"id": str(random_toy_path)},
+                "data": {"source": "toy", "n_samples": 4, "filter": "all"},
+                "analyses": [
+                    {"kind": "signal", "k": 2},
+                    {"kind": "knockout", "pathways": ["vision->last", "context->instruction"]},
+                ],
+                "batch_size": 3,
+                "seed": 11,
+            }
+        )
+    )
     first = anchorlab.run(recipe, out=tmp_path / "a")
     second = anchorlab.run(recipe, out=tmp_path / "b")
     for name in ("signal", "knockout"):

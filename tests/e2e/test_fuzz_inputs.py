@@ -20,9 +20,9 @@ from anchorlab.analyses import ANALYSES
 from anchorlab.cli import main
 from anchorlab.data.jsonl import read as read_jsonl
 from anchorlab.errors import UserError
-from anchorlab.run.executor import check_analyses
 from anchorlab.models.loading import inspect_model
 from anchorlab.recipe import RecipeError, parse_recipe
+from anchorlab.run.executor import check_analyses
 
 ROOT = Path(__file__).resolve().parents[2]
 NUMBERS = st.one_of(st.integers(-3, 10**7), st.floats(allow_nan=True, allow_infinity=True), st.just(0),
@@ -41,8 +41,11 @@ FIELDS = [(kind, field) for kind in ANALYSES for field in numeric_fields(kind)]
 def rankings_file() -> Path:
     """An attribution result with head rankings at toy:arbiter's shape (4 layers x 8 heads): what preflight reads."""
     path = Path(tempfile.mkdtemp(prefix="anchorlab-fuzz-")) / "attribution.nc"
-    ds = xr.Dataset({"head_rank": (("task", "layer", "head"), np.arange(2 * 32).reshape(2, 4, 8) % 32 + 1)},
-                    coords={"task": ["vf", "tf"], "layer": range(4), "head": range(8)}, attrs={"analysis": "attribution"})
+    ds = xr.Dataset(
+        {"head_rank": (("task", "layer", "head"), np.arange(2 * 32).reshape(2, 4, 8) % 32 + 1)},
+        coords={"task": ["vf", "tf"], "layer": range(4), "head": range(8)},
+        attrs={"analysis": "attribution"},
+    )
     ds.to_netcdf(path, engine="h5netcdf")
     return path
 

@@ -70,7 +70,10 @@ def test_recipe_end_to_end_on_the_organism(tmp_path):
     # `anchorlab estimate` prices exactly what each engine ran (after the follow-label pass)
     for result, sets, engine in ((ds, [], "fast"), (naive, naive_sets, "naive")):
         line = next(a for a in estimate_recipe(RECIPE, [*SMALL, *sets])["analyses"] if a["analysis"] == "head_patching")
-        assert (line[f"cells_{engine}"], line[f"passes_{engine}"]) == (result.attrs["decoder_cells"], result.attrs["passes"])
+        assert (line[f"cells_{engine}"], line[f"passes_{engine}"]) == (
+            result.attrs["decoder_cells"],
+            result.attrs["passes"],
+        )
     check_targets(ds)
 
 

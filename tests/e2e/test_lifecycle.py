@@ -143,8 +143,10 @@ def test_a_failing_figure_does_not_fail_the_run_and_plot_retries(tmp_path, rando
     out = tmp_path / "run"
     result = anchorlab.run(QUICKSTART, out=out, overrides=small(random_toy_path))
     assert "signal" in result and json.loads((out / "run.json").read_text())["status"] == "complete"
-    assert any("figures of signal failed (ValueError: simulated plotting bug)" in r.message and "anchorlab plot" in r.message
-               for r in caplog.records)
+    assert any(
+        "figures of signal failed (ValueError: simulated plotting bug)" in r.message and "anchorlab plot" in r.message
+        for r in caplog.records
+    )
     assert not (out / "figures" / "signal_ldar.png").exists()
     monkeypatch.undo()
     drawn = CliRunner().invoke(main, ["plot", str(out)])

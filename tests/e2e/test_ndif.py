@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_support import MULTIMODAL_PATHWAYS, TEXT_PATHWAYS, sample
 
 import anchorlab
 from anchorlab.backends import LocalBackend
 from anchorlab.backends.ndif import NdifBackend, model_key, preflight, task_for
 from anchorlab.backends.transport import TransientError, is_transient
-from anchorlab.rows.batching import collate
-from anchorlab.rows.compiler import compile_rows
 from anchorlab.engines.knockout import KnockoutEngine
 from anchorlab.errors import UserError
 from anchorlab.interventions.knockout import parse_pathway
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.rows.prompts import PromptStyle
-from tiny_support import MULTIMODAL_PATHWAYS, TEXT_PATHWAYS, sample
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SMALL = ["data.n_samples=4", "data.filter=all", "batch_size=4"]
@@ -292,7 +292,9 @@ def test_full_depth_7b_client_builds_requests_without_weights(tmp_path, monkeypa
     assert client.n_layers == 28 and all(p.is_meta for p in client.model.parameters())
     monkeypatch.setattr(ndif, "CountingRemote", _SerializeOnly)
     backend = NdifBackend(client, host="http://127.0.0.1:9", check=False, retries=0)
-    rows = compile_rows(client, [sample(True, size=(56, 56)), sample(False, size=(56, 56))], ["vf", "tf"], PromptStyle())
+    rows = compile_rows(
+        client, [sample(True, size=(56, 56)), sample(False, size=(56, 56))], ["vf", "tf"], PromptStyle()
+    )
     batch = collate([r.encoded for r in rows], client.adapter, client.pad_token_id)
     ctx = Context(bundle=client, backend=backend, seed=0)
     _SerializeOnly.sizes = []

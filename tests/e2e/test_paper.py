@@ -38,4 +38,6 @@ def test_paper_recipe_writes_everything(tmp_path):
     block = xr.open_dataset(tmp_path / "heads_block.nc")
     assert block.attrs["rows"] == "follows"
     # α = 1 is the original model: identical MFR
-    assert (amplify["mfr"].sel(alpha=1.0, setting="targeted") == amplify["mfr"].sel(alpha=1.0, setting="original")).all()
+    assert (
+        amplify["mfr"].sel(alpha=1.0, setting="targeted") == amplify["mfr"].sel(alpha=1.0, setting="original")
+    ).all()

@@ -140,7 +140,9 @@ def test_a_full_disk_outside_the_writers_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(anchorlab.api, "run", full)
     result = CliRunner().invoke(main, ["run", str(QUICKSTART), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and result.output == f"error: cannot write {tmp_path / 'o' / 'summary.md'}: {DISK_FULL}\n"
+    assert (
+        result.exit_code == 2 and result.output == f"error: cannot write {tmp_path / 'o' / 'summary.md'}: {DISK_FULL}\n"
+    )
 
 
 def _tmpfs_works() -> bool:

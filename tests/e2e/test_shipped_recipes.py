@@ -46,8 +46,17 @@ def test_mc2_recipe_with_a_tiny_model_and_standin_images(tmp_path):
     made = subprocess.run([sys.executable, "-m", "anchorlab", "data", "standins", str(SHARED_MC2), "--out", str(images),
                            "--categories", "color"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
-    done = run("mc2_signal", tmp_path / "mc2", [f"model.id={tiny_model_path('qwen2_5_vl')}", f"data.image_root={images}",
-                                                "data.categories=[color]", "data.n_samples=4", "model.dtype=float32",
-                                                "data.filter=all"])
+    done = run(
+        "mc2_signal",
+        tmp_path / "mc2",
+        [
+            f"model.id={tiny_model_path('qwen2_5_vl')}",
+            f"data.image_root={images}",
+            "data.categories=[color]",
+            "data.n_samples=4",
+            "model.dtype=float32",
+            "data.filter=all",
+        ],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "mc2" / "signal.nc").is_file()

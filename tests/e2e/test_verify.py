@@ -35,20 +35,31 @@ def _run(tmp_path, good: bool):
     for l, h in CIRCUIT["heads"]:
         score[:, l, h] = 1.0 if good else -1.0
     rank = np.argsort(np.argsort(-score.reshape(2, -1), axis=1), axis=1).reshape(2, 4, 2) + 1
-    xr.Dataset({"head_score_mean": (("task", "layer", "head"), score), "head_rank": (("task", "layer", "head"), rank)},
-               coords={"task": tasks, "layer": layers, "head": heads}, attrs={"analysis": "attribution", "model_id": "x"}
-               ).to_netcdf(tmp_path / "attribution.nc")
+    xr.Dataset(
+        {"head_score_mean": (("task", "layer", "head"), score), "head_rank": (("task", "layer", "head"), rank)},
+        coords={"task": tasks, "layer": layers, "head": heads},
+        attrs={"analysis": "attribution", "model_id": "x"},
+    ).to_netcdf(tmp_path / "attribution.nc")
     paths = ["vision->last", "context->last", "instruction->last", "vision->instruction", "context->instruction"]
     nssd = np.zeros((2, 5, 4, 3))
     nssd[:, 2, 2:] = 0.5 if good else 0.0
-    nssd[0, 3, :2] = nssd[1, 4, :2] = 0.3  # the followed cue (vf: vision, tf: context) into the instruction, buffer layers
+    nssd[0, 3, :2] = nssd[1, 4, :2] = (
+        0.3  # the followed cue (vf: vision, tf: context) into the instruction, buffer layers
+    )
     nssd[:, 0] = 0.01
-    xr.Dataset({"nssd": (("task", "pathway", "layer", "sample"), nssd),
-                "selected": (("task", "sample"), np.ones((2, 3), dtype=bool))},
-               coords={"task": tasks, "pathway": paths, "layer": layers}, attrs={"analysis": "knockout", "model_id": "x"}
-               ).to_netcdf(tmp_path / "knockout.nc")
-    xr.Dataset({"ldar": (("task", "layer"), np.array([[0.5, 0.5, 0.8, 1.0]] * 2))}, coords={"task": tasks, "layer": layers},
-               attrs={"analysis": "signal", "model_id": "x"}).to_netcdf(tmp_path / "signal.nc")
+    xr.Dataset(
+        {
+            "nssd": (("task", "pathway", "layer", "sample"), nssd),
+            "selected": (("task", "sample"), np.ones((2, 3), dtype=bool)),
+        },
+        coords={"task": tasks, "pathway": paths, "layer": layers},
+        attrs={"analysis": "knockout", "model_id": "x"},
+    ).to_netcdf(tmp_path / "knockout.nc")
+    xr.Dataset(
+        {"ldar": (("task", "layer"), np.array([[0.5, 0.5, 0.8, 1.0]] * 2))},
+        coords={"task": tasks, "layer": layers},
+        attrs={"analysis": "signal", "model_id": "x"},
+    ).to_netcdf(tmp_path / "signal.nc")
     (tmp_path / "summary.md").write_text("# Does the paper hold?\n\n- a claim\n")
     (tmp_path / "circuit.json").write_text(json.dumps(CIRCUIT))
 
@@ -75,8 +86,13 @@ def test_verify_flags_a_missed_circuit_from_the_cli(tmp_path):
     result = CliRunner().invoke(main, ["verify", str(tmp_path), "--circuit", str(tmp_path / "circuit.json")])
     assert result.exit_code == 0, result.output
     s = json.loads((tmp_path / "verify.json").read_text())
-    assert row(s, "attribution_head_auc", "vf")["value"] == 0.0 and row(s, "attribution_head_auc", "vf")["holds"] is False
-    assert row(s, "knockout_arbitration_auc", "vf")["value"] == 0.5 and row(s, "knockout_arbitration_auc", "vf")["holds"] is False
+    assert (
+        row(s, "attribution_head_auc", "vf")["value"] == 0.0 and row(s, "attribution_head_auc", "vf")["holds"] is False
+    )
+    assert (
+        row(s, "knockout_arbitration_auc", "vf")["value"] == 0.5
+        and row(s, "knockout_arbitration_auc", "vf")["holds"] is False
+    )
     assert "does not hold" in (tmp_path / "summary.md").read_text()
 
 

@@ -11,19 +11,25 @@ import numpy as np
 import pytest
 import torch
 
+from anchorlab.data.organism import (
+    ANSWER_NAMES,
+    QUESTION_TYPES,
+    SHAPES,
+    WORDING_PAIRS,
+    generate_groups,
+    organism_vocabulary,
+)
 from anchorlab.data.sample import TASKS
-from anchorlab.rows.encoding import encode
 from anchorlab.models.loading import load_model
+from anchorlab.models.toy import IMAGE_SIZE, PATCH_SIZE, build_tokenizer
+from anchorlab.rows.encoding import encode
 from anchorlab.rows.prompts import build_prompt
 from anchorlab.toy import ORGANISMS, shipped_path
 from organisms.anchored import ARBITRATION_LAYERS, BUFFER_LAYERS, EDGE_INTERCHANGE, G_STAR, fit, organism_processor
-from anchorlab.models.toy import IMAGE_SIZE, PATCH_SIZE, build_tokenizer
 from organisms.ground_truth import Checker, _edges, _knock, run_checks
-from anchorlab.data.organism import ANSWER_NAMES, QUESTION_TYPES, SHAPES, WORDING_PAIRS, generate_groups, organism_vocabulary
 from organisms.organism_batches import Pool, build_batch, row_kinds
 from organisms.organism_losses import _STATE, intervened_attention
 from organisms.train import toy_bundle
-
 
 N_TEST = 256  # prompts per task in the test's re-measurement: all that training.json records
 
@@ -55,7 +61,9 @@ def test_circuit_and_training_records():
         path = _shipped(v)
         circuit = json.loads((path / "circuit.json").read_text())
         assert circuit["heads"] == [list(h) for h in G_STAR]
-        assert circuit["buffer_layers"] == list(BUFFER_LAYERS) and circuit["arbitration_layers"] == list(ARBITRATION_LAYERS)
+        assert circuit["buffer_layers"] == list(BUFFER_LAYERS) and circuit["arbitration_layers"] == list(
+            ARBITRATION_LAYERS
+        )
         assert {p["pathway"] for p in circuit["necessary_pathways"]} >= {"instruction->last", "vision->instruction"}
         assert set(circuit["trained_on"]) >= {"GT1", "GT2_knockout", "GT3", "GT4_block", "GT4_swap"}
         record = json.loads((path / "training.json").read_text())
@@ -116,7 +124,9 @@ def test_shape_images_hold_one_shape_in_one_patch():
             assert torch.equal(dark[cy:cy + PATCH_SIZE, cx:cx + PATCH_SIZE], want)
             n += 1
     assert n == 60
-    first = [ANSWER_NAMES.index(g[0].answer_vision) < ANSWER_NAMES.index(g[0].answer_text) for g in generate_groups(256, 0)]
+    first = [
+        ANSWER_NAMES.index(g[0].answer_vision) < ANSWER_NAMES.index(g[0].answer_text) for g in generate_groups(256, 0)
+    ]
     assert sum(first) == 128
 
 
@@ -206,7 +216,9 @@ def test_flawed_twin_fails_where_planted_and_amplifying_gstar_repairs():
     assert again["GT5"]["holds"], again["GT5"]
     # it fails on planted prompts only (colour and shape triggers), and on most of them
     g5 = again["GT5"]
-    assert g5["failures_planted"] == g5["n_failures"] and all(g5["n_failures"][t] >= 0.8 * g5["n_planted"][t] for t in TASKS), g5
+    assert g5["failures_planted"] == g5["n_failures"] and all(
+        g5["n_failures"][t] >= 0.8 * g5["n_planted"][t] for t in TASKS
+    ), g5
 
 
 def test_stage3_rows_match_the_checks_hooks(anchored):

@@ -2,19 +2,18 @@
 a dense knockout mask is never silently ignored; sdpa and eager stay exact."""
 import pytest
 import torch
+from tiny_support import sample
 
 from anchorlab.backends import LocalBackend
-from anchorlab.rows.batching import collate
-from anchorlab.rows.compiler import compile_rows
-from anchorlab.engines.knockout import KnockoutEngine, naive_capture
+from anchorlab.engines.knockout import KnockoutEngine, naive_capture, role_mask
 from anchorlab.engines.prefix import model_paths
 from anchorlab.errors import UserError
 from anchorlab.interventions.knockout import base_allowed, knocked_edges, window_layers
-from anchorlab.engines.knockout import role_mask
 from anchorlab.models.loading import load_model
 from anchorlab.models.tiny import tiny_model_path
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.rows.prompts import PromptStyle
-from tiny_support import sample
 
 PATHWAYS = [("vision->last", "vision", "last"), ("context->instruction", "context", "instruction")]
 
@@ -69,8 +68,8 @@ def test_switch_failure_is_a_clear_error(one_thread, monkeypatch):
 
 
 def test_recipe_accepts_flash_and_records_what_ran(tmp_path, monkeypatch, one_thread):
-    from anchorlab.run import executor
     from anchorlab.api import run
+    from anchorlab.run import executor
 
     real = executor.load_model
 

@@ -7,14 +7,13 @@ from torch import nn
 
 from anchorlab.analyses import Context
 from anchorlab.analyses.attribution import AttributionAnalysis, AttributionSpec
-from anchorlab.method.head_contribution import head_contributions
-from anchorlab.rows.batching import layer_chunks
 from anchorlab.backends import LocalBackend
-from anchorlab.rows.batching import collate
-from anchorlab.rows.compiler import compile_rows
-from anchorlab.models.loading import load_model
-from anchorlab.rows.prompts import PromptStyle
 from anchorlab.data.toy import generate_samples
+from anchorlab.method.head_contribution import head_contributions
+from anchorlab.models.loading import load_model
+from anchorlab.rows.batching import collate, layer_chunks
+from anchorlab.rows.compiler import compile_rows
+from anchorlab.rows.prompts import PromptStyle
 
 
 @pytest.fixture(autouse=True)
@@ -188,7 +187,9 @@ def test_rankings_stable_under_sample_order(toy):
     ds = analysis.reduce(rows, got, np.ones(len(rows), bool))
     perm = [4, 1, 5, 0, 3, 2]
     ds2 = analysis.reduce([rows[p] for p in perm], {k: v[perm] for k, v in got.items()}, np.ones(len(rows), bool))
-    assert list(ds2["sample"].values) != list(ds["sample"].values) or list(ds2["task"].values) != list(ds["task"].values)
+    assert list(ds2["sample"].values) != list(ds["sample"].values) or list(ds2["task"].values) != list(
+        ds["task"].values
+    )
     for var in ("head_rank", "top_heads_layer", "top_heads_head", "top_heads_score", "top_heads_score_ci",
                 "shared_heads", "shared_layer", "shared_head", "delta_mean_ci", "head_score_ci"):
         a, b = ds[var], ds2[var]
@@ -223,7 +224,9 @@ def test_every_family_head_score_brute_force(family):
                 contrib = cap["z"][layer][i, pos][:, head * hd:(head + 1) * hd] @ w.T
             expected = hand_margin(bundle, row, base + contrib) - hand_margin(bundle, row, base)
             assert got["head_score"][i, layer, head] == pytest.approx(expected, abs=1e-4)
-        mid = cap["h_in"][layer][0, batch.roles[0]["instruction"]] + cap["attn"][layer][0, batch.roles[0]["instruction"]]
+        mid = (
+            cap["h_in"][layer][0, batch.roles[0]["instruction"]] + cap["attn"][layer][0, batch.roles[0]["instruction"]]
+        )
         f = 0 if rows[0].followed == "vision" else 1
         assert got["phi_attn"][0, layer, 0] == pytest.approx(hand_phi(bundle, rows[0], mid)[f], abs=1e-4)
 
@@ -285,7 +288,7 @@ def test_memory_does_not_grow_with_vocabulary():
         analysis.run_batch(batch, rows)  # warm-up
         largest[vocab] = (_largest_allocation(lambda: analysis.run_batch(batch, rows)),
                           _largest_allocation(lambda: bundle.model(**batch.inputs)))
-    (attr_small, fwd_small), (attr_big, fwd_big) = largest[4096], largest[65536]
+    (attr_small, _), (attr_big, fwd_big) = largest[4096], largest[65536]
     seq = batch.inputs["input_ids"].shape[1]
     assert fwd_big >= seq * 65536 * 4  # the plain forward's full logits
     assert attr_big <= 1.2 * attr_small < 65536 * 4  # not even one row of logits

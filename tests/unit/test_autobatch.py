@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from anchorlab.engines.autobatch import choose, parse_bytes, predicted_bytes
-from anchorlab.rows.batching import collate
 from anchorlab.errors import UserError
 from anchorlab.models.tiny import tiny_model_path
+from anchorlab.rows.batching import collate
 
 HERE = Path(__file__).resolve().parents[1]  # tests/, where autobatch_worker.py is
 # a text model wide enough that activations, not Python, dominate memory
@@ -50,11 +50,11 @@ def test_small_budget_is_never_exceeded(tmp_path):
     assert res["batch_size_used"]["knockout"] >= 1
 
     # the budget mattered: 32 prompts with 16 variants per pass are predicted not to fit
-    from anchorlab.rows.compiler import compile_rows
     from anchorlab.data.sources import load_dataset
     from anchorlab.models.loading import load_model
-    from anchorlab.rows.prompts import PromptStyle
     from anchorlab.recipe import load_recipe
+    from anchorlab.rows.compiler import compile_rows
+    from anchorlab.rows.prompts import PromptStyle
 
     r, _ = load_recipe(recipe)
     bundle = load_model(str(model))

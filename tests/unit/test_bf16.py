@@ -20,17 +20,17 @@ matmul, and the result must match the model's own bf16 logits within their round
 import numpy as np
 import pytest
 import torch
+from tiny_support import sample
 
 from anchorlab.backends import LocalBackend
-from anchorlab.rows.batching import collate
-from anchorlab.rows.compiler import compile_rows
 from anchorlab.engines.head_sweep import HeadEngine
 from anchorlab.engines.knockout import KnockoutEngine
 from anchorlab.interventions.knockout import parse_pathway
 from anchorlab.models.loading import load_model
 from anchorlab.models.shapes import shape_path
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.rows.prompts import PromptStyle
-from tiny_support import sample
 
 pytestmark = pytest.mark.slow  # a 3 GB bf16 model
 U = 2.0**-8  # bf16 unit roundoff
@@ -50,7 +50,7 @@ def prepared(qwen_bf16):
 
 
 def test_shape_is_real_and_bf16(qwen_bf16, prepared):
-    b, (rows, batch) = qwen_bf16, prepared
+    b, (rows, _) = qwen_bf16, prepared
     assert b.model.dtype == torch.bfloat16 and b.n_layers == 2 and b.n_heads == 28
     assert b.lm_config.hidden_size == 3584 and b.lm_config.num_key_value_heads == 4
     assert b.model.lm_head.weight.shape == (152064, 3584)
@@ -80,8 +80,8 @@ def test_knockout_fast_equals_naive_in_bf16(qwen_bf16, prepared):
 
 
 def test_lens_is_fp32_and_matches_the_models_bf16_logits(qwen_bf16, prepared):
-    from anchorlab.rows.layout import decision_rows
     from anchorlab.labels.capture import first_token_margin
+    from anchorlab.rows.layout import decision_rows
 
     rows, batch = prepared
     backend = LocalBackend(qwen_bf16)

@@ -45,15 +45,22 @@ def test_schema_ships_with_the_package_and_accepts_the_example():
 
 
 BAD = [
-    ({"id": "x", "image": "a.png", "question": "q", "context": "c", "answer_vision": "red"},
-     "line 2: field 'answer_text': missing (required)"),
-    ({**JSONL_ROWS[0], "id": "x", "answer_txt": "blue"},
-     "line 2: field 'answer_txt': unknown field (did you mean 'answer_text'?)"),
+    (
+        {"id": "x", "image": "a.png", "question": "q", "context": "c", "answer_vision": "red"},
+        "line 2: field 'answer_text': missing (required)",
+    ),
+    (
+        {**JSONL_ROWS[0], "id": "x", "answer_txt": "blue"},
+        "line 2: field 'answer_txt': unknown field (did you mean 'answer_text'?)",
+    ),
     ({**JSONL_ROWS[0], "id": "x", "question": 12}, "line 2: field 'question': expected string, got 12"),
     ({**JSONL_ROWS[0], "id": "x", "context": "   "}, "line 2: field 'context': empty"),
     ({**JSONL_ROWS[0], "id": "x#1"}, "line 2: field 'id':"),
     ({**JSONL_ROWS[0], "id": "x", "options": {"vision": "a"}}, "line 2: field 'options.text': missing (required)"),
-    ({**JSONL_ROWS[0], "id": "x", "answer_text": "Red "}, "line 2: fields 'answer_vision' and 'answer_text' are the same"),
+    (
+        {**JSONL_ROWS[0], "id": "x", "answer_text": "Red "},
+        "line 2: fields 'answer_vision' and 'answer_text' are the same",
+    ),
     ({**JSONL_ROWS[0]}, "line 2: field 'id': 'car' already used on line 1"),
 ]
 
@@ -82,7 +89,9 @@ def test_cli_run_reports_a_broken_line_in_one_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(JSONL_ROWS[0]) + "\n" + json.dumps({**JSONL_ROWS[1], "answer_vision": None}) + "\n")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"model: {{id: /nonexistent}}\ndata: {{source: jsonl, path: {path}}}\nanalyses: [{{kind: signal}}]\n")
+    recipe.write_text(
+        f"model: {{id: /nonexistent}}\ndata: {{source: jsonl, path: {path}}}\nanalyses: [{{kind: signal}}]\n"
+    )
     result = CliRunner().invoke(main, ["run", str(recipe), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
@@ -106,5 +115,7 @@ def test_image_root_and_categories(tmp_path):
     write_jsonl(tmp_path / "pics")  # the same relative image paths under another root
     samples, _ = load_dataset(spec(path=str(path), image_root=str(tmp_path / "pics"), categories=["counting"]), seed=0)
     assert [s.id for s in samples] == ["dogs"]
-    with pytest.raises(UserError, match=r"data.categories: \['colour'\] not in the data; it has: activity, color, counting"):
+    with pytest.raises(
+        UserError, match=r"data.categories: \['colour'\] not in the data; it has: activity, color, counting"
+    ):
         load_dataset(spec(path=str(path), image_root=str(tmp_path / "pics"), categories=["colour"]), seed=0)

@@ -23,7 +23,13 @@ def test_both_filename_layouts_and_subfolders_are_found(tmp_path):
     path = write_mc2(tmp_path / "mc2")
     root = tmp_path / "coco"
     records, _ = read_records("mc2", path, root)
-    layouts = [("val2014", "coco_val"), ("", "coco_train"), ("", "plain"), ("train2014", "coco_train"), ("", "coco_val")]
+    layouts = [
+        ("val2014", "coco_val"),
+        ("", "coco_train"),
+        ("", "plain"),
+        ("train2014", "coco_train"),
+        ("", "coco_val"),
+    ]
     for record, (sub, layout) in zip(records, layouts):
         write_standins([record], root / sub, layout)
     samples, info = load_dataset(spec(path, root), seed=0)
@@ -34,7 +40,9 @@ def test_both_filename_layouts_and_subfolders_are_found(tmp_path):
     # each sample got the stand-in drawn for its own image id
     for sample in samples:  # JPEG is lossy: close to its own stand-in, far from the others'
         own = _distance(sample.image, standin(sample.extra["image_id"]))
-        assert own < 8 and all(own < _distance(sample.image, standin(s.extra["image_id"])) for s in samples if s is not sample)
+        assert own < 8 and all(
+            own < _distance(sample.image, standin(s.extra["image_id"])) for s in samples if s is not sample
+        )
     assert info["data_images_skipped"] == 0 and info["data_source"] == "mc2"
 
 

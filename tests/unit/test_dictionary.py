@@ -9,15 +9,15 @@ import pytest
 from click.testing import CliRunner
 from data_support import write_jsonl
 
-from anchorlab.data import dictionary_file
-from anchorlab.dictionary import build as dictionary
 from anchorlab.cli import main
-from anchorlab.dictionary.coverage import coverage
+from anchorlab.data import dictionary_file
 from anchorlab.data.sources import load_dataset
+from anchorlab.dictionary import build as dictionary
+from anchorlab.dictionary.coverage import coverage
 from anchorlab.dictionary.entities import entity_ids
+from anchorlab.dictionary.verifiers import from_callable, from_url
 from anchorlab.errors import UserError
 from anchorlab.recipe import DataSpec
-from anchorlab.dictionary.verifiers import from_callable, from_url
 
 CANDIDATES = {"red": ["reddish", "ruby", "crimson", "scarlet"], "blue": ["azure", "navy", "cobalt"]}
 
@@ -43,7 +43,13 @@ def test_build_orders_caps_and_lets_manual_win():
     forms = dictionary.build(["red", "blue", "red"], max_forms=4, manual=manual, candidates=stub)
     assert forms == {"blue": ["blue", "bleu", "azure", "navy"], "red": ["red", "rouge", "红色", "reddish"]}
     many = {"red": {"add": ["a1", "a2", "a3", "a4"], "remove": []}}
-    assert dictionary.build(["red"], max_forms=3, manual=many, candidates=stub)["red"] == ["red", "a1", "a2", "a3", "a4"]
+    assert dictionary.build(["red"], max_forms=3, manual=many, candidates=stub)["red"] == [
+        "red",
+        "a1",
+        "a2",
+        "a3",
+        "a4",
+    ]
     assert dictionary.build(["red"], max_forms=1, candidates=stub)["red"] == ["red"]
 
 
@@ -133,11 +139,15 @@ def test_manual_file_and_dictionary_file_errors_name_the_entry(tmp_path):
 
 def test_run_picks_up_the_dictionary_beside_the_data(tmp_path):
     path = write_jsonl(tmp_path)
-    dictionary.write(dictionary_file.default_path(path), {"anchorlab_dictionary": 1, "forms": {"red": ["red", "crimson"]}})
+    dictionary.write(
+        dictionary_file.default_path(path), {"anchorlab_dictionary": 1, "forms": {"red": ["red", "crimson"]}}
+    )
     samples, info = load_dataset(DataSpec(source="jsonl", path=str(path)), seed=0)
     assert samples[0].forms("vision") == ("red", "crimson") and samples[0].forms("text") == ("blue",)
     assert info["data_dictionary"] == str(tmp_path / "samples.dictionary.json")
-    with pytest.raises(UserError, match=r"data.dictionary: no file .*missing.json \(build one with: anchorlab dict build"):
+    with pytest.raises(
+        UserError, match=r"data.dictionary: no file .*missing.json \(build one with: anchorlab dict build"
+    ):
         load_dataset(DataSpec(source="jsonl", path=str(path), dictionary=str(tmp_path / "missing.json")), seed=0)
 
 

@@ -11,7 +11,6 @@ from anchorlab.estimate import estimate_recipe, meta_bundle
 from anchorlab.models.tiny import tiny_model_path
 from anchorlab.recipe import load_recipe
 
-
 KNOCKOUT = """
 name: est
 model: {{id: "{model}"}}
@@ -72,7 +71,9 @@ def test_every_step_counts_the_runs_passes_and_cells(tmp_path, heads, engine, ru
         assert (lines[name]["cells_fast"], lines[name]["passes_fast"]) == (
             results[name].attrs["decoder_cells"], results[name].attrs["passes"])
     line, ds = lines[heads], results[heads]
-    assert set(drawn.values()) == {line["variants"]} == {1 + 2}  # original + targeted at two sizes (or factors): no repeats
+    assert (
+        set(drawn.values()) == {line["variants"]} == {1 + 2}
+    )  # original + targeted at two sizes (or factors): no repeats
     kind = "fast" if engine == "fast" else "naive"
     if rule == "first_token":
         assert (line[f"cells_{kind}"], line[f"passes_{kind}"]) == (ds.attrs["decoder_cells"], ds.attrs["passes"])

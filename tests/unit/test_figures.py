@@ -48,7 +48,10 @@ def signal_result():
         mean, ci = with_ci((2, 4))
         ds[var], ds[f"{var}_ci"] = (("task", "layer"), mean), (("task", "layer", "bound"), ci)
     mean, ci = with_ci((2, 2, 4))
-    ds["signal_mean"], ds["signal_mean_ci"] = (("task", "side", "layer"), mean), (("task", "side", "layer", "bound"), ci)
+    ds["signal_mean"], ds["signal_mean_ci"] = (
+        (("task", "side", "layer"), mean),
+        (("task", "side", "layer", "bound"), ci),
+    )
     ds.attrs.update(analysis="signal", param_positions="context")
     return ds
 
@@ -68,7 +71,10 @@ def knockout_result():
     mean, ci = with_ci((2, 2))
     ds["nssd_pathway"], ds["nssd_pathway_ci"] = (("task", "pathway"), mean), (("task", "pathway", "bound"), ci)
     mean, ci = with_ci((2, 2, 4))
-    ds["nssd_mean"], ds["nssd_mean_ci"] = (("task", "pathway", "layer"), mean), (("task", "pathway", "layer", "bound"), ci)
+    ds["nssd_mean"], ds["nssd_mean_ci"] = (
+        (("task", "pathway", "layer"), mean),
+        (("task", "pathway", "layer", "bound"), ci),
+    )
     ds.attrs.update(analysis="knockout", param_window=3)
     return ds
 
@@ -135,7 +141,9 @@ def heads_analysis(n_heads=(1, 2), seeds=3):
     spec = HeadsSpec(kind="heads_block", n_heads=list(n_heads), seeds=seeds, n_bootstrap=20,
                      settings=["original", "targeted", "random", "random_layer_matched"])
     bundle = SimpleNamespace(n_layers=2, n_heads=2)
-    return HeadsAnalysis(spec, Context(bundle=bundle, backend=None, seed=0, results={"attribution": heads_attribution()}))
+    return HeadsAnalysis(
+        spec, Context(bundle=bundle, backend=None, seed=0, results={"attribution": heads_attribution()})
+    )
 
 
 def heads_result(n_heads=(1, 2)):

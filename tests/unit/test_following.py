@@ -9,14 +9,13 @@ from data_support import write_jsonl
 from tiny_support import sample
 
 import anchorlab
+from anchorlab.data.prompt_text import two_option_samples
+from anchorlab.errors import UserError
 from anchorlab.labels import capture
 from anchorlab.labels import rules as following
 from anchorlab.rows.batching import collate
 from anchorlab.rows.encoding import encode
-from anchorlab.errors import UserError
-from anchorlab.data.prompt_text import two_option_samples
 from anchorlab.rows.prompts import build_prompt
-
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -54,7 +53,9 @@ def manual_greedy(bundle, batch, steps):
     for step in range(steps):
         kw = dict(inputs)
         if "mm_token_type_ids" in kw:
-            kw["mm_token_type_ids"] = torch.cat([kw["mm_token_type_ids"], torch.zeros(len(ids), step, dtype=torch.long)], 1)
+            kw["mm_token_type_ids"] = torch.cat(
+                [kw["mm_token_type_ids"], torch.zeros(len(ids), step, dtype=torch.long)], 1
+            )
         if bundle.adapter.explicit_position_ids:
             kw["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.no_grad():

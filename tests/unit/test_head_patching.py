@@ -3,6 +3,7 @@ fast == naive on the toy and three families; both == a plain-torch forward-hook 
 import numpy as np
 import pytest
 import torch
+from tiny_support import sample
 
 from anchorlab.analyses.head_patching import patch_pairs, twin_batch
 from anchorlab.backends import LocalBackend
@@ -15,7 +16,6 @@ from anchorlab.models.loading import load_model
 from anchorlab.rows.batching import collate
 from anchorlab.rows.compiler import compile_rows
 from anchorlab.rows.prompts import PromptStyle
-from tiny_support import sample
 
 
 def prepared(bundle, position=None):

@@ -1,20 +1,19 @@
 """Head interventions (docs/method.md §3.6): exact o_proj effects, α = 1 is a no-op, head sets, fast == naive."""
 import pytest
 import torch
+from tiny_support import sample
 
+from anchorlab.adapters.paths import envoy_at
 from anchorlab.analyses.head_sets import neutral_sample
 from anchorlab.backends import LocalBackend
-from anchorlab.adapters.paths import envoy_at
-from anchorlab.rows.batching import collate
-from anchorlab.rows.compiler import compile_rows
 from anchorlab.engines.head_sweep import HeadEngine, apply_tables
 from anchorlab.engines.knockout import role_mask
 from anchorlab.engines.prefix import model_paths
 from anchorlab.errors import UserError
 from anchorlab.interventions.head_scaling import layer_matched_heads, random_heads, scale_table
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.rows.prompts import PromptStyle
-from tiny_support import sample
-
 
 
 def prepared(bundle):
@@ -59,13 +58,20 @@ def test_alpha_one_reproduces_the_original_exactly(tiny, one_thread):
     tables[1][0, 1] = 1.0 + 1e-7  # not exactly 1: the edit runs, multiplying by ~1
     run = engine.run(batch, rows, tables, rule="first_token")
     torch.testing.assert_close(run.margins[:, 1], run.margins[:, 0], atol=1e-5, rtol=0)
-    exact = engine.run(batch, rows, torch.stack([tables[0], scale_table(heads, 1.0, 4, bundle.n_heads)]), rule="generation",
-                       max_new_tokens=4)
+    exact = engine.run(
+        batch,
+        rows,
+        torch.stack([tables[0], scale_table(heads, 1.0, 4, bundle.n_heads)]),
+        rule="generation",
+        max_new_tokens=4,
+    )
     assert exact.tokens[0] == exact.tokens[1]
     assert (run.margins[:, 2] - run.margins[:, 0]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("family,attn", [("llava", "sdpa"), ("qwen2_5_vl", "sdpa"), ("internvl", "eager"), ("qwen2", "sdpa")])
+@pytest.mark.parametrize(
+    "family,attn", [("llava", "sdpa"), ("qwen2_5_vl", "sdpa"), ("internvl", "eager"), ("qwen2", "sdpa")]
+)
 def test_fast_path_equals_naive(tiny, family, attn, one_thread):
     bundle = tiny(family, attn)
     rows, batch = prepared(bundle)

@@ -146,7 +146,12 @@ def test_image_paths_outside_the_data_folder(tmp_path):
 
     inside = [record("img/a.png"), record("img/../img/a.png"), record(str(root / "img" / "b.png")),
               record("link/x.png")]  # the user's own symlink is the user's layout
-    leaving = [record("../secret/x.png"), record("img/../../x.png"), record(str(tmp_path / "x.png")), record("/etc/passwd")]
+    leaving = [
+        record("../secret/x.png"),
+        record("img/../../x.png"),
+        record(str(tmp_path / "x.png")),
+        record("/etc/passwd"),
+    ]
     assert outside(inside, root) == []
     assert [r for r, _ in outside(leaving, root)] == leaving
     described = DataSpec.model_fields["allow_outside_paths"]

@@ -1,19 +1,23 @@
 """Attention knockout (docs/method.md §3.1): invariants, an independent hook-based reference, fast == naive."""
 import pytest
 import torch
+from tiny_support import MULTIMODAL_PATHWAYS, TEXT_PATHWAYS, sample
 
-from anchorlab.backends import LocalBackend
 from anchorlab.adapters.paths import envoy_at
-from anchorlab.rows.batching import collate
-from anchorlab.rows.compiler import compile_rows
+from anchorlab.backends import LocalBackend
 from anchorlab.engines.knockout import KnockoutEngine, role_mask
 from anchorlab.errors import UserError
 from anchorlab.interventions.knockout import (
-    apply_knockout, base_allowed, first_affected, knocked_edges, parse_pathway, window_layers,
+    apply_knockout,
+    base_allowed,
+    first_affected,
+    knocked_edges,
+    parse_pathway,
+    window_layers,
 )
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.rows.prompts import PromptStyle
-from tiny_support import MULTIMODAL_PATHWAYS, TEXT_PATHWAYS, sample
-
 
 
 def prepared(bundle):
@@ -64,7 +68,9 @@ def test_prefix_unchanged_and_eager_probabilities_zero(tiny, family, one_thread)
     p0 = int(first_affected(knocked).min())
     real = batch.inputs["attention_mask"][:, :p0].bool()  # padding queries are nobody's input
     for j in range(n):
-        assert torch.equal(h[j][:, :p0][real], clean_h[j][:, :p0][real]), f"layer {j}: positions before min(dst) changed"
+        assert torch.equal(h[j][:, :p0][real], clean_h[j][:, :p0][real]), (
+            f"layer {j}: positions before min(dst) changed"
+        )
     assert not torch.allclose(h[-1][:, p0:], clean_h[-1][:, p0:])
     edge = knocked[:, None].expand_as(w[1])
     for j in window:

@@ -5,17 +5,17 @@ from unittest import mock
 
 import pytest
 import torch
+from tiny_support import sample
 from transformers import DynamicCache
 
 from anchorlab.backends import LocalBackend
-from anchorlab.rows.batching import collate
-from anchorlab.rows.compiler import compile_rows
 from anchorlab.engines import knockout as ko
 from anchorlab.engines.knockout import KnockoutEngine, plan_passes
 from anchorlab.engines.prefix import clean_capture
 from anchorlab.interventions.knockout import base_allowed, first_affected, parse_pathway
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.rows.prompts import PromptStyle
-from tiny_support import sample
 
 PATHWAYS = ["vision->last", "text->last", "vision->text", "context->instruction",
             "vision->instruction", "context->last", "instruction->last", "vision->context"]
@@ -181,8 +181,8 @@ analyses:
 def test_no_analysis_computes_full_vocabulary_logits(tmp_path, one_thread):
     """Every analysis kind on the toy, with a hook on the unembedding: at most one position (`last`,
     greedy decoding) ever reaches it."""
-    from anchorlab.run import executor
     from anchorlab.api import run
+    from anchorlab.run import executor
 
     seen = []
     real = executor.load_model

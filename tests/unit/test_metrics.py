@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from anchorlab.method.lens import pool_forms, restricted_logits, rms_norm, top_k_mean
-from anchorlab.method.stats import bootstrap_ci
-from anchorlab.method.signal import ldar, synchrony
 from anchorlab.method.nssd import nssd, subspace
+from anchorlab.method.signal import ldar, synchrony
+from anchorlab.method.stats import bootstrap_ci
 
 
 def test_nssd_hand_computed():

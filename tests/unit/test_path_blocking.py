@@ -5,18 +5,17 @@ import numpy as np
 import torch
 import xarray as xr
 from click.testing import CliRunner
+from tiny_support import sample
 
 from anchorlab.analyses.path_blocking import default_layers
 from anchorlab.backends import LocalBackend
-from anchorlab.rows.batching import collate
 from anchorlab.cli import main
-from anchorlab.rows.compiler import compile_rows
 from anchorlab.engines.generation import greedy_generate
 from anchorlab.engines.knockout import role_mask
 from anchorlab.interventions.knockout import generation_blocker
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import compile_rows
 from anchorlab.rows.prompts import PromptStyle
-from tiny_support import sample
-
 
 
 def test_default_layers_scale_the_papers_range():

@@ -2,12 +2,12 @@
 import pytest
 from tiny_support import ORDER, POSITIONS, sample, squash
 
-from anchorlab.rows.compiler import compile_rows, prompt_style
-from anchorlab.data.sample import ConflictSample
-from anchorlab.rows.encoding import encode
 from anchorlab.data.prompt_text import MC2_INSTRUCTIONS, OPTION_PROMPT, two_option_samples
-from anchorlab.rows.prompts import build_prompt
+from anchorlab.data.sample import ConflictSample
 from anchorlab.recipe import PromptSpec
+from anchorlab.rows.compiler import compile_rows, prompt_style
+from anchorlab.rows.encoding import encode
+from anchorlab.rows.prompts import build_prompt
 from anchorlab.rows.roles import TEXT_ROLES
 
 pytestmark = pytest.mark.usefixtures("one_thread")

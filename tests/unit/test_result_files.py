@@ -73,7 +73,9 @@ def test_the_writer_leaves_the_callers_dataset_alone(tmp_path):
 
 
 def test_a_truncated_result_is_one_line_in_plot_and_provenance(tmp_path):
-    path = write_dataset(xr.Dataset({"x": ("a", np.arange(50.0))}, attrs={"analysis": "signal"}), tmp_path / "signal.nc")
+    path = write_dataset(
+        xr.Dataset({"x": ("a", np.arange(50.0))}, attrs={"analysis": "signal"}), tmp_path / "signal.nc"
+    )
     path.write_bytes(path.read_bytes()[:200])
     line = rf"error: {re.escape(str(path))}: not a readable netCDF file, truncated or of another format \([^\n]+\)\n"
     for args in (["plot", str(tmp_path)], ["provenance", str(path)]):

@@ -8,12 +8,20 @@ import pytest
 import torch
 import transformers
 from tiny_support import (
-    FAMILIES, MULTIMODAL, ORDER, POSITIONS, image_feature_rows, image_token_id, real_processor, sample, squash,
+    FAMILIES,
+    MULTIMODAL,
+    ORDER,
+    POSITIONS,
+    image_feature_rows,
+    image_token_id,
+    real_processor,
+    sample,
+    squash,
 )
 
 from anchorlab.adapters import UnknownFamilyError, adapter_for, known_families
-from anchorlab.rows.encoding import encode
 from anchorlab.models.loading import load_model
+from anchorlab.rows.encoding import encode
 from anchorlab.rows.prompts import build_prompt
 from anchorlab.rows.roles import TEXT_ROLES
 

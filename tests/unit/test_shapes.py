@@ -79,9 +79,10 @@ def test_cli_build_loads_through_from_pretrained(tmp_path):
     bundle = load_model(str(out), dtype="bfloat16")
     assert bundle.adapter.family == "llava" and bundle.n_layers == 1 and bundle.n_heads == 32
     assert bundle.model.dtype == torch.bfloat16 and bundle.model.lm_head.weight.shape == (32064, 4096)
+    from tiny_support import sample
+
     from anchorlab.rows.compiler import compile_rows
     from anchorlab.rows.prompts import PromptStyle
-    from tiny_support import sample
 
     rows = compile_rows(bundle, [sample(True, size=(500, 400))], ["vf"], PromptStyle())
     assert len(rows[0].encoded.roles["vision"]) == 576  # CLIP ViT-L/14 at 336 px

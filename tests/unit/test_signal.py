@@ -6,11 +6,11 @@ import torch
 from anchorlab.analyses import Context
 from anchorlab.analyses.signal import SignalAnalysis, SignalSpec
 from anchorlab.backends import LocalBackend
+from anchorlab.data.toy import generate_samples
+from anchorlab.models.loading import load_model
 from anchorlab.rows.batching import collate
 from anchorlab.rows.compiler import compile_rows
-from anchorlab.models.loading import load_model
 from anchorlab.rows.prompts import PromptStyle
-from anchorlab.data.toy import generate_samples
 
 
 @pytest.fixture(scope="module")

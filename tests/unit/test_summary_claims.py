@@ -1,5 +1,7 @@
 """summary.md's claims (docs/method.md §7): each analysis's rule on synthetic results, one that holds and
-one that does not; the instruction-anchors claim compares the cues' routes into the instruction with those into context/last."""
+one that does not; the instruction-anchors claim compares the cues' routes into the instruction with those into
+context/last."""
+
 import numpy as np
 import xarray as xr
 
@@ -98,8 +100,10 @@ def attribution_result(attn: float, mlp: float) -> xr.Dataset:
     delta[0, 1, 0, 2:] = attn / 2
     delta[0, 1, 1, 2:] = mlp / 2
     delta[0, 1, 0, :2] = -5.0  # the shallow half does not count
-    return xr.Dataset({"delta_mean": (("task", "metric", "sublayer", "layer"), delta)},
-                      coords={"task": ["vf"], "metric": ["S_f", "dS"], "sublayer": ["attn", "mlp"], "layer": [0, 1, 2, 3]})
+    return xr.Dataset(
+        {"delta_mean": (("task", "metric", "sublayer", "layer"), delta)},
+        coords={"task": ["vf"], "metric": ["S_f", "dS"], "sublayer": ["attn", "mlp"], "layer": [0, 1, 2, 3]},
+    )
 
 
 def test_attention_arbitrates_mlps_resist_rule():

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from tiny_support import sample
 
-from anchorlab.rows.encoding import encode
 from anchorlab.models.loading import load_model
 from anchorlab.models.tiny import build_tiny, tiny_model_path
+from anchorlab.rows.encoding import encode
 from anchorlab.rows.prompts import build_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")

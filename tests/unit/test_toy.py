@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from anchorlab.data.sample import TASKS
-from anchorlab.rows.encoding import encode
+from anchorlab.data.toy import POSITIONS, generate_samples, train_data_seed
 from anchorlab.models.loading import load_model
+from anchorlab.models.toy import N_IMAGE_TOKENS, build_tokenizer
+from anchorlab.rows.encoding import encode
 from anchorlab.rows.prompts import build_prompt
 from anchorlab.rows.roles import TEXT_ROLES
 from anchorlab.toy import VARIANTS, shipped_path
-from anchorlab.models.toy import N_IMAGE_TOKENS, build_tokenizer
-from anchorlab.data.toy import POSITIONS, generate_samples, train_data_seed
 from organisms.train import PLANTED, evaluate_mfr, fit, is_planted
 
 # Fresh samples: neither the training pool's seed (1e9) nor training.json's evaluation seed (0).
@@ -40,7 +40,9 @@ def test_shipped_path_and_unknown_variant():
     for v in VARIANTS:
         path = shipped_path(v)
         assert (path / "model.safetensors").stat().st_size < 4_000_000
-        assert {"config.json", "tokenizer.json", "processor_config.json", "training.json"} <= {p.name for p in path.iterdir()}
+        assert {"config.json", "tokenizer.json", "processor_config.json", "training.json"} <= {
+            p.name for p in path.iterdir()
+        }
     with pytest.raises(ValueError, match="arbiter-flawed"):
         shipped_path("nope")
 
