@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,14 +15,12 @@ from pydantic import AfterValidator, Field
 
 from ..engines import memory
 from ..engines.knockout import role_mask
-from ..interventions.head_scaling import layer_matched_heads, random_heads, scale_table
+from ..interventions.head_scaling import scale_table
 from ..labels.rules import answer_forms, classify_answer
 from ..method.stats import bootstrap_ci
 from ..plots.head_interventions import plot_heads
 from ..rows.batching import collate
-from ..rows.encoding import encode
 from ..rows.layout import by_task_sample, role_problems
-from ..rows.prompts import build_prompt
 from .base import (
     Analysis,
     AnalysisSpec,
@@ -37,7 +34,7 @@ from .base import (
     verdict,
     with_ci,
 )
-from .head_sets import HeadSource, neutral_sample, rankings_problems
+from .head_sets import HeadSource, draw_sets, neutral_row, rankings_problems
 
 log = logging.getLogger("anchorlab")
 SETTINGS = ("original", "targeted", "random", "random_layer_matched", "shared")
@@ -130,32 +127,9 @@ class HeadsAnalysis(Analysis):
         return self._draw(task)[0]
 
     def _draw(self, task: str) -> tuple[dict[tuple[str, int, int], list], np.ndarray]:
-        """The head sets, and [sweep values, seeds] targeted heads inside the random layer-matched set:
-        where a layer has no other heads, layer_matched_heads takes targeted ones (no control there)."""
-        spec, bundle = self.spec, self.ctx.bundle
-        n_layers, n_heads = bundle.n_layers, bundle.n_heads
-        source = HeadSource(spec.heads_from, self.ctx.results, n_layers, n_heads)
-        sets, reuse = {}, np.zeros((len(self.sweep_values()), spec.seeds), dtype=np.int64)
-        for v, value in enumerate(self.sweep_values()):
-            g = value if spec.kind == "heads_block" else spec.n_heads[0]
-            targeted = source.targeted(task, g)
-            for setting in spec.settings:
-                for seed in range(spec.seeds):
-                    if setting == "original":
-                        heads = []
-                    elif setting == "targeted":
-                        heads = targeted
-                    elif setting == "shared":
-                        heads = source.shared(g)
-                    else:
-                        draw = self.ctx.seed * 100_003 + seed * 1009 + g
-                        exclude = set(targeted) if spec.exclude_targeted else set()
-                        heads = (random_heads(g, n_layers, n_heads, draw, exclude) if setting == "random"
-                                 else layer_matched_heads(targeted, n_heads, draw, exclude))
-                        if setting == "random_layer_matched":
-                            reuse[v, seed] = len(set(heads) & set(targeted))
-                    sets[(setting, v, seed)] = heads
-        return sets, reuse
+        bundle = self.ctx.bundle
+        source = HeadSource(self.spec.heads_from, self.ctx.results, bundle.n_layers, bundle.n_heads)
+        return draw_sets(self.spec, source, task, self.sweep_values(), self.ctx.seed)
 
     def tables(self, task: str) -> tuple[torch.Tensor, dict]:
         """Every distinct [L, H] table of this task's sweep, and (setting, value, seed) -> index."""
@@ -218,16 +192,7 @@ class HeadsAnalysis(Analysis):
         return out, run.cells
 
     def _neutral_row(self, row):
-        """The row's prompt with the text context made to agree with the image (None if the text
-        answer does not occur in the context): the followed answer is then the only answer."""
-        sample = neutral_sample(row.sample)
-        if sample is None:
-            return None
-        prompt = build_prompt(sample, row.task, self.ctx.style)
-        enc = encode(self.ctx.bundle, prompt)
-        v, t = row.answer_ids["vision"], row.answer_ids["text"]
-        answers = {"vision": v, "text": t} if row.task == "vf" else {"text": v, "vision": t}  # y_p = the image's answer
-        return replace(row, sample=sample, prompt=prompt, encoded=enc, answer_ids=answers)
+        return neutral_row(row, self.ctx.style, self.ctx.bundle)
 
     def reduce(self, rows, results, selected):
         spec = self.spec

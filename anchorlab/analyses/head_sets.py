@@ -6,7 +6,40 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UserError, read_file
+from ..interventions.head_scaling import layer_matched_heads, random_heads
+from ..rows.encoding import encode
+from ..rows.prompts import build_prompt
+
+
+def draw_sets(spec, source: "HeadSource", task: str, values: list, seed0: int) -> tuple[dict, np.ndarray]:
+    """(setting, sweep index, seed) -> the heads that setting scales for this task, and [sweep values, seeds]
+    targeted heads inside the random layer-matched set: where a layer has no other heads,
+    layer_matched_heads takes targeted ones (no control there)."""
+    n_layers, n_heads = source.ds.sizes["layer"], source.ds.sizes["head"]
+    sets, reuse = {}, np.zeros((len(values), spec.seeds), dtype=np.int64)
+    for v, value in enumerate(values):
+        g = value if spec.kind == "heads_block" else spec.n_heads[0]
+        targeted = source.targeted(task, g)
+        for setting in spec.settings:
+            for seed in range(spec.seeds):
+                if setting == "original":
+                    heads = []
+                elif setting == "targeted":
+                    heads = targeted
+                elif setting == "shared":
+                    heads = source.shared(g)
+                else:
+                    draw = seed0 * 100_003 + seed * 1009 + g
+                    exclude = set(targeted) if spec.exclude_targeted else set()
+                    heads = (random_heads(g, n_layers, n_heads, draw, exclude) if setting == "random"
+                             else layer_matched_heads(targeted, n_heads, draw, exclude))
+                    if setting == "random_layer_matched":
+                        reuse[v, seed] = len(set(heads) & set(targeted))
+                sets[(setting, v, seed)] = heads
+    return sets, reuse
 
 
 class HeadSource:
@@ -87,3 +120,15 @@ def neutral_sample(sample):
     if context == sample.context:
         return None
     return replace(sample, id=f"{sample.id}~neutral", context=context)
+
+
+def neutral_row(row, style, bundle):
+    """The row's prompt with the text context made to agree with the image (None if the text answer does
+    not occur in the context): the followed answer is then the only answer."""
+    sample = neutral_sample(row.sample)
+    if sample is None:
+        return None
+    prompt = build_prompt(sample, row.task, style)
+    v, t = row.answer_ids["vision"], row.answer_ids["text"]
+    answers = {"vision": v, "text": t} if row.task == "vf" else {"text": v, "vision": t}  # y_p = the image's answer
+    return replace(row, sample=sample, prompt=prompt, encoded=encode(bundle, prompt), answer_ids=answers)
