@@ -21,6 +21,7 @@ analyses:
   - {{kind: knockout, n_bootstrap: 200}}
   - {{kind: attribution, n_bootstrap: 200}}
   - {{kind: heads_block, n_heads: [{g}], seeds: 4, rule: first_token, n_bootstrap: 200, general_check: false}}
+  - {{kind: head_patching, n_bootstrap: 200}}
 batch_size: 16
 """
 N_DECOYS, FPR = 20, 0.05
@@ -84,8 +85,9 @@ def test_true_circuit_holds_what_its_methods_detect(organism, tmp_path):
     rows = score(run_dir, circuit, tmp_path, "true")
     by = {(r["target"], r["task"]): r for r in rows}
     for task in ("vf", "tf"):
-        assert by[("attribution_head_auc", task)]["holds"], by[("attribution_head_auc", task)]
-        assert by[("blocking", task)]["holds"], by[("blocking", task)]
+        for name in ("attribution_head_auc", "patching_head_auc", "attribution_patching_head_auc", "blocking",
+                     "knockout_arbitration_auc"):
+            assert by[(name, task)]["holds"], by[(name, task)]
     print(json.dumps([(r["target"], r["task"], r["value"], r["holds"]) for r in rows]))
 
 
