@@ -14,7 +14,6 @@ import xarray as xr
 from pydantic import Field, model_validator
 
 from ..adapters.paths import envoy_at
-from ..engines.memory import plain_forward_bytes
 from ..method.head_contribution import head_contributions, margin, side_order, sublayer_deltas
 from ..method.lens import PhiInputs, phi_states
 from ..plots.attribution import plot_attribution
@@ -22,13 +21,13 @@ from ..rows.batching import layer_chunks, no_logits
 from ..rows.layout import SIDES, by_task_sample, entity_rows, site_positions
 from .base import (
     Analysis,
+    OnePlainPass,
     PhiSpec,
     auc_target,
     cells_column,
     circuit_heads,
     nothing_selected,
     param_attrs,
-    plain_pass_cost,
     verdict,
 )
 from .rankings import rank_heads, task_means
@@ -82,7 +81,7 @@ def attribution_capture(envoy, layers_path, o_proj_path, sites, phi: PhiInputs, 
     return phi_state, phi_attn, torch.cat(phi_heads, 1)  # [B, L, H, 2]
 
 
-class AttributionAnalysis(Analysis):
+class AttributionAnalysis(OnePlainPass, Analysis):
     kind = "attribution"
     spec_cls = AttributionSpec
 
@@ -152,12 +151,6 @@ class AttributionAnalysis(Analysis):
 
     def _aggregate(self, values: xr.DataArray, sel: np.ndarray, samples: list[str]):
         return task_means(values, sel, samples, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
-
-    def batch_bytes(self, batch, rows, per_pass):
-        return plain_forward_bytes(self.ctx.bundle, batch)
-
-    def batch_cost(self, batch, rows, tables):
-        return plain_pass_cost(self.ctx.bundle, batch)
 
     @classmethod
     def figures(cls, ds, fig_dir):

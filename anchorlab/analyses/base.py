@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..engines.memory import plain_forward_bytes
 from ..errors import UserError
 from ..rows.layout import role_problems, top_k_problems
 
@@ -233,16 +234,19 @@ class Analysis:
 # ------------------------------------------------------------------ shared by the hooks
 
 
-def plain_pass_cost(bundle, batch) -> BatchCost:
-    """One plain pass of every prompt, the same for both engines (signal, attribution)."""
-    from ..engines.memory import plain_forward_bytes
+class OnePlainPass:
+    """The price hooks of an analysis whose engine is one plain forward of every prompt (no variants, no
+    logits): the same for the fast and the naive count (signal, attribution)."""
 
-    b, s = batch.inputs["input_ids"].shape
-    cost = BatchCost(bytes=plain_forward_bytes(bundle, batch))
-    for work in (cost.fast, cost.naive):
-        work.add(1, bundle.n_layers * s * b)
-    return cost
+    def batch_bytes(self, batch, rows, per_pass):
+        return plain_forward_bytes(self.ctx.bundle, batch)
 
+    def batch_cost(self, batch, rows, tables):
+        b, s = batch.inputs["input_ids"].shape
+        cost = BatchCost(bytes=plain_forward_bytes(self.ctx.bundle, batch))
+        for work in (cost.fast, cost.naive):
+            work.add(1, self.ctx.bundle.n_layers * s * b)
+        return cost
 
 def with_ci(ds, var: str, **sel) -> str:
     """'mean [lo, hi]' of `var` and its `var_ci` at `sel`, for summary.md."""

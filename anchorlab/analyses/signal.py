@@ -9,7 +9,6 @@ import xarray as xr
 from pydantic import Field
 
 from ..adapters.paths import envoy_at
-from ..engines.memory import plain_forward_bytes
 from ..errors import UserError
 from ..method.lens import PhiInputs, pooled_logits, restricted_logits, top_k_mean
 from ..method.signal import ldar, synchrony
@@ -19,13 +18,13 @@ from ..rows.batching import no_logits
 from ..rows.layout import MODALITIES, SIDES, by_task_sample, decision_rows, entity_rows, site_positions
 from .base import (
     Analysis,
+    OnePlainPass,
     PhiSpec,
     auc_target,
     cells_column,
     layers_out_of_range,
     nothing_selected,
     param_attrs,
-    plain_pass_cost,
     target,
     verdict,
     with_ci,
@@ -60,7 +59,7 @@ def lens_capture(envoy, layers_path, read_layers, sites, phi: PhiInputs, dec_w, 
     return torch.stack(pooled, 1), decision
 
 
-class SignalAnalysis(Analysis):
+class SignalAnalysis(OnePlainPass, Analysis):
     kind = "signal"
     spec_cls = SignalSpec
 
@@ -149,12 +148,6 @@ class SignalAnalysis(Analysis):
 
     def _ci(self, values: np.ndarray) -> np.ndarray:
         return bootstrap_ci(values, self.spec.n_bootstrap, self.spec.ci_level, self.ctx.seed)
-
-    def batch_bytes(self, batch, rows, per_pass):
-        return plain_forward_bytes(self.ctx.bundle, batch)
-
-    def batch_cost(self, batch, rows, tables):
-        return plain_pass_cost(self.ctx.bundle, batch)
 
     @classmethod
     def figures(cls, ds, fig_dir):

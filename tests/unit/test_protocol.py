@@ -11,8 +11,7 @@ import pytest
 import xarray as xr
 
 from anchorlab.analyses import ANALYSES, REGISTRY
-from anchorlab.analyses.base import Analysis, AnalysisSpec, plain_pass_cost, target, verdict
-from anchorlab.engines.memory import plain_forward_bytes
+from anchorlab.analyses.base import Analysis, AnalysisSpec, OnePlainPass, target, verdict
 from anchorlab.labels.capture import first_token_margin
 from anchorlab.rows.layout import by_task_sample
 
@@ -31,8 +30,9 @@ class MarginSpec(AnalysisSpec):
     kind: Literal["margin_probe"] = "margin_probe"
 
 
-class MarginProbe(Analysis):
-    """The decision margin logit(y_f) - logit(y_c) at `last`, per prompt: the smallest real analysis."""
+class MarginProbe(OnePlainPass, Analysis):
+    """The decision margin logit(y_f) - logit(y_c) at `last`, per prompt: the smallest real analysis (its
+    price hooks come with OnePlainPass, as signal's and attribution's do)."""
 
     kind = "margin_probe"
     spec_cls = MarginSpec
@@ -47,12 +47,6 @@ class MarginProbe(Analysis):
         ds["margin_mean"] = ("task", ds["margin"].mean("sample").values)
         ds.attrs["analysis"] = self.kind
         return ds
-
-    def batch_bytes(self, batch, rows, per_pass):
-        return plain_forward_bytes(self.ctx.bundle, batch)
-
-    def batch_cost(self, batch, rows, tables):
-        return plain_pass_cost(self.ctx.bundle, batch)
 
     @classmethod
     def figures(cls, ds, fig_dir):
