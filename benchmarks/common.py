@@ -103,3 +103,18 @@ def table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r.get(c, "-")).ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(lines)
+
+
+def fast_vs_naive(script: str, analysis: str, model: str, n_samples: int, target: float, keys: tuple) -> dict:
+    """One table row: the script's fast and naive engines, each in a fresh process, on the same prompts;
+    `keys` are worker facts copied from the fast run (seq, variants, ...)."""
+    import numpy as np
+
+    fast, naive = (isolated(script, mode, model, n_samples) for mode in ("fast", "naive"))
+    err = float(np.abs(np.array(fast["logits"]) - np.array(naive["logits"])).max())
+    return {"analysis": analysis, "model": model, **{k: fast[k] for k in keys},
+            "fast_s": f"{fast['seconds']:.2f}", "baseline": "naive", "baseline_s": f"{naive['seconds']:.2f}",
+            "ratio": round(fast["seconds"] / naive["seconds"], 3), "target": f"<= {target}",
+            "cells_fast": fast["cells"], "cells_baseline": naive["cells"],
+            "cells_ratio": f"{fast['cells'] / naive['cells']:.3f}", "peak_fast_mib": fast["peak_rss_mib"],
+            "peak_baseline_mib": naive["peak_rss_mib"], "max_abs_diff": f"{err:.1e}"}

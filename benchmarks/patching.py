@@ -29,10 +29,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import isolated, setup, table, timed, worker_main  # noqa: E402
+from common import fast_vs_naive, setup, table, timed, worker_main  # noqa: E402
 
 from anchorlab.analyses.head_patching import patch_pairs, twin_batch  # noqa: E402
 from anchorlab.engines.head_patch import HeadPatchEngine  # noqa: E402
@@ -53,14 +52,7 @@ def measure(mode: str, model: str, n_samples: int) -> dict:
 
 
 def bench(model: str, n_samples: int) -> dict:
-    fast, naive = (isolated(__file__, mode, model, n_samples) for mode in ("fast", "naive"))
-    err = float(np.abs(np.array(fast["logits"]) - np.array(naive["logits"])).max())
-    return {"analysis": "head patching", "model": model, "prompts": fast["prompts"], "seq": fast["seq"],
-            "suffix": fast["suffix"], "heads": fast["heads"], "fast_s": f"{fast['seconds']:.2f}", "baseline": "naive",
-            "baseline_s": f"{naive['seconds']:.2f}", "ratio": round(fast["seconds"] / naive["seconds"], 3),
-            "target": f"<= {TARGET}", "cells_fast": fast["cells"], "cells_baseline": naive["cells"],
-            "cells_ratio": f"{fast['cells'] / naive['cells']:.3f}", "peak_fast_mib": fast["peak_rss_mib"],
-            "peak_baseline_mib": naive["peak_rss_mib"], "max_abs_diff": f"{err:.1e}"}
+    return fast_vs_naive(__file__, "head patching", model, n_samples, TARGET, ("prompts", "seq", "suffix", "heads"))
 
 
 def run(samples: int = 2) -> list[dict]:
