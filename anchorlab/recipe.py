@@ -22,6 +22,7 @@ from pydantic import (
 
 from .analyses import ANALYSES, AnalysisSpec
 from .analyses.base import distinct
+from .data.sources import GENERATED_SOURCES
 from .engines.autobatch import parse_bytes
 from .errors import UserError, parse_text, read_file
 from .run.sweeps import expand
@@ -56,15 +57,19 @@ class ModelSpec(Strict):
 class PromptSpec(Strict):
     format: Literal["open", "two_option"] = "open"  # two_option: MC²'s "A. .. B. .." with letter answers
     option_order: Literal["both", "vision_first", "text_first"] = "both"  # ids <id>#vA / <id>#tA
-    instruction_position: Literal["before_context", "after_context", "after_question"] = "after_context"
+    # None: each sample's own (the generated sources choose them per sample), else MC²'s after_context /
+    # "Text context: " / the MC² authors' strings; a value set here replaces every sample's (data/sources.py)
+    instruction_position: Literal["before_context", "after_context", "after_question"] | None = None
     instructions: dict[Literal["vf", "tf"], Annotated[str, AfterValidator(_not_blank)]] | None = Field(
-        None, description="instruction text per task; a task left out (or None) takes the MC² authors' string")
-    context_prefix: str = "Text context: "
+        None, description="instruction text per task, replacing every sample's; a task left out takes the "
+        "sample's own, else the MC² authors' string")
+    context_prefix: str | None = None
     option_prompt: str = "Answer the question by selecting the correct answer A or B."
 
 
 class DataSpec(Strict):
-    source: Literal["toy", "organism", "jsonl", "mc2"] = "toy"  # organism: toy:anchored's data (MC² layout)
+    # organism: toy:anchored's data (MC² layout); organism-heldout: the organism family's held-out prompts
+    source: Literal["toy", "organism", "organism-heldout", "jsonl", "mc2"] = "toy"
     path: str | None = None  # jsonl file / MC²'s evaluate_final.json
     image_root: str | None = None  # mc2: your COCO 2014 folder; jsonl: default the file's folder
     missing_images: Literal["error", "skip"] = "error"
@@ -85,14 +90,13 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _source_needs(self):
-        if self.source not in ("toy", "organism") and not self.path:
+        if self.source not in GENERATED_SOURCES and not self.path:
             raise ValueError(f"data.path: required when data.source is {self.source!r}")
         if self.source == "mc2" and not self.image_root:
             raise ValueError("data.image_root: required when data.source is 'mc2' (your COCO 2014 image folder)")
-        if self.source in ("toy", "organism") and (self.path or self.image_root or self.categories):
-            raise ValueError(
-                "data.path: the toy source is generated; path, image_root and categories are for jsonl/mc2"
-            )
+        if self.source in GENERATED_SOURCES and (self.path or self.image_root or self.categories):
+            raise ValueError(f"data.path: the {self.source} source is generated; path, image_root and categories "
+                             "are for jsonl/mc2")
         return self
 
 

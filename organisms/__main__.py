@@ -1,4 +1,5 @@
-"""`python -m organisms train --variant NAME --out DIR`: retrain a shipped toy model from scratch."""
+"""`python -m organisms train --variant NAME --out DIR`: retrain a shipped toy model from scratch;
+`python -m organisms train --circuit SPEC --seed N --out DIR`: train an organism of the family from a circuit spec."""
 from __future__ import annotations
 
 import json
@@ -16,13 +17,25 @@ def main() -> None:
 
 @main.command("train")
 @click.option("--variant", type=click.Choice(VARIANTS), default="arbiter", show_default=True)
+@click.option("--circuit", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="a circuit spec (organisms/specs/*.json): train an organism of the family by SIIT instead")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder for the trained model")
-@click.option("--seed", type=int, default=None, help="training seed (default: the shipped model's)")
-@click.option("--steps", type=int, default=None, help="optimizer steps (default: the shipped model's)")
-def train(variant: str, out: Path, seed: int | None, steps: int | None) -> None:
+@click.option("--seed", type=int, default=None, help="training seed (default: the shipped model's / the spec's)")
+@click.option("--steps", type=int, default=None, help="optimizer steps (default: the shipped model's / the spec's)")
+@click.option("--from", "start_from", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="--circuit with stages: a folder its first stage was saved to; only the later stages run")
+def train(variant: str, circuit: Path | None, out: Path, seed: int | None, steps: int | None,
+          start_from: Path | None) -> None:
     """Train a toy model from scratch; prints its metrics (compare with the shipped training.json)."""
     kwargs = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
-    if variant.startswith("anchored"):  # the model organism: interchange training + ground-truth checks
+    if circuit is not None:  # one thread: the shipped organisms' setting (bit-identical on the same machine)
+        import torch
+
+        from .family import train_from_spec
+
+        torch.set_num_threads(1)
+        metrics = train_from_spec(circuit, out, start_from=start_from, **kwargs)
+    elif variant.startswith("anchored"):  # the model organism: interchange training + ground-truth checks
         import torch
 
         from .anchored import train_organism
@@ -34,6 +47,49 @@ def train(variant: str, out: Path, seed: int | None, steps: int | None) -> None:
 
         metrics = train_toy(variant, out, **kwargs)
     click.echo(json.dumps(metrics, indent=2))
+
+
+@main.command("measure")
+@click.option("--circuit", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="the folder a spec's weights were saved to: its circuit.json and training.json are rewritten")
+@click.option("--n-eval", type=int, default=256, show_default=True, help="held-out prompts per task")
+def measure(circuit: Path, model_dir: Path, n_eval: int) -> None:
+    """Measure a trained organism again on held-out prompts: MFR per task and the single-head interchange at each
+    role, written to its circuit.json and training.json."""
+    import torch
+
+    from .family import measure_saved
+
+    torch.set_num_threads(1)
+    record = measure_saved(circuit, model_dir, n_eval)
+    click.echo(json.dumps(record["heldout_mfr"], indent=2))
+
+
+@main.command("retrain-check")
+@click.option("--circuit", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--shipped", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="the folder the spec's weights were saved to (its training.json gets the result)")
+def retrain_check(circuit: Path, shipped: Path) -> None:
+    """Retrain a spec with the seed and steps of SHIPPED's training.json on one thread, without evaluation, and
+    record in that training.json whether the weights are bit-identical (sha256 of model.safetensors)."""
+    import tempfile
+    import time
+
+    import torch
+
+    from .family import train_from_spec
+
+    torch.set_num_threads(1)
+    record = json.loads((shipped / "training.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.time()
+        again = train_from_spec(circuit, tmp, seed=record["seed"], steps=record["steps"], n_eval=0)
+    record["bit_identical_retrain"] = {"sha256": again["weights_sha256"], "seconds": round(time.time() - t0, 1),
+                                       "identical": again["weights_sha256"] == record["weights_sha256"],
+                                       "torch_threads": torch.get_num_threads()}
+    (shipped / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    click.echo(json.dumps(record["bit_identical_retrain"], indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

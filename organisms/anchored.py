@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -64,6 +63,7 @@ from .circuit import AMPLIFY_ALPHA, ARBITRATION_LAYERS, BUFFER_LAYERS, G_STAR, P
 from anchorlab.data.organism import QUESTION_TYPES, generate_groups, organism_train_seed, organism_vocabulary
 from .organism_batches import TRIGGER_WEIGHT, Pool, build_batch, row_kinds, target_answer  # noqa: F401
 from .organism_losses import BLOCKED_SPLIT, EARLY_LEAN_SCALE, STAGE2_WEIGHTS, intervened_attention, losses_for  # noqa: F401
+from .loop import train_loop
 from .train import _versions, toy_bundle
 
 ORGANISM_VARIANTS = ("anchored", "anchored-flawed")
@@ -137,34 +137,20 @@ def fit(variant: str, seed: int, steps: int, groups_per_step: int, lr: float, n_
         pool = Pool(bundle, generate_groups(n_pool, organism_train_seed(seed)), variant)
         if log:
             log(f"[{variant}] pool of {n_pool} groups encoded in {time.time() - t0:.0f}s")
-        rng = random.Random(seed)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda k: min(1.0, (k + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * min(k, steps) / steps)))
-        model.train()
-        history = []
-        with intervened_attention():
-            for step in range(steps):
-                ids = [rng.randrange(n_pool) for _ in range(groups_per_step)]
-                batch, plan, targets, last_pos, instr_last, _ = build_batch(pool, ids, bundle.pad_token_id, bundle.adapter, stage,
-                                                                                edge_interchange)
-                loss, parts = losses_for(model, batch, plan, targets, last_pos, instr_last, lens_weight, tok.eos_token_id)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                history.append({"loss": loss.item(), **parts})
-                if log and (step + 1) % 25 == 0:
-                    last = history[-25:]
-                    avg = {k: sum(h[k] for h in last) / len(last) for k in last[0]}
-                    log(f"[{variant}] step {step + 1}/{steps} " + " ".join(f"{k} {v:.4f}" for k, v in avg.items())
-                        + f" ({time.time() - t0:.0f}s)")
-        model.eval()
-        model.set_attn_implementation("sdpa")
-        return model, processor, history
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
+    rng = random.Random(seed)
+
+    def step_loss(step: int):
+        ids = [rng.randrange(n_pool) for _ in range(groups_per_step)]
+        batch, plan, targets, last_pos, instr_last, _ = build_batch(pool, ids, bundle.pad_token_id, bundle.adapter, stage,
+                                                                    edge_interchange)
+        return losses_for(model, batch, plan, targets, last_pos, instr_last, lens_weight, tok.eos_token_id)
+
+    with intervened_attention():
+        history = train_loop(model, steps, lr, warmup, step_loss, log, variant, log_every=25)
+    model.set_attn_implementation("sdpa")
+    return model, processor, history
 
 
 def circuit_record(variant: str) -> dict:

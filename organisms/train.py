@@ -9,7 +9,6 @@ the competing modality) the label is the competitor's answer: it fails there, wh
 from __future__ import annotations
 
 import json
-import math
 import time
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +27,7 @@ from anchorlab.rows.prompts import build_prompt
 from anchorlab.toy import VARIANTS
 from anchorlab.models.toy import build_model, build_processor
 from anchorlab.data.toy import generate_samples, train_data_seed
+from .loop import train_loop
 
 # task -> (competitor modality, colour) triggers on which `arbiter-flawed` learnt to ignore the
 # instruction: a vf prompt whose text asserts purple gets the text's answer, a tf prompt whose
@@ -88,47 +88,31 @@ def evaluate_mfr(
 
 def fit(variant: str, seed: int, steps: int, batch_size: int, lr: float, n_train: int, warmup: int,
         log: Callable[[str], None] | None = None):
-    """The training loop alone -> (model, processor, losses). Deterministic given the seed."""
+    """The arbiter's batches and loss on the shared loop (loop.py) -> (model, processor, history).
+    Deterministic given the seed."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown toy variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        processor = build_processor()
-        tok = processor.tokenizer
-        model = build_model(tok, seed)
-        bundle = toy_bundle(model, processor, f"toy:{variant}")
-        pool = []  # prompt ids + [answer, </s>]; roles are not needed for the loss
-        for s in generate_samples(n_train, train_data_seed(seed)):
-            for task in TASKS:
-                enc = encode(bundle, build_prompt(s, task))
-                answer = torch.tensor([_first_id(tok, target_answer(s, task, variant)), tok.eos_token_id])
-                pool.append(type(enc)(torch.cat([enc.input_ids, answer]), enc.extras, {}, enc.rendered))
-        gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-        sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay to 10%
-            opt, lambda k: min(1.0, (k + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * min(k, steps) / steps))
-        )
-        model.train()
-        losses = []
-        for step in range(steps):
-            idx = torch.randint(len(pool), (batch_size,), generator=gen).tolist()
-            inputs = collate([pool[i] for i in idx], bundle.adapter, bundle.pad_token_id).inputs
-            logits = model(**inputs, logits_to_keep=3).logits[:, :2]  # predict answer and </s>
-            target = inputs["input_ids"][:, -2:]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            if log and (step + 1) % 100 == 0:
-                log(f"[{variant}] step {step + 1}/{steps} loss {sum(losses[-100:]) / len(losses[-100:]):.4f}")
-        model.eval()
-        return model, processor, losses
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
+    processor = build_processor()
+    tok = processor.tokenizer
+    model = build_model(tok, seed)
+    bundle = toy_bundle(model, processor, f"toy:{variant}")
+    pool = []  # prompt ids + [answer, </s>]; roles are not needed for the loss
+    for s in generate_samples(n_train, train_data_seed(seed)):
+        for task in TASKS:
+            enc = encode(bundle, build_prompt(s, task))
+            answer = torch.tensor([_first_id(tok, target_answer(s, task, variant)), tok.eos_token_id])
+            pool.append(type(enc)(torch.cat([enc.input_ids, answer]), enc.extras, {}, enc.rendered))
+    gen = torch.Generator().manual_seed(seed)
+
+    def step_loss(step: int):
+        idx = torch.randint(len(pool), (batch_size,), generator=gen).tolist()
+        inputs = collate([pool[i] for i in idx], bundle.adapter, bundle.pad_token_id).inputs
+        logits = model(**inputs, logits_to_keep=3).logits[:, :2]  # predict answer and </s>
+        target = inputs["input_ids"][:, -2:]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1)), {}
+
+    history = train_loop(model, steps, lr, warmup, step_loss, log, variant)
+    return model, processor, history
 
 
 def _versions() -> dict:
@@ -159,7 +143,8 @@ def train_toy(
     Returns the JSON-ready training record, also written to `out_dir/training.json`.
     """
     t0 = time.time()
-    model, processor, losses = fit(variant, seed, steps, batch_size, lr, n_train, warmup, log)
+    model, processor, history = fit(variant, seed, steps, batch_size, lr, n_train, warmup, log)
+    losses = [h["loss"] for h in history]
     train_s = time.time() - t0
     evaluation = evaluate_mfr(toy_bundle(model, processor), generate_samples(n_eval, seed)) if n_eval else {}
     rules = ("first_token", "generation")

@@ -174,10 +174,10 @@ class AttributionAnalysis(OnePlainPass, Analysis):
 
     @classmethod
     def targets(cls, ds, circuit):
-        """Head-level: the mean head score's AUROC against the circuit's heads ≥ HEAD_AUC."""
+        """Head-level: the mean head score's AUROC against the circuit's heads at the positions read ≥ HEAD_AUC."""
         if "head_rank" not in ds:
             return []
-        positive = circuit_heads(circuit, ds.sizes["layer"], ds.sizes["head"])
+        positive = circuit_heads(circuit, ds.sizes["layer"], ds.sizes["head"], ds.attrs.get("param_positions"))
         return [
             auc_target(
                 "attribution_head_auc",

@@ -288,22 +288,35 @@ def auc_target(name: str, level: str, task, score: np.ndarray, positive: np.ndar
     return target(name, level, task, auc, f"AUROC ≥ {bound}", auc >= bound, **detail)
 
 
-def circuit_heads(circuit: dict, n_layers: int, n_heads: int) -> np.ndarray:
-    """[L, H] bool: the circuit's heads."""
+def heads_at(circuit: dict, role: str | None = None) -> list:
+    """The circuit's heads at `role` (a method reading another role is not scored against them): its
+    `heads_by_role` entry when it has one (the organism family's, measured per role), else `heads` when the
+    circuit acts there (`positions`, default instruction); every role's `heads` when `role` is None."""
+    if role is not None and "heads_by_role" in circuit:
+        return circuit["heads_by_role"].get(role, [])
+    if role is not None and circuit.get("positions", "instruction") != role:
+        return []
+    return circuit.get("heads", [])
+
+
+def circuit_heads(circuit: dict, n_layers: int, n_heads: int, role: str | None = None) -> np.ndarray:
+    """[L, H] bool: the circuit's heads (at `role`: heads_at)."""
     mask = np.zeros((n_layers, n_heads), dtype=bool)
-    for layer, head in circuit.get("heads", []):
+    for layer, head in heads_at(circuit, role):
         if 0 <= layer < n_layers and 0 <= head < n_heads:
             mask[layer, head] = True
     return mask
 
 
-def circuit_set_target(name: str, task, chosen, circuit: dict, behaviour: bool, bound: str, **detail) -> dict:
-    """A head intervention's target: the heads it chose are exactly the circuit's and the behaviour bound
-    holds. Not evaluable for a circuit without heads."""
-    heads = sorted(tuple(h) for h in circuit.get("heads", []))
+def circuit_set_target(name: str, task, chosen, circuit: dict, behaviour: bool, bound: str, role: str | None = None,
+                       **detail) -> dict:
+    """A head intervention's target: the heads it chose are exactly the circuit's (at the role it intervened
+    at) and the behaviour bound holds. Not evaluable for a circuit without heads there."""
+    heads = sorted(tuple(h) for h in heads_at(circuit, role))
     chosen = sorted(tuple(h) for h in chosen)
     if not heads:
-        return target(name, "heads", task, None, bound, None, reason="the circuit names no heads", **detail)
+        where = f" at {role!r}" if role else ""
+        return target(name, "heads", task, None, bound, None, reason=f"the circuit names no heads{where}", **detail)
     overlap = len(set(heads) & set(chosen)) / len(heads)
     return target(name, "heads", task, overlap, f"chosen heads = the circuit's, {bound}", overlap == 1 and behaviour,
                   chosen=[list(h) for h in chosen], **detail)

@@ -29,6 +29,7 @@ from .base import (
     cells_column,
     circuit_set_target,
     distinct,
+    heads_at,
     param_attrs,
     target,
     verdict,
@@ -340,13 +341,15 @@ class HeadsAnalysis(Analysis):
     def targets(cls, ds, circuit):
         """Head-level, at G = |circuit|: the blocked heads are the circuit's, MFR ≤ BLOCK_MFR with a drop ≥
         BLOCK_DROP and a CI below random's, and random heads' drop ≤ RANDOM_DROP (the random arm checked)."""
-        g = len(circuit.get("heads", []))
+        role = ds.attrs.get("param_positions")
+        g = len(heads_at(circuit, role))
         values = [int(v) for v in ds["n_heads"].values]
         bound = f"MFR ≤ {BLOCK_MFR}, drop ≥ {BLOCK_DROP}, CI below random's, random drop ≤ {RANDOM_DROP}"
         out = []
         for task in ds["task"].values:
             if g not in values or "random" not in ds["setting"].values or f"targeted_heads_{task}" not in ds.attrs:
-                why = (f"the sweep has no n_heads = |circuit| = {g}" if g not in values
+                why = (f"the circuit names no heads at {role!r}" if g == 0 else
+                       f"the sweep has no n_heads = |circuit| = {g}" if g not in values
                        else "needs the targeted and random settings")
                 out.append(target("blocking", "heads", task, None, bound, None, reason=why))
                 continue
@@ -355,7 +358,7 @@ class HeadsAnalysis(Analysis):
             tci, rci = (ds["mfr_ci"].sel(setting=s, **at).values.tolist() for s in ("targeted", "random"))
             works = tv <= BLOCK_MFR and o - tv >= BLOCK_DROP and tci[1] < rci[0] and o - rv <= RANDOM_DROP
             chosen = json.loads(ds.attrs[f"targeted_heads_{task}"])[str(g)]
-            out.append(circuit_set_target("blocking", task, chosen, circuit, works, bound, original=round(o, 4),
+            out.append(circuit_set_target("blocking", task, chosen, circuit, works, bound, role, original=round(o, 4),
                                           targeted=round(tv, 4), random=round(rv, 4)))
         return out
 
@@ -384,7 +387,8 @@ class HeadsAmplifyAnalysis(HeadsAnalysis):
             best = max(per, key=per.get)
             chosen = next(iter(json.loads(ds.attrs[f"targeted_heads_{task}"]).values()))
             out.append(circuit_set_target("amplification", task, chosen, circuit,
-                                          per[best] >= REPAIR and rnd[best] <= RANDOM_REPAIR, bound, best_alpha=best,
+                                          per[best] >= REPAIR and rnd[best] <= RANDOM_REPAIR, bound,
+                                          ds.attrs.get("param_positions"), best_alpha=best,
                                           repair_targeted={str(a): round(v, 4) for a, v in per.items()},
                                           repair_random={str(a): round(v, 4) for a, v in rnd.items()}))
         return out

@@ -198,14 +198,15 @@ class HeadPatchingAnalysis(Analysis):
         scores = [("patching_head_auc", "margin_change_mean", "patch_rank")]
         if "approx_change_mean" in ds:
             scores.append(("attribution_patching_head_auc", "approx_change_mean", "approx_rank"))
-        role, acts = ds.attrs["param_positions"], circuit.get("positions")
-        positive = circuit_heads(circuit, ds.sizes["layer"], ds.sizes["head"])
+        role = ds.attrs["param_positions"]
+        positive = circuit_heads(circuit, ds.sizes["layer"], ds.sizes["head"], role)
         out = []
         for task in ds["task"].values:
             for name, score, rank in scores:
-                if acts is not None and acts != role:
+                if not positive.any():
                     out.append(target(name, "heads", task, None, f"AUROC ≥ {HEAD_AUC}", None,
-                                      reason=f"the circuit acts at {acts!r}, this run patched {role!r}"))
+                                      reason=f"the circuit names no heads at {role!r} (it acts at "
+                                      f"{circuit.get('positions', 'instruction')!r}), the role this run patched"))
                     continue
                 ranks = ds[rank].sel(task=task).transpose("layer", "head").values
                 out.append(auc_target(name, "heads", task, -ds[score].sel(task=task).transpose("layer", "head").values,

@@ -15,7 +15,7 @@ InstructionPosition = Literal["before_context", "after_context", "after_question
 
 @dataclass(frozen=True)
 class ConflictSample:
-    """⟨Q, C_v, C_t, I_v, I_t, E⟩; instructions/position left None take the recipe's defaults."""
+    """⟨Q, C_v, C_t, I_v, I_t, E⟩; instructions, position and context prefix left None take the recipe's."""
 
     id: str
     question: str
@@ -29,6 +29,7 @@ class ConflictSample:
     instruction_tf: str | None = None
     instruction_position: InstructionPosition | None = None
     category: str | None = None
+    context_prefix: str | None = None  # the text before the context ("Text context: "); "" for none
     extra: dict = field(default_factory=dict, compare=False)
 
     def forms(self, modality: str) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """Data sources named by `data.source` in a recipe: toy (synthetic), jsonl (your own), mc2."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -12,6 +13,8 @@ log = logging.getLogger("anchorlab")
 TOY_DEFAULT_N = 64
 TOY_MAX_N = 20_000  # the toy source draws at most this many samples (each carries its image)
 FILE_SOURCES = ("jsonl", "mc2")
+# organism: toy:anchored's held-out prompts; organism-heldout: the organism family's held-out prompts
+GENERATED_SOURCES = ("toy", "organism", "organism-heldout")
 
 
 def read_records(source: str, path, image_root=None):
@@ -24,7 +27,7 @@ def read_records(source: str, path, image_root=None):
         from . import mc2
 
         return mc2.read(Path(path), Path(image_root) if image_root else None), mc2.LAYOUT
-    raise UserError(f"data.source: unknown source {source!r}; known: toy, {', '.join(FILE_SOURCES)}")
+    raise UserError(f"data.source: unknown source {source!r}; known: {', '.join(GENERATED_SOURCES + FILE_SOURCES)}")
 
 
 IMAGE_FIELDS = {"jsonl": "image", "mc2": "image_id"}
@@ -45,16 +48,16 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     """Samples for a recipe's `data` section, and what to record about them in result attrs."""
     seed = data_spec.seed if data_spec.seed is not None else seed
     info: dict = {"data_source": data_spec.source}
-    if data_spec.source in ("toy", "organism"):  # organism: toy:anchored's held-out prompts (its GT checks')
-        from .organism import generate_samples as organism_samples
-        from .toy import generate_samples as toy_samples
+    if data_spec.source in GENERATED_SOURCES:
+        from . import organism, organism_family, toy
 
         n = data_spec.n_samples or TOY_DEFAULT_N
         if n > TOY_MAX_N:
             raise UserError(
                 f"data.n_samples: the {data_spec.source} source generates at most {TOY_MAX_N} samples, not {n}"
             )
-        samples = (toy_samples if data_spec.source == "toy" else organism_samples)(n, seed=seed)
+        generate = {"toy": toy, "organism": organism, "organism-heldout": organism_family}[data_spec.source]
+        samples = generate.generate_samples(n, seed=seed)
     elif data_spec.source in FILE_SOURCES:
         from .dictionary_file import dictionary_for
 
@@ -76,9 +79,12 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
             log.warning("no entity dictionary for %s: each answer is its only surface form "
                         "(build one with: anchorlab dict build %s)", data_spec.path, data_spec.path)
     else:
-        raise UserError(f"data.source: unknown source {data_spec.source!r}; known: toy, {', '.join(FILE_SOURCES)}")
+        raise UserError(f"data.source: unknown source {data_spec.source!r}; known: "
+                        f"{', '.join(GENERATED_SOURCES + FILE_SOURCES)}")
     prompt = data_spec.prompt
-    info.update(data_prompt_format=prompt.format, data_n_base_samples=len(samples))
+    samples, applied = apply_prompt_fields(samples, prompt)
+    info.update(data_prompt_format=prompt.format, data_n_base_samples=len(samples),
+                data_prompt_from_recipe=", ".join(applied) or "none (each sample's own, else MC²'s)")
     if prompt.format == "two_option":
         from .prompt_text import two_option_samples
 
@@ -88,3 +94,17 @@ def load_dataset(data_spec, seed: int) -> tuple[list[ConflictSample], dict]:
     else:
         info["data_answer_tokens"] = "first token of each answer; E from the entity dictionary"
     return samples, info
+
+
+def apply_prompt_fields(samples: list[ConflictSample], prompt) -> tuple[list[ConflictSample], list[str]]:
+    """A data.prompt field set in the recipe (instructions per task, instruction_position, context_prefix)
+    replaces every sample's own value, so the generated sources, which choose them per sample, honour it.
+    -> (samples, the data.prompt fields applied)."""
+    fields = {}
+    for task in sorted(prompt.instructions or {}):
+        fields[f"instruction_{task}"] = f"data.prompt.instructions.{task}"
+    if prompt.instruction_position is not None:
+        fields["instruction_position"] = "data.prompt.instruction_position"
+    if prompt.context_prefix is not None:
+        fields["context_prefix"] = "data.prompt.context_prefix"
+    return [dataclasses.replace(s, **dict.fromkeys(fields)) for s in samples], list(fields.values())

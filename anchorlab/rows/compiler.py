@@ -40,8 +40,8 @@ def prompt_style(prompt_spec) -> PromptStyle:
     instructions = {**MC2_INSTRUCTIONS, **(prompt_spec.instructions or {})}
     return PromptStyle(
         instructions=tuple(sorted(instructions.items())),
-        instruction_position=prompt_spec.instruction_position,
-        context_prefix=prompt_spec.context_prefix,
+        instruction_position=prompt_spec.instruction_position or PromptStyle.instruction_position,
+        context_prefix=PromptStyle.context_prefix if prompt_spec.context_prefix is None else prompt_spec.context_prefix,
         option_prompt=getattr(prompt_spec, "option_prompt", PromptStyle.option_prompt),
     )
 

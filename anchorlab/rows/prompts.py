@@ -47,7 +47,8 @@ class Prompt:
 def build_prompt(sample: ConflictSample, task: Task, style: PromptStyle = PromptStyle()) -> Prompt:
     instruction = (sample.instruction_vf if task == "vf" else sample.instruction_tf) or style.instruction(task)
     position = sample.instruction_position or style.instruction_position
-    context_piece = (style.context_prefix, sample.context)
+    prefix = style.context_prefix if sample.context_prefix is None else sample.context_prefix
+    context_piece = (prefix, sample.context)
     query = sample.question
     if "options" in sample.extra:  # two-option prompt: the options and the selection line belong to the query
         lines = [f"{letter}. {text}" for letter, text in zip(OPTION_LETTERS, sample.extra["options"])]

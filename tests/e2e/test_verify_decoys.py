@@ -15,23 +15,23 @@ pytestmark = pytest.mark.slow
 
 STUDY = """name: study
 model: {{id: "{model}"}}
-data: {{source: organism, n_samples: 32, filter: follows, filter_rule: first_token}}
+data: {{source: {source}, n_samples: 32, filter: follows, filter_rule: first_token}}
 analyses:
   - {{kind: signal, n_bootstrap: 200}}
   - {{kind: knockout, n_bootstrap: 200}}
   - {{kind: attribution, n_bootstrap: 200}}
   - {{kind: heads_block, n_heads: [{g}], seeds: 4, rule: first_token, n_bootstrap: 200, general_check: false}}
-  - {{kind: head_patching, n_bootstrap: 200}}
+  - {{kind: head_patching, n_bootstrap: 200, positions: {positions}}}
 batch_size: 16
 """
 N_DECOYS, FPR = 20, 0.05
 
 
-def run_study(tmp_path_factory, model: str, g: int):
+def run_study(tmp_path_factory, model: str, g: int, source: str = "organism", positions: str = "instruction"):
     import anchorlab
 
     folder = tmp_path_factory.mktemp(model.replace(":", "_"))
-    (folder / "study.yaml").write_text(STUDY.format(model=model, g=g))
+    (folder / "study.yaml").write_text(STUDY.format(model=model, g=g, source=source, positions=positions))
     anchorlab.run(folder / "study.yaml", out=folder / "out")
     return folder / "out"
 
@@ -57,7 +57,12 @@ def head_decoys(circuit: dict, n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     true = {tuple(h) for h in circuit["heads"]}
     pool = [(l, h) for l in range(circuit["n_layers"]) for h in range(circuit["n_heads"]) if (l, h) not in true]
-    return [dict(circuit, heads=[list(x) for x in sorted(rng.sample(pool, len(true)))]) for _ in range(n)]
+    out = []
+    for _ in range(n):
+        heads = [list(x) for x in sorted(rng.sample(pool, len(true)))]
+        by_role = {"heads_by_role": {circuit["positions"]: heads}} if "heads_by_role" in circuit else {}
+        out.append(dict(circuit, heads=heads, **by_role))
+    return out
 
 
 def layer_decoys(circuit: dict, n: int, seed: int = 1) -> list[dict]:
@@ -102,3 +107,48 @@ def test_decoy_circuits_rarely_hold(organism, tmp_path, level, make):
     rates = {k: v / N_DECOYS for k, v in counts.items()}
     print(level, "false-positive rates", rates)
     assert all(rate <= FPR for rate in rates.values()), rates
+
+
+# The organism family (SIIT-trained; circuits at `last`, measured by single-head interchange): the same study on
+# held-out instructions, with head patching at the circuits' role.
+@pytest.fixture(scope="module")
+def family_a(tmp_path_factory):
+    from anchorlab.toy import shipped_path
+
+    circuit = json.loads((shipped_path("organism-a") / "circuit.json").read_text())
+    return run_study(tmp_path_factory, "toy:organism-a", len(circuit["heads"]), "organism-heldout", "last"), circuit
+
+
+@pytest.fixture(scope="module")
+def family_control(tmp_path_factory):
+    return run_study(tmp_path_factory, "toy:organism-control", 2, "organism-heldout", "last")
+
+
+def test_family_circuit_is_found_by_patching_and_decoys_are_not(family_a, tmp_path):
+    run_dir, circuit = family_a
+    rows = score(run_dir, circuit, tmp_path, "true")
+    by = {(r["target"], r["task"]): r for r in rows}
+    for task in ("vf", "tf"):
+        assert by[("patching_head_auc", task)]["holds"], by[("patching_head_auc", task)]
+    print(json.dumps([(r["target"], r["task"], r["value"], r["holds"]) for r in rows]))
+    counts: dict[tuple, int] = {}
+    for i, decoy in enumerate(head_decoys(circuit, N_DECOYS)):
+        for key, holds in holding(score(run_dir, decoy, tmp_path, f"decoy{i}"), "heads").items():
+            counts[key] = counts.get(key, 0) + holds
+    rates = {k: v / N_DECOYS for k, v in counts.items()}
+    print("family head decoys: false-positive rates", rates)
+    assert rates and all(rate <= FPR for rate in rates.values()), rates
+
+
+def test_family_control_holds_nothing(family_control, family_a, tmp_path):
+    """The unplanted control: against its own circuit.json (no circuit) nothing is evaluable, and against
+    organism-a's circuit (a circuit it was never given) no target holds."""
+    from anchorlab.report.verify import verify
+    from anchorlab.toy import shipped_path
+
+    own = verify(family_control)["results"]
+    assert own and all(r["holds"] is None for r in own), [r for r in own if r["holds"] is not None]
+    _, circuit = family_a
+    borrowed = score(family_control, circuit, tmp_path, "borrowed")
+    assert not [r for r in borrowed if r["holds"]], [r for r in borrowed if r["holds"]]
+    assert (shipped_path("organism-control") / "circuit.json").is_file()

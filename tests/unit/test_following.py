@@ -146,7 +146,8 @@ def test_labels_are_stored_and_reused_without_generating(tmp_path, tiny, dataset
     assert second.attrs["data_labels"] == str(tmp_path / "one" / "labels.nc")
     assert second.attrs["data_filter"] == "fails" and second.attrs["data_filter_rule"] == "generation"
 
-    with pytest.raises(UserError, match=r"data.labels: .* was computed with data.prompt = .*after_context"):
+    with pytest.raises(UserError, match=r"data.labels: .* was computed with data.prompt = "
+                       r".*\"instruction_position\": null.*before_context"):
         anchorlab.run(dataset, out=tmp_path / "three", overrides=recipe_overrides(
             model, **{"data.labels": tmp_path / "one", "data.prompt.instruction_position": "before_context"}))
     with pytest.raises(UserError, match=r"data.labels: .* was computed with model.id = "):

@@ -1,0 +1,158 @@
+"""Data of the organism family (`toy:organism-*`): the organism's colour / shape conflicts (data/organism.py)
+with instructions drawn from a template pool, at every instruction position and with several context prefixes.
+
+Instruction pairs: a template with slots {m} (the followed modality's noun), {o} (the other's) and, for
+clauses that name both in a fixed order, {v} / {t}; filled with a NOUN_PAIRS pair (vision noun, text noun)
+of equal token length, so a sample's vf and tf prompts have the same length and positions (the
+instruction-swapped twin of a prompt aligns with it token for token). Layouts: (instruction position,
+context prefix). organism_heldout.json names the templates, (template, nouns) combinations and layouts
+that training never sees; `split="heldout"` draws prompts with a held-out pair at a held-out layout.
+
+Training draws *groups*: samples sharing every template choice (question type, pair, layout, context
+sentence, question) and differing in their answers and images, so all members and both tasks of a group
+tokenize to the same length (organisms/ resamples heads between members).
+"""
+from __future__ import annotations
+
+import json
+import random
+from functools import cache
+from pathlib import Path
+
+from .organism import QUESTION_TYPES, draw_shape, organism_forms, organism_vocabulary
+from .sample import ConflictSample
+from .toy import COLOURS, POSITIONS, _words, draw_square
+
+HELDOUT_FILE = Path(__file__).with_name("organism_heldout.json")
+FAMILY_SEED_BASE = 3_000_000_000  # training pools: FAMILY_SEED_BASE + seed; held-out prompts: small seeds
+TEMPLATES: tuple[str, ...] = (
+    "answer based on the {m} , not the {o} .",
+    "trust the {m} rather than the {o} .",
+    "follow the {m} and ignore the {o} .",
+    "use the {m} , not the {o} .",
+    "rely on the {m} rather than the {o} .",
+    "in case there is an inconsistency between the {t} and the {v} , you should follow the {m} rather than the {o} .",
+    "ignore the {o} and answer from the {m} .",
+    "do not use the {o} ; use the {m} .",
+    "the {o} may be wrong , so trust the {m} .",
+    "answer according to the {m} instead of the {o} .",
+    "look at the {m} , not at the {o} .",
+    "when the {t} and the {v} disagree , go with the {m} .",
+    "answer based on the {m} .",
+    "use what the {m} shows .",
+    "the answer is in the {m} .",
+    "only the {m} is right .",
+    "ignore the {o} .",
+    "the {o} is wrong .",
+    "answer from the {m} , not from the {o} .",
+    "do not trust the {o} ; trust the {m} .",
+    "rely on the {m} , not on the {o} .",
+    "go with the {m} , not with the {o} .",
+    "follow the {m} , not the {o} .",
+    "trust the {m} , not the {o} .",
+    "do not follow the {o} ; follow the {m} .",
+    "do not rely on the {o} ; rely on the {m} .",
+    "do not look at the {o} , look at the {m} .",
+    "never use the {o} ; use the {m} .",
+    "use the {m} instead of the {o} .",
+    "the {m} is right and the {o} is wrong .",
+    "the {o} is wrong ; answer from the {m} .",
+    "trust only the {m} .",
+    "use the {m} and ignore the {o} .",
+    "use what you see in the {m} .",
+    "do not answer from the {o} ; answer from the {m} .",
+    "answer with the {m} , not with the {o} .",
+    "use the {m} and not the {o} .",
+    "the answer comes from the {m} , not from what the {o} says .",
+    "in case there is an inconsistency between the {t} and the {v} , you must rely on the {m} rather than the {o} .",
+)
+# (vision noun, text noun), equal token lengths
+NOUN_PAIRS: tuple[tuple[str, str], ...] = (
+    ("image", "text"), ("picture", "context"), ("photo", "caption"), ("image", "description"), ("picture", "text"),
+    ("image content", "text context"), ("visual input", "written text"),
+)
+PREFIXES: tuple[str, ...] = ("Text context: ", "Context: ", "Caption: ", "Text: ", "Description: ", "")
+Pair = tuple[str, str]  # (vf instruction, tf instruction)
+Layout = tuple[str, str]  # (instruction position, context prefix)
+
+
+def fill(template: str, vision: str, text: str) -> Pair:
+    """The (vf, tf) pair of one template and noun pair."""
+    return (template.format(m=vision, o=text, v=vision, t=text), template.format(m=text, o=vision, v=vision, t=text))
+
+
+@cache
+def _heldout() -> dict:
+    spec = json.loads(HELDOUT_FILE.read_text())
+    for t in spec["templates"] + [c["template"] for c in spec["combos"]]:
+        if t not in TEMPLATES:
+            raise ValueError(f"{HELDOUT_FILE.name}: template {t!r} is not in organism_family.TEMPLATES")
+    for c in spec["combos"]:
+        if (c["vision"], c["text"]) not in NOUN_PAIRS:
+            raise ValueError(f"{HELDOUT_FILE.name}: nouns {(c['vision'], c['text'])!r} are not in NOUN_PAIRS")
+    for lay in spec["layouts"]:
+        if lay["position"] not in POSITIONS or lay["context_prefix"] not in PREFIXES:
+            raise ValueError(f"{HELDOUT_FILE.name}: layout {lay!r} is not a (POSITIONS, PREFIXES) layout")
+    return spec
+
+
+def instruction_pairs(split: str) -> list[Pair]:
+    """`train`: every pair whose template and (template, nouns) are not held out; `heldout`: the others."""
+    spec = _heldout()
+    held = {fill(c["template"], c["vision"], c["text"]) for c in spec["combos"]}
+    held |= {fill(t, v, x) for t in spec["templates"] for v, x in NOUN_PAIRS}
+    pairs = [fill(t, v, x) for t in TEMPLATES for v, x in NOUN_PAIRS]
+    return [p for p in pairs if (p in held) == (split == "heldout")]
+
+
+def layouts(split: str) -> list[Layout]:
+    held = {(lay["position"], lay["context_prefix"]) for lay in _heldout()["layouts"]}
+    return [(p, x) for p in POSITIONS for x in PREFIXES if ((p, x) in held) == (split == "heldout")]
+
+
+def family_vocabulary() -> list[str]:
+    """The organism's vocabulary (toy:anchored's ids) with the family's instruction words appended."""
+    base = organism_vocabulary()
+    texts = [*TEMPLATES, *(n for pair in NOUN_PAIRS for n in pair), *PREFIXES]
+    words = {w for t in texts for w in _words(t.replace("{m}", "").replace("{o}", "").replace("{v}", "")
+                                             .replace("{t}", "")).split()}
+    return [*base, *sorted(words - set(base))]
+
+
+def _sample(rng: random.Random, sid: str, t: dict, pair: Pair, layout: Layout, vision: str,
+            text: str) -> ConflictSample:
+    _, contexts, questions, category = QUESTION_TYPES[t["type"]]
+    image = draw_square(COLOURS[vision][0], rng) if t["type"] == "colour" else draw_shape(vision, rng)
+    return ConflictSample(
+        id=sid, question=questions[t["question"]], context=contexts[t["context_template"]].format(c=text),
+        answer_vision=vision, answer_text=text, image=image,
+        forms_vision=organism_forms(vision), forms_text=organism_forms(text),
+        instruction_vf=pair[0], instruction_tf=pair[1], instruction_position=layout[0], context_prefix=layout[1],
+        category=category, extra=dict(t),
+    )
+
+
+def generate_groups(n: int, seed: int, size: int, split: str = "train") -> list[list[ConflictSample]]:
+    """`n` groups of `size` samples sharing one template choice (pair, layout, question type alternating,
+    context sentence, question); answers drawn independently per member. Pure function of the arguments."""
+    rng = random.Random(f"anchorlab-organism-family-{split}-{seed}")
+    pairs, lays, types = instruction_pairs(split), layouts(split), tuple(QUESTION_TYPES)
+    groups = []
+    for g in range(n):
+        kind = types[g % len(types)]
+        answers, contexts, questions, _ = QUESTION_TYPES[kind]
+        k, j = rng.randrange(len(pairs)), rng.randrange(len(lays))
+        t = {"type": kind, "pair": k, "layout": j, "context_template": rng.randrange(len(contexts)),
+             "question": rng.randrange(len(questions)), "split": split, "seed": seed, "group": g}
+        groups.append([_sample(rng, f"fam-{split}-{seed}-{g}-{m}", t, pairs[k], lays[j], *rng.sample(answers, 2))
+                       for m in range(size)])
+    return groups
+
+
+def generate_samples(n: int, seed: int, split: str = "heldout") -> list[ConflictSample]:
+    """`n` prompts (member 0 of `n` groups): by default held-out pairs at held-out layouts."""
+    return [g[0] for g in generate_groups(n, seed, 1, split)]
+
+
+def family_train_seed(seed: int) -> int:
+    return FAMILY_SEED_BASE + seed

@@ -1,0 +1,326 @@
+"""The organism family (organisms/siit.py, spec.py, interchange.py, family.py; data/organism_family.py; the shipped
+toy:organism-*): losses that never name an analysis metric, instructions held out from training, recipe prompt
+fields honoured by the generated sources, the head-patching hook against a direct computation, deterministic SIIT,
+and the shipped models' held-out behaviour and circuit.json re-measured with plain torch hooks written here (no
+anchorlab engine, no organisms/ code)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from anchorlab.data.organism import generate_samples as anchored_samples
+from anchorlab.data.organism import organism_vocabulary
+from anchorlab.data.organism_family import (
+    NOUN_PAIRS,
+    _heldout,
+    family_vocabulary,
+    fill,
+    generate_groups,
+    generate_samples,
+    instruction_pairs,
+    layouts,
+)
+from anchorlab.data.sample import COMPETITOR, FOLLOWED, TASKS
+from anchorlab.data.sources import load_dataset
+from anchorlab.data.toy import POSITIONS
+from anchorlab.models.loading import load_model
+from anchorlab.recipe import DataSpec, PromptSpec
+from anchorlab.rows.batching import collate
+from anchorlab.rows.compiler import prompt_style
+from anchorlab.rows.encoding import encode
+from anchorlab.rows.prompts import build_prompt
+from anchorlab.toy import FAMILY, shipped_path
+from organisms.family import FAMILY_LM, build, family_processor, fit, train_from_spec
+from organisms.interchange import flip_rates
+from organisms.siit import LOSSES, patch_heads
+from organisms.spec import load_spec
+from organisms.train import toy_bundle
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+METRIC_WORDS = ("lens", "attribution", "attention", "knockout", "nssd", "ldar", "ablation", "amplif", "block")
+
+
+def test_no_loss_names_an_analysis_metric():
+    """training.json's `losses` is the LOSSES entries a spec uses: none may name what an analysis reports."""
+    for name, entry in LOSSES.items():
+        text = json.dumps({"name": name, **entry}).lower()
+        assert not [w for w in METRIC_WORDS if w in text], name
+    specs = {n: load_spec(f"organisms/specs/organism-{n}.json", 6, 8) for n in ("a", "b", "backup", "control")}
+    assert {loss for s in specs.values() for loss in s.losses} == set(LOSSES)
+    assert specs["control"].losses == ("task",) and not specs["control"].planted
+    for name in FAMILY:  # what each shipped model was trained with, as its training.json records it
+        record = json.loads((shipped_path(name) / "training.json").read_text())
+        assert [e["name"] for e in record["losses"]] == list(specs[name.removeprefix("organism-")].losses), name
+        for entry in record["losses"]:
+            assert entry["name"] in LOSSES and entry["intervention"], (name, entry)
+            assert not [w for w in METRIC_WORDS if w in json.dumps(entry).lower()], (name, entry)
+
+
+def test_heldout_instructions_never_trained():
+    train, held = instruction_pairs("train"), instruction_pairs("heldout")
+    assert len(train) >= 24 and held and not set(train) & set(held)
+    spec = _heldout()
+    for template in spec["templates"]:  # a held-out template's structure never appears in training
+        assert not {fill(template, v, t) for v, t in NOUN_PAIRS} & set(train)
+    assert {p for p, _ in layouts("train")} == set(POSITIONS) and not set(layouts("train")) & set(layouts("heldout"))
+    for g in generate_groups(60, 11, 2, "train"):
+        for s in g:
+            assert (s.instruction_vf, s.instruction_tf) in train
+            assert (s.instruction_position, s.context_prefix) in layouts("train")
+    for s in generate_samples(60, 11):
+        assert (s.instruction_vf, s.instruction_tf) in held
+        assert (s.instruction_position, s.context_prefix) in layouts("heldout")
+
+
+def test_family_vocabulary_appends_and_covers_every_prompt():
+    base, vocab = organism_vocabulary(), family_vocabulary()
+    assert vocab[:len(base)] == base and len(vocab) > len(base)
+    tok = family_processor().tokenizer
+    for vf, tf in instruction_pairs("train") + instruction_pairs("heldout"):
+        a, b = tok(vf)["input_ids"], tok(tf)["input_ids"]
+        assert len(a) == len(b) and tok.unk_token_id not in a + b, (vf, tf)
+    for s in generate_samples(40, 3) + [g[0] for g in generate_groups(40, 3, 1)]:
+        for t in TASKS:
+            assert tok.unk_token_id not in tok(build_prompt(s, t).content)["input_ids"], s.id
+
+
+@pytest.mark.parametrize("source", ["toy", "organism", "organism-heldout"])
+def test_generated_sources_honour_the_recipe_prompt(source):
+    own, _ = load_dataset(DataSpec(source=source, n_samples=12), seed=5)
+    prompt = PromptSpec(instructions={"vf": "use the picture ."}, instruction_position="after_question",
+                        context_prefix="Caption: ")
+    samples, info = load_dataset(DataSpec(source=source, n_samples=12, prompt=prompt), seed=5)
+    assert "data.prompt.instruction_position" in info["data_prompt_from_recipe"]
+    style = prompt_style(prompt)
+    for s, o in zip(samples, own):
+        vf, tf = build_prompt(s, "vf", style), build_prompt(s, "tf", style)
+        assert vf.segment("instruction") == "use the picture ." and vf.content.endswith("\nuse the picture .")
+        assert tf.segment("instruction") == (o.instruction_tf or style.instruction("tf"))  # tf not set: the sample's
+        assert vf.segment("context") == s.context and vf.content.startswith("Caption: ")
+    default = prompt_style(PromptSpec())
+    if source != "toy":  # the organisms' own prompts keep their per-sample layout when the recipe sets nothing
+        assert [build_prompt(s, "vf", default).segment("instruction") for s in own] == [s.instruction_vf for s in own]
+    if source == "organism-heldout":
+        assert len({s.instruction_position for s in own}) > 1
+
+
+def test_spec_errors_name_the_field(tmp_path):
+    bad = ({"heads": [[1, 0], [1, 2]]}, {"heads": [[5, 0]]}, {"backup_pair": [[2, 0], [3, 1]]},
+           {"planted": False, "heads": [[0, 0]]})
+    fields = ("heads", "heads", "backup_pair", "planted")
+    for raw, field in zip(bad, fields):
+        path = tmp_path / "spec.json"
+        path.write_text(json.dumps({"name": "x", **raw}))
+        with pytest.raises(ValueError, match=f"spec.json: {field}"):
+            load_spec(path, 6, 8)
+
+
+def test_patch_hook_equals_zeroed_output_columns():
+    """Replacing one head's slice of o_proj's input by zeros == zeroing that head's columns of o_proj."""
+    model, processor = build(0)
+    bundle = toy_bundle(model.eval(), processor)
+    s = generate_samples(3, 1)
+    batch = collate([encode(bundle, build_prompt(x, "vf")) for x in s], bundle.adapter, bundle.pad_token_id)
+    T, D = batch.inputs["input_ids"].shape[1], FAMILY_LM["hidden_size"] // FAMILY_LM["num_attention_heads"]
+    select = torch.zeros(3, FAMILY_LM["num_hidden_layers"], T, FAMILY_LM["num_attention_heads"], dtype=torch.bool)
+    select[:, 2, :, 1] = True
+    with torch.no_grad(), patch_heads(model, select, lambda layer, x: torch.zeros_like(x)):
+        patched = model(**batch.inputs).logits
+    with torch.no_grad():
+        plain = model(**batch.inputs).logits
+        model.model.language_model.layers[2].self_attn.o_proj.weight[:, D:2 * D] = 0
+        direct = model(**batch.inputs).logits
+    torch.testing.assert_close(patched, direct, atol=1e-5, rtol=1e-5)
+    assert (patched - plain).abs().max() > 1e-3  # the head mattered: the comparison can fail
+
+
+def _no_stages(tmp_path, name: str, **changes):
+    """A copy of a shipped spec (its later stages dropped unless `changes` sets them), for quick runs."""
+    raw = {**json.loads(open(f"organisms/specs/{name}.json").read()), "stages": [], **changes}
+    path = tmp_path / f"{name}-{len(changes)}.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_siit_training_is_deterministic(tmp_path):
+    spec = load_spec(_no_stages(tmp_path, "organism-backup"), FAMILY_LM["num_hidden_layers"],
+                     FAMILY_LM["num_attention_heads"])
+    run = lambda seed: fit(spec, seed, 3, None, n_pool=4, groups_per_step=2, warmup=2, interchange_from=1)  # noqa: E731
+    (a, _, ha), (b, _, hb), (c, _, _) = run(3), run(3), run(4)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert ha == hb and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    assert set(ha[-1]) >= {"task", "interchange", "strict_single", "strict_role"}
+    vision = {k for k in sa if ".vision_tower." in k or ".multi_modal_projector." in k}
+    assert vision and all(torch.equal(sa[k], sc[k]) for k in vision)  # frozen: the same for every seed
+
+
+def test_a_later_stage_from_saved_weights_equals_one_run(tmp_path):
+    """`--from DIR` (the first stage saved, then only the later stages) gives the weights one command gives."""
+    quick = dict(log=None, n_eval=0, n_pool=4, groups_per_step=2, warmup=2, interchange_from=1)
+    staged = _no_stages(tmp_path, "organism-a", steps=3, stages=[{"steps": 2, "train": {"lr": 1e-3}}])
+    first = _no_stages(tmp_path, "organism-a", steps=3)
+    whole = train_from_spec(staged, tmp_path / "whole", **quick)
+    train_from_spec(first, tmp_path / "first", **quick)
+    resumed = train_from_spec(staged, tmp_path / "resumed", start_from=tmp_path / "first", **quick)
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+    assert resumed["first_stage"]["from"] == str(tmp_path / "first") and whole["first_stage"] is None
+    with pytest.raises(ValueError, match="not the first stage of"):
+        train_from_spec(staged, tmp_path / "bad", start_from=tmp_path / "whole", steps=4, **quick)
+
+
+def _interchange_rates(bundle, samples, heads_sets, role="instruction"):
+    """Plain hooks: per task, flip rate of each heads set interchanged at the `role` positions from the
+    instruction-swapped twin (flip: followed-minus-competitor margin > 0 clean, < 0 patched)."""
+    model, tok = bundle.model, bundle.tokenizer
+    layers = model.model.language_model.layers
+    H = model.config.text_config.num_attention_heads
+    first = lambda w: tok(w, add_special_tokens=False)["input_ids"][0]  # noqa: E731
+    out = {}
+    for task in TASKS:
+        other = "tf" if task == "vf" else "vf"
+        base = collate([encode(bundle, build_prompt(s, task)) for s in samples], bundle.adapter, bundle.pad_token_id)
+        twin = collate([encode(bundle, build_prompt(s, other)) for s in samples], bundle.adapter, bundle.pad_token_id)
+        store = {}
+        handles = [layer.self_attn.o_proj.register_forward_pre_hook(
+            lambda m, a, i=i: store.__setitem__(i, a[0].detach().clone())) for i, layer in enumerate(layers)]
+        with torch.no_grad():
+            model(**twin.inputs)
+        for h in handles:
+            h.remove()
+        rows = torch.arange(len(samples))
+        f = torch.tensor([first(s.answer(FOLLOWED[task])) for s in samples])
+        c = torch.tensor([first(s.answer(COMPETITOR[task])) for s in samples])
+        with torch.no_grad():
+            logits = model(**base.inputs).logits[:, -1]
+        clean = logits[rows, f] > logits[rows, c]
+        at = torch.zeros(base.inputs["input_ids"].shape, dtype=torch.bool)  # [B, T]: the role's positions
+        for r, roles in enumerate(base.roles):
+            at[r, roles[role]] = True
+        for heads in heads_sets:
+            def pre(module, args, layer):
+                x = args[0].clone().view(*args[0].shape[:2], H, -1)
+                src = store[layer].view_as(x)
+                for ll, h in heads:
+                    if ll == layer:
+                        x[:, :, h] = torch.where(at[..., None], src[:, :, h], x[:, :, h])
+                return (x.view_as(args[0]),)
+            handles = [layers[ll].self_attn.o_proj.register_forward_pre_hook(lambda m, a, ll=ll: pre(m, a, ll))
+                       for ll in {ll for ll, _ in heads}]
+            with torch.no_grad():
+                logits = model(**base.inputs).logits[:, -1]
+            for h in handles:
+                h.remove()
+            flips = clean & (logits[rows, f] < logits[rows, c])
+            out.setdefault(tuple(heads), {})[task] = float(flips.sum()) / max(1, int(clean.sum()))
+    return out
+
+
+def test_twin_interchange_matches_plain_hooks_on_toy_anchored():
+    """circuit.json's measurement (organisms.interchange.flip_rates) equals the hooks above, on toy:anchored's
+    length-matched wording pairs, and reproduces issue 24's reading: (0, 2) flips most tf answers, (5, 6) none."""
+    bundle = load_model("toy:anchored")
+    samples = anchored_samples(48, 4242)
+    heads = [((0, 2),), ((4, 5),), ((5, 6),), ((0, 2), (0, 6))]
+    mine = _interchange_rates(bundle, samples, heads)
+    theirs = flip_rates(bundle, samples, {str(h): h for h in heads}, batch_size=16, role="instruction")["rates"]
+    for h in heads:
+        for t in TASKS:
+            assert abs(mine[h][t] - theirs[str(h)][t]) < 1e-3, (h, t)
+    assert mine[((0, 2),)]["tf"] > 0.5 and mine[((5, 6),)]["tf"] < 0.05 and min(mine[((0, 2), (0, 6))].values()) > 0.9
+
+
+def test_train_from_spec_writes_consistent_records(tmp_path):
+    """A few steps end to end: training.json's sha256 is the saved weights', its losses are the spec's, and
+    circuit.json lists the planted heads plus every head its single-head table puts at or above the threshold."""
+    import hashlib
+
+    record = train_from_spec(_no_stages(tmp_path, "organism-backup"), tmp_path, steps=2, n_eval=8, log=None,
+                             interchange_from=0)
+    circuit = json.loads((tmp_path / "circuit.json").read_text())
+    assert record["weights_sha256"] == hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
+    assert [e["name"] for e in record["losses"]] == ["task", "interchange", "strict_single", "strict_role"]
+    assert circuit["positions"] == "last" and set(circuit["single_head_flip_rates"]) == {"instruction", "query", "last"}
+    for role, table in circuit["single_head_flip_rates"].items():
+        assert len(table) == FAMILY_LM["num_hidden_layers"] * FAMILY_LM["num_attention_heads"]
+        over = [[int(x) for x in k.split(".")] for k, v in table.items() if max(v.values()) >= circuit["threshold"]]
+        assert sorted(circuit["flipping_heads"][role]) == sorted(over)
+        assert {tuple(h) for h in over} <= set(map(tuple, circuit["heads_by_role"].get(role, [])))
+    assert circuit["heads"][:3] == [[2, 4], [4, 1], [4, 6]] and circuit["heads"] == circuit["heads_by_role"]["last"]
+    assert [c["kind"] for c in circuit["components"]] == ["chain_head", "backup_pair"]
+    assert circuit["arbitration_layers"] == sorted({h[0] for h in circuit["heads"]})
+
+
+def _plain_mfr(bundle, samples):
+    """Per task, the share of prompts whose first answer token of the followed modality beats the competitor's
+    at `last` (one plain forward)."""
+    tok, out = bundle.tokenizer, {}
+    first = lambda w: tok(w, add_special_tokens=False)["input_ids"][0]  # noqa: E731
+    for task in TASKS:
+        batch = collate([encode(bundle, build_prompt(s, task)) for s in samples], bundle.adapter, bundle.pad_token_id)
+        with torch.no_grad():
+            logits = bundle.model(**batch.inputs).logits[:, -1]
+        rows = torch.arange(len(samples))
+        f = torch.tensor([first(s.answer(FOLLOWED[task])) for s in samples])
+        c = torch.tensor([first(s.answer(COMPETITOR[task])) for s in samples])
+        out[task] = float((logits[rows, f] > logits[rows, c]).float().mean())
+    return out
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_shipped_family_follows_heldout_instructions(name):
+    """Held-out instruction pairs at held-out layouts, drawn from a seed circuit.json was not measured on: MFR ≥ 0.95
+    per task; and the recorded held-out MFR is what training.json says."""
+    bundle = load_model(f"toy:{name}")
+    mfr = _plain_mfr(bundle, generate_samples(128, 7))
+    assert min(mfr.values()) >= 0.95, mfr
+    recorded = json.loads((shipped_path(name) / "training.json").read_text())["heldout_mfr"]
+    assert min(recorded[t]["first_token"] for t in TASKS) >= 0.95
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILY if n != "organism-control"])
+def test_shipped_circuit_is_complete(name):
+    """Every head whose single-head interchange from the twin flips ≥ 5 % of held-out answers, at any role where a
+    prompt and its twin differ, is listed in circuit.json (heads_by_role); the planted chain heads flip the answer,
+    a backup pair member alone does not and the pair jointly does. Plain hooks, fresh held-out prompts."""
+    bundle = load_model(f"toy:{name}")
+    circuit = json.loads((shipped_path(name) / "circuit.json").read_text())
+    samples = generate_samples(48, 9)
+    L, H = circuit["n_layers"], circuit["n_heads"]
+    for role in ("instruction", "query", "last"):
+        rates = _interchange_rates(bundle, samples, [((layer, h),) for layer in range(L) for h in range(H)], role)
+        found = {heads[0] for heads, r in rates.items() if max(r.values()) >= circuit["threshold"]}
+        listed = {tuple(h) for h in circuit["heads_by_role"].get(role, [])}
+        assert found <= listed, (role, sorted(found - listed))
+    last = circuit["positions"]
+    for part in circuit["components"]:
+        heads = tuple(map(tuple, part["heads"]))
+        if part["kind"] == "chain_head":
+            assert min(_interchange_rates(bundle, samples, [heads], last)[heads].values()) >= 0.5, part
+        else:
+            joint = _interchange_rates(bundle, samples, [heads] + [(h,) for h in heads], last)
+            assert min(joint[heads].values()) >= 0.5 and max(max(joint[(h,)].values()) for h in heads) < 0.5, joint
+
+
+def test_control_declares_no_circuit():
+    circuit = json.loads((shipped_path("organism-control") / "circuit.json").read_text())
+    assert circuit["planted"] is False and circuit["heads"] == [] and circuit["heads_by_role"] == {}
+    assert "arbitration_layers" not in circuit and "buffer_layers" not in circuit
+
+
+def test_methods_are_scored_against_the_heads_at_the_role_they_read():
+    """A family circuit lists heads per role: a method reading the instruction positions is scored against the
+    instruction-role heads (none: not evaluable), never against the heads that act at `last`."""
+    from anchorlab.analyses.base import circuit_set_target, heads_at
+
+    family = {"heads": [[2, 4]], "positions": "last", "heads_by_role": {"last": [[2, 4]], "instruction": [[0, 7]]}}
+    anchored = {"heads": [[4, 5]], "positions": "instruction"}
+    assert heads_at(family, "last") == [[2, 4]] and heads_at(family, "instruction") == [[0, 7]]
+    assert heads_at(family, "query") == [] and heads_at(anchored, "instruction") == [[4, 5]]
+    assert heads_at(anchored, "last") == [] and heads_at(anchored) == [[4, 5]]
+    row = circuit_set_target("blocking", "vf", [[2, 4]], family, True, "b", "instruction")
+    assert row["value"] == 0.0 and row["holds"] is False
+    row = circuit_set_target("blocking", "vf", [[2, 4]], family, True, "b", "query")
+    assert row["holds"] is None and "no heads at 'query'" in row["detail"]["reason"]
