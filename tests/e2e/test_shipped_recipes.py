@@ -20,7 +20,8 @@ RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))
 # what keeps each recipe small (the recipes' own defaults are study-sized)
 SMALL = {"paper": ["data.n_samples=16"], "heads_block": ["data.n_samples=12"], "heads_amplify": ["data.n_samples=24"],
          "anchored": ["data.n_samples=8", "analyses.4.seeds=2"], "quickstart": ["data.n_samples=8"],
-         "anchored-flawed": ["data.n_samples=24", "analyses.1.seeds=2"], "head_patching": ["data.n_samples=8"]}
+         "anchored-flawed": ["data.n_samples=24", "analyses.1.seeds=2"], "head_patching": ["data.n_samples=8"],
+         "family": ["data.n_samples=8", "analyses.3.seeds=2"]}
 
 
 def run(recipe: str, out: Path, sets: list[str]) -> subprocess.CompletedProcess:
