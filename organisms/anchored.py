@@ -48,7 +48,6 @@ its own condition: TRAINED_ON (also in circuit.json and training.json).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -64,7 +63,7 @@ from anchorlab.data.organism import QUESTION_TYPES, generate_groups, organism_tr
 from .organism_batches import TRIGGER_WEIGHT, Pool, build_batch, row_kinds, target_answer  # noqa: F401
 from .organism_losses import BLOCKED_SPLIT, EARLY_LEAN_SCALE, STAGE2_WEIGHTS, intervened_attention, losses_for  # noqa: F401
 from .loop import train_loop
-from .train import _versions, toy_bundle
+from .train import _versions, save, toy_bundle
 
 ORGANISM_VARIANTS = ("anchored", "anchored-flawed")
 LM_ANCHORED = {**LM, "num_hidden_layers": 8}
@@ -288,13 +287,8 @@ def train_organism(variant: str, out_dir: str | Path | None, n_eval: int = 256, 
     }
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-        model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
+        record["weights_sha256"] = save(model, processor, out)
         (out / "circuit.json").write_text(json.dumps(circuit_record(variant), indent=1) + "\n")
-        record["weights_sha256"] = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
     if n_eval:
         t1 = time.time()
         record["ground_truth"] = run_checks(model, processor, variant, n=n_eval)

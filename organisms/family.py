@@ -10,7 +10,6 @@ The shipped members, their measured numbers and what did not work: organisms/spe
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -25,7 +24,7 @@ from .interchange import FLIP_DEFINITION, MEASURED_ROLES, THRESHOLD, ground_trut
 from .loop import train_loop
 from .siit import LOSSES, Pool, step_loss
 from .spec import CircuitSpec, load_spec
-from .train import _versions, evaluate_mfr, toy_bundle
+from .train import _versions, evaluate_mfr, save, toy_bundle
 
 FAMILY_LM = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8)
 VISION_FROM = "anchored"
@@ -236,13 +235,7 @@ def train_from_spec(spec_path: str | Path, out_dir: str | Path | None, seed: int
         "train_seconds": round(train_s, 1), "torch_threads": torch.get_num_threads(), "versions": _versions(),
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-        model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-        record["weights_sha256"] = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+        record["weights_sha256"] = save(model, processor, Path(out_dir))
     if n_eval:
         record.update(evaluate(spec, bundle, out_dir, n_eval, log))
     if out_dir is not None:

@@ -125,6 +125,18 @@ def _versions() -> dict:
     return out
 
 
+def save(model, processor, out: Path) -> str:
+    """save_pretrained the model (generation ids set) and processor into `out` -> sha256 of model.safetensors."""
+    import hashlib
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+
+
 def train_toy(
     variant: str,
     out_dir: str | Path | None,
@@ -162,10 +174,6 @@ def train_toy(
         log(f"[{variant}] trained in {train_s:.0f}s; MFR {record['mfr']}")
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-        model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
+        save(model, processor, out)
         (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
