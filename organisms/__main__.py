@@ -23,7 +23,8 @@ def main() -> None:
 @click.option("--seed", type=int, default=None, help="training seed (default: the shipped model's / the spec's)")
 @click.option("--steps", type=int, default=None, help="optimizer steps (default: the shipped model's / the spec's)")
 @click.option("--from", "start_from", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="--circuit with stages: a folder its first stage was saved to; only the later stages run")
+              help="--circuit with stages: a folder its first stage (and perhaps some later ones) was saved to; "
+                   "only the stages after those run")
 def train(variant: str, circuit: Path | None, out: Path, seed: int | None, steps: int | None,
           start_from: Path | None) -> None:
     """Train a toy model from scratch; prints its metrics (compare with the shipped training.json)."""

@@ -18,7 +18,8 @@ from typing import Callable
 
 import torch
 
-from anchorlab.data.organism_family import family_train_seed, family_vocabulary, generate_groups, generate_samples
+from anchorlab.data.organism_family import (POOLS, family_train_seed, family_vocabulary, generate_groups,
+                                            generate_samples)
 from anchorlab.models.toy import build_model, build_processor, build_tokenizer
 from .interchange import FLIP_DEFINITION, MEASURED_ROLES, THRESHOLD, ground_truth, head_name
 from .loop import train_loop
@@ -28,7 +29,7 @@ from .train import _versions, evaluate_mfr, save, toy_bundle
 
 FAMILY_LM = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8)
 VISION_FROM = "anchored"
-TRAIN = dict(groups_per_step=6, group_size=3, lr=3e-3, warmup=50, n_pool=1500, interchange_from=1000)
+TRAIN = dict(groups_per_step=6, group_size=3, lr=3e-3, warmup=50, n_pool=1500, interchange_from=1000, pool="base")
 HELDOUT_SEED = 0  # the held-out prompts circuit.json is measured on: data.source organism-heldout, seed 0
 
 
@@ -85,9 +86,10 @@ AUTO_WINDOW, AUTO_ACCURACY = 50, 0.9  # interchange_from "auto": once the last 5
 
 
 def fit(spec: CircuitSpec, seed: int, steps: int, log: Callable[[str], None] | None = print,
-        start_from: str | Path | None = None, **overrides):
+        start_from: str | Path | None = None, stages_done: int = 0, **overrides):
     """SIIT on `spec` (task loss alone for an unplanted spec), then its `stages` -> (model, processor, history).
-    `start_from`: a folder holding this spec's first-stage weights (trained before): only the stages run."""
+    `start_from`: a folder holding this spec's weights after its first stage and `stages_done` later stages
+    (trained before): only the stages after those run."""
     cfg = {**TRAIN, **spec.train, **overrides}
     model, processor = build(seed, str(start_from) if start_from is not None else spec.init)
     bundle = toy_bundle(model, processor, f"toy:{spec.name}")
@@ -96,6 +98,8 @@ def fit(spec: CircuitSpec, seed: int, steps: int, log: Callable[[str], None] | N
         history += _stage(model, processor, bundle, spec, seed, steps, cfg, random.Random(seed),
                           family_train_seed(seed), log)
     for k, stage in enumerate(spec.stages, start=1):
+        if k <= stages_done:
+            continue
         scfg = {**cfg, **stage.get("train", {}), "interchange_from": 0}
         history += _stage(model, processor, bundle, spec, seed, stage["steps"], scfg,
                           random.Random(f"{seed}-stage{k}"), family_train_seed(seed) + k * STAGE_SEED_STRIDE, log)
@@ -108,10 +112,11 @@ STAGE_SEED_STRIDE = 1_000_000  # stage k draws a fresh pool from the training se
 def _stage(model, processor, bundle, spec: CircuitSpec, seed: int, steps: int, cfg: dict, rng: random.Random,
            data_seed: int, log) -> list[dict]:
     t0 = time.time()
-    groups = generate_groups(cfg["n_pool"], data_seed, cfg["group_size"], "train")
+    groups = generate_groups(cfg["n_pool"], data_seed, cfg["group_size"], "train", cfg["pool"])
     pool = Pool(bundle, groups, image_features(model, processor, groups))
     if log:
-        log(f"[{spec.name}] pool of {len(groups)} groups (data seed {data_seed}) encoded in {time.time() - t0:.0f}s")
+        log(f"[{spec.name}] pool of {len(groups)} groups ({cfg['pool']} templates, data seed {data_seed}) encoded "
+            f"in {time.time() - t0:.0f}s")
     seen: list[float] = []
     start = {"step": None if cfg["interchange_from"] == "auto" else cfg["interchange_from"]}
 
@@ -204,19 +209,28 @@ def train_from_spec(spec_path: str | Path, out_dir: str | Path | None, seed: int
                     steps: int | None = None, n_eval: int = 256, log: Callable[[str], None] | None = print,
                     start_from: str | Path | None = None, **overrides) -> dict:
     """Train, save (weights, circuit.json, training.json) and return training.json's record; `overrides`: of
-    TRAIN and the spec's `train` (tests). `start_from`: a folder this spec's first stage was saved to (its
-    training.json must name this spec, seed and steps): only the later `stages` run."""
+    TRAIN and the spec's `train` (tests). `start_from`: a folder this spec's first stage, and perhaps some
+    of its later stages, were saved to (its training.json must name this spec, seed, steps and those stages): only
+    the stages after those run."""
     spec = load_spec(spec_path, FAMILY_LM["num_hidden_layers"], FAMILY_LM["num_attention_heads"])
+    for where, train in [("train", spec.train), *((f"stages.{k}.train", st.get("train", {}))
+                                                  for k, st in enumerate(spec.stages))]:
+        if set(train) - set(TRAIN) or train.get("pool", "base") not in POOLS:
+            raise ValueError(f"{spec_path}: {where}: {train!r}: keys are {sorted(TRAIN)}, pool one of {POOLS}")
     seed = spec.seed if seed is None else seed
     steps = spec.steps if steps is None else steps
-    first = None
+    first, done = None, 0
     if start_from is not None:
         first = json.loads((Path(start_from) / "training.json").read_text())
-        if (first["name"], first["seed"], first["steps"]) != (spec.name, seed, steps) or not spec.stages:
+        ran = list(first["spec"].get("stages", []))  # a saved model ran every stage of the spec it names
+        done = len(ran)
+        if ((first["name"], first["seed"], first["steps"]) != (spec.name, seed, steps)
+                or ran != list(spec.stages[:done]) or done >= len(spec.stages)):
             raise ValueError(f"--from {start_from}: trained {first['name']} seed {first['seed']} for {first['steps']} "
-                             f"steps, not the first stage of {spec_path} (seed {seed}, {steps} steps, then stages)")
+                             f"steps and {done} stage(s) {ran}, not a start of {spec_path} (seed {seed}, {steps} "
+                             f"steps, then stages {list(spec.stages)}) with stages left to run")
     t0 = time.time()
-    model, processor, history = fit(spec, seed, steps, log, start_from=start_from, **overrides)
+    model, processor, history = fit(spec, seed, steps, log, start_from=start_from, stages_done=done, **overrides)
     train_s = time.time() - t0 + (first["train_seconds"] if first else 0.0)
     bundle = toy_bundle(model, processor, f"toy:{spec.name}")
     used = spec.losses
@@ -228,10 +242,11 @@ def train_from_spec(spec_path: str | Path, out_dir: str | Path | None, seed: int
                                                                   f"copied from toy:{VISION_FROM}",
         "frozen": "vision tower and multimodal projector (perception only)",
         "final": {k: round(sum(h[k] for h in history[-50:] if k in h) / len(history[-50:]), 6) for k in history[-1]},
-        "interchange_from_step": first["interchange_from_step"] if first else next(
+        "interchange_from_step": first.get("interchange_from_step") if first else next(
             (i for i, h in enumerate(history) if h.get("interchange_on")), None),
-        "first_stage": ({"from": str(start_from), "weights_sha256": first.get("weights_sha256"),
-                         "train_seconds": first["train_seconds"], "final": first.get("final")} if first else None),
+        "continued_from": ({"from": str(start_from), "weights_sha256": first.get("weights_sha256"),
+                            "stages_done": done, "train_seconds": first["train_seconds"],
+                            "final": first.get("final")} if first else None),
         "train_seconds": round(train_s, 1), "torch_threads": torch.get_num_threads(), "versions": _versions(),
     }
     if out_dir is not None:

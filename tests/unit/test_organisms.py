@@ -5,6 +5,8 @@ and the shipped models' held-out behaviour and circuit.json re-measured with pla
 anchorlab engine, no organisms/ code)."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -14,7 +16,9 @@ from anchorlab.data.organism import generate_samples as anchored_samples
 from anchorlab.data.organism import organism_vocabulary
 from anchorlab.data.organism_family import (
     NOUN_PAIRS,
+    TEMPLATES,
     _heldout,
+    composed_templates,
     family_vocabulary,
     fill,
     generate_groups,
@@ -22,7 +26,7 @@ from anchorlab.data.organism_family import (
     instruction_pairs,
     layouts,
 )
-from anchorlab.data.sample import COMPETITOR, FOLLOWED, TASKS
+from anchorlab.data.sample import COMPETITOR, FOLLOWED, TASKS, ConflictSample
 from anchorlab.data.sources import load_dataset
 from anchorlab.data.toy import POSITIONS
 from anchorlab.models.loading import load_model
@@ -39,6 +43,7 @@ from organisms.spec import load_spec
 from organisms.train import toy_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+PROBES = ("probe_1", "probe_2", "probe_3")
 METRIC_WORDS = ("lens", "attribution", "attention", "knockout", "nssd", "ldar", "ablation", "amplif", "block")
 
 
@@ -72,13 +77,23 @@ def test_heldout_instructions_never_trained():
     for s in generate_samples(60, 11):
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
+    composed = set(instruction_pairs("train", "composed"))
+    assert set(train) < composed and not composed & set(held)
+    assert instruction_pairs("heldout", "composed") == held
+    drawn = [(g[0].instruction_vf, g[0].instruction_tf) for g in generate_groups(60, 11, 2, "train", "composed")]
+    assert set(drawn) <= composed and 20 <= sum(d in set(train) for d in drawn) <= 40  # half of them from TEMPLATES
+    paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
+    assert len(paraphrases) == 31 and not set(paraphrases) & {*TEMPLATES, *composed_templates()}
+    assert not {fill(t, v, x) for t in paraphrases for v, x in NOUN_PAIRS} & set(composed)
 
 
 def test_family_vocabulary_appends_and_covers_every_prompt():
     base, vocab = organism_vocabulary(), family_vocabulary()
     assert vocab[:len(base)] == base and len(vocab) > len(base)
     tok = family_processor().tokenizer
-    for vf, tf in instruction_pairs("train") + instruction_pairs("heldout"):
+    paraphrases = [fill(t, v, x) for probe in PROBES for t in _heldout()["paraphrases"][probe] for v, x in NOUN_PAIRS]
+    composed = [fill(t, *NOUN_PAIRS[k % len(NOUN_PAIRS)]) for k, t in enumerate(composed_templates())]  # each once
+    for vf, tf in instruction_pairs("train") + instruction_pairs("heldout") + paraphrases + composed:
         a, b = tok(vf)["input_ids"], tok(tf)["input_ids"]
         assert len(a) == len(b) and tok.unk_token_id not in a + b, (vf, tf)
     for s in generate_samples(40, 3) + [g[0] for g in generate_groups(40, 3, 1)]:
@@ -139,7 +154,7 @@ def test_patch_hook_equals_zeroed_output_columns():
 def _no_stages(tmp_path, name: str, **changes):
     """A copy of a shipped spec (its later stages dropped unless `changes` sets them), for quick runs."""
     raw = {**json.loads(open(f"organisms/specs/{name}.json").read()), "stages": [], **changes}
-    path = tmp_path / f"{name}-{len(changes)}.json"
+    path = tmp_path / f"{name}-{hashlib.sha256(json.dumps(raw).encode()).hexdigest()[:12]}.json"
     path.write_text(json.dumps(raw))
     return path
 
@@ -158,17 +173,31 @@ def test_siit_training_is_deterministic(tmp_path):
 
 
 def test_a_later_stage_from_saved_weights_equals_one_run(tmp_path):
-    """`--from DIR` (the first stage saved, then only the later stages) gives the weights one command gives."""
+    """`--from DIR` (the first stage saved, perhaps with some later stages, then only the stages after those)
+    gives the weights one command gives."""
     quick = dict(log=None, n_eval=0, n_pool=4, groups_per_step=2, warmup=2, interchange_from=1)
-    staged = _no_stages(tmp_path, "organism-a", steps=3, stages=[{"steps": 2, "train": {"lr": 1e-3}}])
+    stage1, stage2 = {"steps": 2, "train": {"lr": 1e-3}}, {"steps": 2, "train": {"groups_per_step": 3}}
+    two = _no_stages(tmp_path, "organism-a", steps=3, stages=[stage1, stage2])
+    one = _no_stages(tmp_path, "organism-a", steps=3, stages=[stage1])
     first = _no_stages(tmp_path, "organism-a", steps=3)
-    whole = train_from_spec(staged, tmp_path / "whole", **quick)
+    whole = train_from_spec(two, tmp_path / "whole", **quick)
+    assert whole["continued_from"] is None
     train_from_spec(first, tmp_path / "first", **quick)
-    resumed = train_from_spec(staged, tmp_path / "resumed", start_from=tmp_path / "first", **quick)
+    resumed = train_from_spec(two, tmp_path / "resumed", start_from=tmp_path / "first", **quick)
     assert resumed["weights_sha256"] == whole["weights_sha256"]
-    assert resumed["first_stage"]["from"] == str(tmp_path / "first") and whole["first_stage"] is None
-    with pytest.raises(ValueError, match="not the first stage of"):
-        train_from_spec(staged, tmp_path / "bad", start_from=tmp_path / "whole", steps=4, **quick)
+    assert resumed["continued_from"] == {**resumed["continued_from"], "from": str(tmp_path / "first"), "stages_done": 0}
+    middle = train_from_spec(one, tmp_path / "middle", start_from=tmp_path / "first", **quick)
+    assert middle["weights_sha256"] != whole["weights_sha256"]
+    last = train_from_spec(two, tmp_path / "last", start_from=tmp_path / "middle", **quick)
+    assert last["weights_sha256"] == whole["weights_sha256"] and last["continued_from"]["stages_done"] == 1
+    assert last["train_seconds"] > middle["train_seconds"]
+    with pytest.raises(ValueError, match="not a start of"):  # every stage already ran
+        train_from_spec(two, tmp_path / "bad", start_from=tmp_path / "whole", **quick)
+    with pytest.raises(ValueError, match="not a start of"):  # other steps
+        train_from_spec(two, tmp_path / "bad", start_from=tmp_path / "first", steps=4, **quick)
+    other = _no_stages(tmp_path, "organism-a", steps=3, stages=[{"steps": 2, "train": {"lr": 5e-4}}, stage2])
+    with pytest.raises(ValueError, match="not a start of"):  # the stage it ran is not this spec's
+        train_from_spec(other, tmp_path / "bad", start_from=tmp_path / "middle", **quick)
 
 
 def _interchange_rates(bundle, samples, heads_sets, role="instruction", n_clean=None):
@@ -279,12 +308,28 @@ def _plain_mfr(bundle, samples):
     return out
 
 
-BORDERLINE = {"organism-backup": "held-out tf MFR 0.945 on this draw (seed 7, 128 prompts; 0.949 on 256), 0.977 on "
-                                  "the seed-0 set circuit.json was measured on: below the bar on some draws"}
+def _paraphrased(template: str, samples: list[ConflictSample]) -> list[ConflictSample]:
+    """`samples` with their instruction pair replaced by `template`, the noun pairs taken in turn."""
+    pairs = [fill(template, v, x) for v, x in NOUN_PAIRS]
+    return [dataclasses.replace(s, instruction_vf=pairs[i % len(pairs)][0], instruction_tf=pairs[i % len(pairs)][1])
+            for i, s in enumerate(samples)]
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=BORDERLINE[n], strict=True))
-                                  if n in BORDERLINE else n for n in FAMILY])
+@pytest.mark.parametrize("probe", PROBES)
+@pytest.mark.parametrize("name", FAMILY)
+def test_shipped_family_follows_paraphrases_of_no_pool(name, probe):
+    """Hand-written paraphrases outside every training pool (organism_heldout.json `paraphrases`; when each was
+    written and first measured is said there), at held-out layouts: MFR ≥ 0.95 per task over all of a probe's
+    paraphrases, and no one paraphrase followed below 0.75 in a task."""
+    bundle = load_model(f"toy:{name}")
+    base = generate_samples(70, 21)
+    rates = {t: _plain_mfr(bundle, _paraphrased(t, base)) for t in _heldout()["paraphrases"][probe]}
+    for task in TASKS:
+        assert sum(r[task] for r in rates.values()) / len(rates) >= 0.95, (task, rates)
+    assert min(min(r.values()) for r in rates.values()) >= 0.75, rates
+
+
+@pytest.mark.parametrize("name", FAMILY)
 def test_shipped_family_follows_heldout_instructions(name):
     """Held-out instruction pairs at held-out layouts, drawn from a seed circuit.json was not measured on: MFR ≥ 0.95
     per task; and the recorded held-out MFR is what training.json says."""
