@@ -6,8 +6,8 @@ clauses that name both in a fixed order, {v} / {t}; filled with a NOUN_PAIRS pai
 of equal token length, so a sample's vf and tf prompts have the same length and positions (the
 instruction-swapped twin of a prompt aligns with it token for token). Layouts: (instruction position,
 context prefix). organism_heldout.json names the templates, (template, nouns) combinations and layouts
-that training never sees, and paraphrases written apart from every pool (probes of generalisation);
-`split="heldout"` draws prompts with a held-out pair at a held-out layout.
+that training never sees, and hand-written paraphrases outside the pool (`paraphrases`: probes of how far
+the instruction reading generalises); `split="heldout"` draws prompts with a held-out pair at a held-out layout.
 
 Training draws *groups*: samples sharing every template choice (question type, pair, layout, context
 sentence, question) and differing in their answers and images, so all members and both tasks of a group
@@ -72,25 +72,6 @@ NOUN_PAIRS: tuple[tuple[str, str], ...] = (
     ("image", "text"), ("picture", "context"), ("photo", "caption"), ("image", "description"), ("picture", "text"),
     ("image content", "text context"), ("visual input", "written text"),
 )
-# The composed pool (a later training stage's `pool: composed`): the sentences a clause grammar builds from the
-# words above, less TEMPLATES and the held-out templates and paraphrases. A clause follows the modality {m} (a verb
-# with or without "you should", "you must", "only") or rejects the other {o} (the same verbs negated), or states
-# which is right or wrong; a sentence is one clause, a following clause with "not" / "rather than" / "instead of"
-# the other, or one clause of each kind joined in either order. The first stage trains on TEMPLATES alone.
-VERBS: tuple[str, ...] = ("use", "trust", "follow", "rely on", "go with", "look at", "answer from", "answer with",
-                          "answer based on", "answer according to")
-FOLLOW_PREFIXES: tuple[str, ...] = ("", "you should ", "you must ", "only ")
-NEGATIONS: tuple[str, ...] = ("do not ", "never ", "you should not ", "you must not ")
-RIGHT_STATEMENTS: tuple[str, ...] = (
-    "the {m} is right", "the {m} is correct", "what the {m} shows is right", "what the {m} shows is correct",
-    "the answer is in the {m}", "the right answer is in the {m}", "the correct answer is in the {m}",
-    "the answer comes from the {m}", "the right answer comes from the {m}", "the {m} shows the answer",
-    "the {m} shows the right answer")
-WRONG_STATEMENTS: tuple[str, ...] = (
-    "the {o} is wrong", "the {o} may be wrong", "the {o} is not right", "the {o} is not correct",
-    "what the {o} says is wrong", "what the {o} says may be wrong", "what the {o} says is not right",
-    "the answer is not in the {o}", "the {o} does not show the answer", "the {o} does not show the right answer")
-JOINERS: tuple[str, ...] = (" and ", " ; ", " , ")
 PREFIXES: tuple[str, ...] = ("Text context: ", "Context: ", "Caption: ", "Text: ", "Description: ", "")
 Pair = tuple[str, str]  # (vf instruction, tf instruction)
 Layout = tuple[str, str]  # (instruction position, context prefix)
@@ -116,46 +97,12 @@ def _heldout() -> dict:
     return spec
 
 
-def _clauses() -> tuple[list[str], list[str]]:
-    """(clauses that follow {m}, clauses that reject {o}): verbs with prefixes or negations, objects "the X" or
-    "what the X shows / says", and the statements."""
-    follow = [f"{pre}{v} {obj}" for v in VERBS for pre in FOLLOW_PREFIXES for obj in ("the {m}", "what the {m} shows")]
-    follow += [f"{v} only the {{m}}" for v in VERBS] + ["use what you see in the {m}"]
-    reject = [f"{neg}{v} {obj}" for v in VERBS for neg in NEGATIONS for obj in ("the {o}", "what the {o} says")]
-    reject += ["ignore the {o}", "ignore what the {o} says"]
-    return follow + list(RIGHT_STATEMENTS), reject + list(WRONG_STATEMENTS)
-
-
-@cache
-def composed_templates() -> tuple[str, ...]:
-    """The composed pool's templates, in a fixed order: the clause grammar's sentences that are neither in TEMPLATES
-    nor held out (organism_heldout.json's templates and paraphrases)."""
-    follow, reject = _clauses()
-    verbal = follow[:-len(RIGHT_STATEMENTS)]
-    sentences = [*follow, *reject, *(f"{c}{tail} the {{o}}" for c in verbal
-                                     for tail in (" , not", " rather than", " instead of")),
-                 *(f"{a}{j}{b}" for a in follow for b in reject for j in JOINERS),
-                 *(f"{b}{j}{a}" for a in follow for b in reject for j in JOINERS),
-                 *(f"{b} , so {a}" for a in verbal for b in WRONG_STATEMENTS)]
-    spec = _heldout()
-    excluded = {*TEMPLATES, *spec["templates"], *(t for probe in spec["paraphrases"].values() if isinstance(probe, list)
-                                                  for t in probe)}
-    return tuple(dict.fromkeys(t for t in (f"{x} ." for x in sentences) if t not in excluded))
-
-
-POOLS = ("base", "composed")
-
-
-def instruction_pairs(split: str, pool: str = "base") -> list[Pair]:
-    """`train`: every pair whose template and (template, nouns) are not held out, of TEMPLATES (`pool` base) or
-    TEMPLATES and the composed templates (`pool` composed); `heldout`: the held-out ones (the same for both)."""
-    if pool not in POOLS:
-        raise ValueError(f"pool: {pool!r} is not one of {POOLS}")
+def instruction_pairs(split: str) -> list[Pair]:
+    """`train`: every pair whose template and (template, nouns) are not held out; `heldout`: the others."""
     spec = _heldout()
     held = {fill(c["template"], c["vision"], c["text"]) for c in spec["combos"]}
     held |= {fill(t, v, x) for t in spec["templates"] for v, x in NOUN_PAIRS}
-    templates = TEMPLATES + (composed_templates() if pool == "composed" and split == "train" else ())
-    pairs = [fill(t, v, x) for t in templates for v, x in NOUN_PAIRS]
+    pairs = [fill(t, v, x) for t in TEMPLATES for v, x in NOUN_PAIRS]
     return [p for p in pairs if (p in held) == (split == "heldout")]
 
 
@@ -186,24 +133,18 @@ def _sample(rng: random.Random, sid: str, t: dict, pair: Pair, layout: Layout, v
     )
 
 
-def generate_groups(n: int, seed: int, size: int, split: str = "train",
-                    pool: str = "base") -> list[list[ConflictSample]]:
+def generate_groups(n: int, seed: int, size: int, split: str = "train") -> list[list[ConflictSample]]:
     """`n` groups of `size` samples sharing one template choice (pair, layout, question type alternating,
     context sentence, question); answers drawn independently per member. Pure function of the arguments."""
     rng = random.Random(f"anchorlab-organism-family-{split}-{seed}")
-    base = instruction_pairs(split)
-    # the composed pool: every other group from TEMPLATES, so the grammar's many sentences do not crowd them out
-    known = set(base)
-    parts = [base, [x for x in instruction_pairs(split, pool) if x not in known]] if pool != "base" else [base]
-    lays, types = layouts(split), tuple(QUESTION_TYPES)
+    pairs, lays, types = instruction_pairs(split), layouts(split), tuple(QUESTION_TYPES)
     groups = []
     for g in range(n):
-        kind, pairs = types[g % len(types)], parts[g // len(types) % len(parts)]
+        kind = types[g % len(types)]
         answers, contexts, questions, _ = QUESTION_TYPES[kind]
         k, j = rng.randrange(len(pairs)), rng.randrange(len(lays))
         t = {"type": kind, "pair": k, "layout": j, "context_template": rng.randrange(len(contexts)),
-             "question": rng.randrange(len(questions)), "split": split, "seed": seed, "group": g,
-             "pool": ("base", pool)[parts.index(pairs)]}
+             "question": rng.randrange(len(questions)), "split": split, "seed": seed, "group": g}
         groups.append([_sample(rng, f"fam-{split}-{seed}-{g}-{m}", t, pairs[k], lays[j], *rng.sample(answers, 2))
                        for m in range(size)])
     return groups

