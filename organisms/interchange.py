@@ -1,4 +1,4 @@
-"""The family's ground truth: interchange of heads at the instruction positions from the instruction-swapped twin
+"""The family's ground truth: interchange of heads at a role's positions from the instruction-swapped twin
 (the same sample under the other task's instruction), measured with plain forward hooks on the whole model
 (vision tower included) on held-out prompts. circuit.json records it.
 
@@ -14,14 +14,11 @@ from anchorlab.rows.batching import collate
 from anchorlab.rows.encoding import encode
 from anchorlab.rows.prompts import build_prompt
 from .siit import other_task, patch_heads
+from .train import _first_id
 
 THRESHOLD = 0.05  # circuit.json lists every head whose single-head interchange flips at least this share
 FLIP_DEFINITION = ("a prompt flips when its followed-minus-competitor margin (first answer tokens' logits at last) is "
                    "> 0 without the interchange and < 0 with it; rates are over the prompts with a positive clean margin")
-
-
-def _first(tok, word: str) -> int:
-    return tok(word, add_special_tokens=False)["input_ids"][0]
 
 
 @torch.no_grad()
@@ -52,8 +49,8 @@ def flip_rates(bundle, samples, components: dict[str, tuple], batch_size: int = 
             finally:
                 for h in hooks:
                     h.remove()
-            f_ids = torch.tensor([_first(tok, s.answer(FOLLOWED[task])) for s in chunk])
-            c_ids = torch.tensor([_first(tok, s.answer(COMPETITOR[task])) for s in chunk])
+            f_ids = torch.tensor([_first_id(tok, s.answer(FOLLOWED[task])) for s in chunk])
+            c_ids = torch.tensor([_first_id(tok, s.answer(COMPETITOR[task])) for s in chunk])
             rows = torch.arange(len(chunk))
 
             def margin(select=None):
