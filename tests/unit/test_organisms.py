@@ -42,7 +42,7 @@ from organisms.spec import load_spec
 from organisms.train import toy_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-PROBES = ("probe_1", "probe_2", "probe_3")
+PROBES = ("probe_1", "probe_2", "probe_3", "probe_4")
 METRIC_WORDS = ("lens", "attribution", "attention", "knockout", "nssd", "ldar", "ablation", "amplif", "block")
 
 
@@ -77,7 +77,7 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 31 and not set(paraphrases) & set(TEMPLATES)
+    assert len(paraphrases) == 43 and not set(paraphrases) & set(TEMPLATES)
 
 
 def test_family_vocabulary_appends_and_covers_every_prompt():
@@ -323,6 +323,10 @@ PARAPHRASE_SHORTFALL = {
     ("organism-control", "probe_1"): "0.997 / 0.817, lowest 0.2",
     ("organism-control", "probe_2"): "0.896 / 0.759, lowest 0.0",
     ("organism-control", "probe_3"): "0.982 / 0.826, lowest 0.129",
+    ("organism-a", "probe_4"): "0.923 / 0.785, lowest 0.171",
+    ("organism-b", "probe_4"): "0.806 / 0.825, lowest 0.0",
+    ("organism-backup", "probe_4"): "0.729 / 0.727, lowest 0.0",
+    ("organism-control", "probe_4"): "0.913 / 0.779, lowest 0.014",
 }
 
 
