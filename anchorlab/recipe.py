@@ -35,7 +35,9 @@ def _not_blank(text: str) -> str:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """No unknown keys, and no coercion: a quoted "16" is not taken for 16, so an accepted recipe holds what the
+    run uses (a float field still takes an integer)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ModelSpec(Strict):

@@ -30,7 +30,7 @@ Role = Literal["vision", "context", "instruction", "query", "text", "last"]  # r
 class AnalysisSpec(BaseModel):
     """Options shared by every analysis; subclasses add their own with docs/method.md defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as the recipe's: no "16" taken for 16
     kind: str
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="result file name (default: kind)")
     n_bootstrap: int = Field(1000, ge=1, description="bootstrap resamples per CI")

@@ -39,6 +39,11 @@ def test_defaults_fill_in():
         ({"data": {"tasks": ["vf", "xx"]}}, ["data.tasks.1:"]),
         ({"batch_size": 0}, ["batch_size:"]),
         ({"analyses": []}, ["analyses:"]),
+        # no coercion from text: the run would use 0 / 16 / 2 where the recipe holds a string (the fuzz test's find)
+        ({"seed": "0\x0c"}, ["seed: Input should be a valid integer"]),
+        ({"data": {"n_samples": "16"}}, ["data.n_samples: Input should be a valid integer"]),
+        ({"analyses": [{"kind": "signal", "k": "2"}]}, ["analyses.0.k: Input should be a valid integer"]),
+        ({"analyses": [{"kind": "signal", "ci_level": "0.9"}]}, ["analyses.0.ci_level: Input should be a valid"]),
     ],
 )
 def test_errors_name_the_field(patch, expected):
@@ -47,6 +52,11 @@ def test_errors_name_the_field(patch, expected):
         parse_recipe(data)
     for fragment in expected:
         assert fragment in str(err.value)
+
+
+def test_a_float_field_takes_an_integer():
+    recipe = parse_recipe({**BASE, "analyses": [{"kind": "heads_amplify", "alphas": [1, 2.5]}]})
+    assert recipe.analyses[0].alphas == [1.0, 2.5]
 
 
 def test_missing_model_is_named():
