@@ -42,7 +42,7 @@ from organisms.spec import load_spec
 from organisms.train import toy_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-PROBES = ("probe_1", "probe_2", "probe_3", "probe_4")
+PROBES = tuple(k for k, v in _heldout()["paraphrases"].items() if isinstance(v, list))  # the json's, in order
 METRIC_WORDS = ("lens", "attribution", "attention", "knockout", "nssd", "ldar", "ablation", "amplif", "block")
 
 
@@ -315,17 +315,17 @@ PARAPHRASE_SHORTFALL = {
     ("organism-a", "probe_1"): "0.936 / 0.921, lowest 0.214",
     ("organism-a", "probe_2"): "0.789 / 0.597, lowest 0.014",
     ("organism-a", "probe_3"): "0.917 / 0.712, lowest 0.0",
+    ("organism-a", "probe_4"): "0.923 / 0.785, lowest 0.171",
     ("organism-b", "probe_2"): "0.536 / 0.821, lowest 0.0",
     ("organism-b", "probe_3"): "0.683 / 0.865, lowest 0.0",
+    ("organism-b", "probe_4"): "0.806 / 0.825, lowest 0.0",
     ("organism-backup", "probe_1"): "0.924 / 0.997, lowest 0.8",
     ("organism-backup", "probe_2"): "0.596 / 0.744, lowest 0.0",
     ("organism-backup", "probe_3"): "0.731 / 0.823, lowest 0.0",
+    ("organism-backup", "probe_4"): "0.729 / 0.727, lowest 0.0",
     ("organism-control", "probe_1"): "0.997 / 0.817, lowest 0.2",
     ("organism-control", "probe_2"): "0.896 / 0.759, lowest 0.0",
     ("organism-control", "probe_3"): "0.982 / 0.826, lowest 0.129",
-    ("organism-a", "probe_4"): "0.923 / 0.785, lowest 0.171",
-    ("organism-b", "probe_4"): "0.806 / 0.825, lowest 0.0",
-    ("organism-backup", "probe_4"): "0.729 / 0.727, lowest 0.0",
     ("organism-control", "probe_4"): "0.913 / 0.779, lowest 0.014",
 }
 
