@@ -18,8 +18,7 @@ from typing import Callable
 
 import torch
 
-from anchorlab.data.organism_family import (POOLS, family_train_seed, family_vocabulary, generate_groups,
-                                            generate_samples)
+from anchorlab.data.organism_family import family_train_seed, family_vocabulary, generate_groups, generate_samples
 from anchorlab.models.toy import build_model, build_processor, build_tokenizer
 from .interchange import FLIP_DEFINITION, MEASURED_ROLES, THRESHOLD, ground_truth, head_name
 from .loop import train_loop
@@ -29,7 +28,7 @@ from .train import _versions, evaluate_mfr, save, toy_bundle
 
 FAMILY_LM = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8)
 VISION_FROM = "anchored"
-TRAIN = dict(groups_per_step=6, group_size=3, lr=3e-3, warmup=50, n_pool=1500, interchange_from=1000, pool="base")
+TRAIN = dict(groups_per_step=6, group_size=3, lr=3e-3, warmup=50, n_pool=1500, interchange_from=1000)
 HELDOUT_SEED = 0  # the held-out prompts circuit.json is measured on: data.source organism-heldout, seed 0
 
 
@@ -112,11 +111,10 @@ STAGE_SEED_STRIDE = 1_000_000  # stage k draws a fresh pool from the training se
 def _stage(model, processor, bundle, spec: CircuitSpec, seed: int, steps: int, cfg: dict, rng: random.Random,
            data_seed: int, log) -> list[dict]:
     t0 = time.time()
-    groups = generate_groups(cfg["n_pool"], data_seed, cfg["group_size"], "train", cfg["pool"])
+    groups = generate_groups(cfg["n_pool"], data_seed, cfg["group_size"], "train")
     pool = Pool(bundle, groups, image_features(model, processor, groups))
     if log:
-        log(f"[{spec.name}] pool of {len(groups)} groups ({cfg['pool']} templates, data seed {data_seed}) encoded "
-            f"in {time.time() - t0:.0f}s")
+        log(f"[{spec.name}] pool of {len(groups)} groups (data seed {data_seed}) encoded in {time.time() - t0:.0f}s")
     seen: list[float] = []
     start = {"step": None if cfg["interchange_from"] == "auto" else cfg["interchange_from"]}
 
@@ -218,8 +216,6 @@ def train_from_spec(spec_path: str | Path, out_dir: str | Path | None, seed: int
         if set(train) - set(TRAIN):
             raise ValueError(f"{spec_path}: {where}: unknown key(s) {sorted(set(train) - set(TRAIN))}; known: "
                              f"{sorted(TRAIN)}")
-        if train.get("pool", "base") not in POOLS:
-            raise ValueError(f"{spec_path}: {where}.pool: {train['pool']!r} is not one of {POOLS}")
     seed = spec.seed if seed is None else seed
     steps = spec.steps if steps is None else steps
     first, done = None, 0

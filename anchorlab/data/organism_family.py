@@ -8,8 +8,6 @@ instruction-swapped twin of a prompt aligns with it token for token). Layouts: (
 context prefix). organism_heldout.json names the templates, (template, nouns) combinations and layouts
 that training never sees, and hand-written paraphrases outside the pool (`paraphrases`: probes of how far
 the instruction reading generalises); `split="heldout"` draws prompts with a held-out pair at a held-out layout.
-The `noisy` pool (a later training stage's) adds perturbed training templates: what makes an instruction is
-which modality it names and whether a negation word rejects it, not the wording around them.
 
 Training draws *groups*: samples sharing every template choice (question type, pair, layout, context
 sentence, question) and differing in their answers and images, so all members and both tasks of a group
@@ -74,16 +72,6 @@ NOUN_PAIRS: tuple[tuple[str, str], ...] = (
     ("image", "text"), ("picture", "context"), ("photo", "caption"), ("image", "description"), ("picture", "text"),
     ("image content", "text context"), ("visual input", "written text"),
 )
-# The noisy pool: every other group's template is a training template with words outside NEGATIONS, the slots and
-# the punctuation replaced (p REPLACE) or dropped (p DROP) and 0-2 FILLERS inserted, the same edit in both tasks
-# (the twin still aligns). FILLERS carry no polarity: no modality noun, answer, verb of following or negation.
-NEGATIONS: frozenset[str] = frozenset({"not", "never", "ignore", "wrong", "rather", "than", "instead"})
-FILLERS: tuple[str, ...] = (
-    "a", "an", "the", "and", "or", "of", "on", "in", "at", "by", "to", "from", "with", "so", "that", "this", "there",
-    "what", "which", "when", "you", "should", "must", "be", "is", "does", "do", "have", "says", "shows", "show",
-    "comes", "wrote", "someone", "question", "case", "between", "based", "according", "selecting", "colour", "color")
-REPLACE, DROP = 0.2, 0.1
-POOLS = ("base", "noisy", "noisy-negated")  # noisy-negated: perturb(negate=True)
 PREFIXES: tuple[str, ...] = ("Text context: ", "Context: ", "Caption: ", "Text: ", "Description: ", "")
 Pair = tuple[str, str]  # (vf instruction, tf instruction)
 Layout = tuple[str, str]  # (instruction position, context prefix)
@@ -109,45 +97,13 @@ def _heldout() -> dict:
     return spec
 
 
-def _entries(split: str) -> list[tuple[str, str, str]]:
-    """(template, vision noun, text noun) of every pair of `split`: `train`, those whose template and (template,
-    nouns) are not held out; `heldout`, the others."""
+def instruction_pairs(split: str) -> list[Pair]:
+    """`train`: every pair whose template and (template, nouns) are not held out; `heldout`: the others."""
     spec = _heldout()
     held = {fill(c["template"], c["vision"], c["text"]) for c in spec["combos"]}
     held |= {fill(t, v, x) for t in spec["templates"] for v, x in NOUN_PAIRS}
-    return [(t, v, x) for t in TEMPLATES for v, x in NOUN_PAIRS if (fill(t, v, x) in held) == (split == "heldout")]
-
-
-def instruction_pairs(split: str) -> list[Pair]:
-    return [fill(*e) for e in _entries(split)]
-
-
-@cache
-def _never_trained() -> frozenset[str]:
-    """Templates no perturbation may produce: the held-out templates and every paraphrase probe."""
-    spec = _heldout()
-    return frozenset([*spec["templates"], *(t for v in spec["paraphrases"].values() if isinstance(v, list) for t in v)])
-
-
-def perturb(template: str, rng: random.Random, negate: bool = False) -> str:
-    """`template` with its polarity-free words replaced or dropped and fillers inserted (the noisy pool); half the
-    templates that name one modality and no negation are negated first ("not" inserted anywhere before the final
-    ".", the named modality becomes the rejected one) when `negate`."""
-    source = template.split(" ")
-    if negate and "{o}" not in source and "{v}" not in source and not NEGATIONS & set(source) and rng.random() < 0.5:
-        source.insert(rng.randrange(len(source) - 1), "not")
-        source = ["{o}" if w == "{m}" else w for w in source]
-    words: list[str] = []
-    for w in source:
-        r = rng.random()
-        if w.startswith("{") or w in NEGATIONS or not w.isalpha() or r >= REPLACE + DROP:
-            words.append(w)
-        elif r < REPLACE:
-            words.append(rng.choice(FILLERS))
-    for _ in range(rng.choice((0, 1, 1, 2))):
-        words.insert(rng.randrange(len(words)), rng.choice(FILLERS))  # never after the final "."
-    out = " ".join(words)
-    return template if out in _never_trained() else out
+    pairs = [fill(t, v, x) for t in TEMPLATES for v, x in NOUN_PAIRS]
+    return [p for p in pairs if (p in held) == (split == "heldout")]
 
 
 def layouts(split: str) -> list[Layout]:
@@ -158,7 +114,7 @@ def layouts(split: str) -> list[Layout]:
 def family_vocabulary() -> list[str]:
     """The organism's vocabulary (toy:anchored's ids) with the family's instruction words appended."""
     base = organism_vocabulary()
-    texts = [*TEMPLATES, *(n for pair in NOUN_PAIRS for n in pair), *PREFIXES, *FILLERS]
+    texts = [*TEMPLATES, *(n for pair in NOUN_PAIRS for n in pair), *PREFIXES]
     words = {w for t in texts for w in _words(t.replace("{m}", "").replace("{o}", "").replace("{v}", "")
                                              .replace("{t}", "")).split()}
     return [*base, *sorted(words - set(base))]
@@ -177,30 +133,20 @@ def _sample(rng: random.Random, sid: str, t: dict, pair: Pair, layout: Layout, v
     )
 
 
-def generate_groups(n: int, seed: int, size: int, split: str = "train",
-                    pool: str = "base") -> list[list[ConflictSample]]:
+def generate_groups(n: int, seed: int, size: int, split: str = "train") -> list[list[ConflictSample]]:
     """`n` groups of `size` samples sharing one template choice (pair, layout, question type alternating,
-    context sentence, question); answers drawn independently per member. `pool` noisy: every other pair of
-    question types has its template perturbed (negated too: noisy-negated). Pure function of the arguments."""
-    if pool not in POOLS:
-        raise ValueError(f"pool: {pool!r} is not one of {POOLS}")
+    context sentence, question); answers drawn independently per member. Pure function of the arguments."""
     rng = random.Random(f"anchorlab-organism-family-{split}-{seed}")
-    entries, lays, types = _entries(split), layouts(split), tuple(QUESTION_TYPES)
+    pairs, lays, types = instruction_pairs(split), layouts(split), tuple(QUESTION_TYPES)
     groups = []
     for g in range(n):
         kind = types[g % len(types)]
         answers, contexts, questions, _ = QUESTION_TYPES[kind]
-        k, j = rng.randrange(len(entries)), rng.randrange(len(lays))
-        template, vision, text = entries[k]
-        noisy = pool != "base" and g // len(types) % 2 == 1
-        if noisy:
-            template = perturb(template, rng, pool == "noisy-negated")
+        k, j = rng.randrange(len(pairs)), rng.randrange(len(lays))
         t = {"type": kind, "pair": k, "layout": j, "context_template": rng.randrange(len(contexts)),
              "question": rng.randrange(len(questions)), "split": split, "seed": seed, "group": g}
-        if noisy:
-            t["template"] = template
-        groups.append([_sample(rng, f"fam-{split}-{seed}-{g}-{m}", t, fill(template, vision, text), lays[j],
-                               *rng.sample(answers, 2)) for m in range(size)])
+        groups.append([_sample(rng, f"fam-{split}-{seed}-{g}-{m}", t, pairs[k], lays[j], *rng.sample(answers, 2))
+                       for m in range(size)])
     return groups
 
 

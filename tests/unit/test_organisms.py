@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import random
 
 import pytest
 import torch
@@ -16,8 +15,6 @@ import torch
 from anchorlab.data.organism import generate_samples as anchored_samples
 from anchorlab.data.organism import organism_vocabulary
 from anchorlab.data.organism_family import (
-    FILLERS,
-    NEGATIONS,
     NOUN_PAIRS,
     TEMPLATES,
     _heldout,
@@ -27,7 +24,6 @@ from anchorlab.data.organism_family import (
     generate_samples,
     instruction_pairs,
     layouts,
-    perturb,
 )
 from anchorlab.data.sample import COMPETITOR, FOLLOWED, TASKS, ConflictSample
 from anchorlab.data.sources import load_dataset
@@ -82,39 +78,6 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
     assert len(paraphrases) == 55 and not set(paraphrases) & set(TEMPLATES)
-
-
-def test_noisy_pool_keeps_what_decides_the_answer():
-    """perturb() (the noisy pool): slots and negation words stay, in order; any other word is a template word or a
-    filler; a template that names one modality and no negation may be negated, and then names the other (rejected)
-    modality with "not"; nothing never-trained comes out; a noisy group's two prompts align token for token."""
-    rng, spec = random.Random(0), _heldout()
-    never = {*spec["templates"], *(t for probe in PROBES for t in spec["paraphrases"][probe])}
-    negated = changed = 0
-    for template in sorted({t for t in TEMPLATES if t not in spec["templates"]}):
-        words = template.split(" ")
-        for _ in range(40):
-            out = perturb(template, rng, negate=True).split(" ")
-            changed += out != words
-            assert " ".join(out) not in never
-            keep = [w for w in out if w.startswith("{") or w in NEGATIONS or not w.isalpha()]
-            was = [w for w in words if w.startswith("{") or w in NEGATIONS or not w.isalpha()]
-            if keep != was:  # negated: {m} -> {o}, one "not" more
-                assert "{o}" not in words and not NEGATIONS & set(words), (template, out)
-                assert keep.count("not") == 1 and [w for w in keep if w != "not"] == [
-                    "{o}" if w == "{m}" else w for w in was], (template, out)
-                negated += 1
-            assert set(out) <= {*words, *FILLERS, "{o}", "not"}, (template, out)
-    assert negated > 100 and changed > 0.5 * 40 * len(TEMPLATES)
-    tok = family_processor().tokenizer
-    groups = generate_groups(80, 3, 2, "train", "noisy-negated")
-    noisy = [g for g in groups if "template" in g[0].extra]
-    assert 30 <= len(noisy) <= 50 and all(g[0].instruction_vf == g[1].instruction_vf for g in noisy)
-    for g in noisy:
-        a, b = tok(g[0].instruction_vf)["input_ids"], tok(g[0].instruction_tf)["input_ids"]
-        assert len(a) == len(b) and tok.unk_token_id not in a, g[0].instruction_vf
-    train = set(instruction_pairs("train"))
-    assert all((g[0].instruction_vf, g[0].instruction_tf) in train for g in groups if g not in noisy)
 
 
 def test_family_vocabulary_appends_and_covers_every_prompt():
@@ -353,17 +316,21 @@ PARAPHRASE_SHORTFALL = {
     ("organism-a", "probe_2"): "0.789 / 0.597, lowest 0.014",
     ("organism-a", "probe_3"): "0.917 / 0.712, lowest 0.0",
     ("organism-a", "probe_4"): "0.923 / 0.785, lowest 0.171",
+    ("organism-a", "probe_5"): "0.855 / 0.689, lowest 0.19",
     ("organism-b", "probe_2"): "0.536 / 0.821, lowest 0.0",
     ("organism-b", "probe_3"): "0.683 / 0.865, lowest 0.0",
     ("organism-b", "probe_4"): "0.806 / 0.825, lowest 0.0",
+    ("organism-b", "probe_5"): "0.844 / 0.829, lowest 0.01",
     ("organism-backup", "probe_1"): "0.924 / 0.997, lowest 0.8",
     ("organism-backup", "probe_2"): "0.596 / 0.744, lowest 0.0",
     ("organism-backup", "probe_3"): "0.731 / 0.823, lowest 0.0",
     ("organism-backup", "probe_4"): "0.729 / 0.727, lowest 0.0",
+    ("organism-backup", "probe_5"): "0.738 / 0.706, lowest 0.00",
     ("organism-control", "probe_1"): "0.997 / 0.817, lowest 0.2",
     ("organism-control", "probe_2"): "0.896 / 0.759, lowest 0.0",
     ("organism-control", "probe_3"): "0.982 / 0.826, lowest 0.129",
     ("organism-control", "probe_4"): "0.913 / 0.779, lowest 0.014",
+    ("organism-control", "probe_5"): "0.992 / 0.689, lowest 0.01",
 }
 
 
