@@ -23,11 +23,12 @@ from .base import (
     Analysis,
     OnePlainPass,
     PhiSpec,
-    auc_target,
     cells_column,
     circuit_heads,
+    head_auc_target,
     nothing_selected,
     param_attrs,
+    selected_per_sample,
     verdict,
 )
 from .rankings import rank_heads, task_means
@@ -174,18 +175,19 @@ class AttributionAnalysis(OnePlainPass, Analysis):
 
     @classmethod
     def targets(cls, ds, circuit):
-        """Head-level: the mean head score's AUROC against the circuit's heads at the positions read ≥ HEAD_AUC."""
+        """Head-level: the mean head score's AUROC against the circuit's heads at the positions read ≥ HEAD_AUC,
+        stable over prompts and above the layer-matched random sets' (head_auc_target)."""
         if "head_rank" not in ds:
             return []
         positive = circuit_heads(circuit, ds.sizes["layer"], ds.sizes["head"], ds.attrs.get("param_positions"))
         return [
-            auc_target(
+            head_auc_target(
                 "attribution_head_auc",
-                "heads",
                 task,
                 ds["head_score_mean"].sel(task=task).values,
                 positive,
                 HEAD_AUC,
+                selected_per_sample(ds, "head_score", task),
                 circuit_ranks=sorted(int(r) for r in ds["head_rank"].sel(task=task).values[positive]),
             )
             for task in ds["task"].values

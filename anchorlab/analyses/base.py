@@ -288,6 +288,43 @@ def auc_target(name: str, level: str, task, score: np.ndarray, positive: np.ndar
     return target(name, level, task, auc, f"AUROC ≥ {bound}", auc >= bound, **detail)
 
 
+NULL_QUANTILE = 0.99  # a head-level AUROC must beat this quantile of the layer-matched random sets' AUROCs ...
+STABLE_QUANTILE = 0.05  # ... and so must this quantile of its own AUROCs over resampled prompts
+
+
+def head_auc_target(name: str, task, score: np.ndarray, positive: np.ndarray, bound: float,
+                    per_sample: np.ndarray, **detail) -> dict:
+    """auc_target at head level (score [L, H]; per_sample [L, H, sample], its per-prompt values) with a random
+    arm: the AUROC must exceed the NULL_QUANTILE quantile of the AUROCs of the other head sets with as many heads in
+    each of its layers, and still exceed it at the STABLE_QUANTILE quantile of the AUROCs over resampled prompts.
+    So a score that merely favours the circuit's layers (every layer-0 head at the instruction, say), or orders
+    near-equal heads by the luck of the prompts, does not hold. Not evaluable when the circuit fills its layers
+    (no layer-matched set)."""
+    from ..method.stats import bootstrap_aucs, layer_matched_aucs
+
+    row = auc_target(name, "heads", task, score, positive, bound, **detail)
+    if row["holds"] is None:
+        return row
+    null = layer_matched_aucs(np.asarray(score, dtype=float), np.asarray(positive, dtype=bool))
+    bound_text = (f"AUROC ≥ {bound}, and > the {NULL_QUANTILE:.0%} quantile of layer-matched random head sets' "
+                  f"in {1 - STABLE_QUANTILE:.0%} of prompt resamples")
+    if not len(null):
+        return target(name, "heads", task, row["value"], bound_text, None, **detail,
+                      reason="the circuit fills every head of its layers: no layer-matched random set to beat")
+    q = float(np.quantile(null, NULL_QUANTILE))
+    low = float(np.quantile(bootstrap_aucs(per_sample, positive), STABLE_QUANTILE))
+    arm = {"n_sets": len(null), "auroc_at_quantile": round(q, 5),
+           "share_at_or_above": round(float((null >= row["value"]).mean()), 5), "resampled_auroc_low": round(low, 5)}
+    return target(name, "heads", task, row["value"], bound_text, bool(row["holds"] and row["value"] > q and low > q),
+                  **detail, layer_matched=arm)
+
+
+def selected_per_sample(ds: "xr.Dataset", var: str, task) -> np.ndarray:
+    """[layer, head, sample] values of `var` for the task's selected samples (those its means are taken over)."""
+    values = ds[var].sel(task=task).transpose("layer", "head", "sample").values
+    return values[..., ds["selected"].sel(task=task).values.astype(bool)] if "selected" in ds else values
+
+
 def heads_at(circuit: dict, role: str | None = None) -> list:
     """The circuit's heads at `role` (a method reading another role is not scored against them): its
     `heads_by_role` entry when it has one (the organism family's, measured per role), else `heads` when the

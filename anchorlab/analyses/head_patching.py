@@ -35,10 +35,11 @@ from .base import (
     AnalysisSpec,
     BatchCost,
     Role,
-    auc_target,
     cells_column,
     circuit_heads,
+    head_auc_target,
     param_attrs,
+    selected_per_sample,
     target,
     with_ci,
 )
@@ -193,11 +194,12 @@ class HeadPatchingAnalysis(Analysis):
     @classmethod
     def targets(cls, ds, circuit):
         """Head-level: the patching score (the margin's mean drop) and attribution patching's, each as a ROC
-        AUC against the circuit's heads ≥ HEAD_AUC (attribution's bound); not evaluable when the circuit acts
+        AUC against the circuit's heads ≥ HEAD_AUC (attribution's bound) stable over prompts and above the layer-matched
+        random sets' (head_auc_target); not evaluable when the circuit acts
         at another role than the one patched."""
-        scores = [("patching_head_auc", "margin_change_mean", "patch_rank")]
+        scores = [("patching_head_auc", "margin_change", "patch_rank")]
         if "approx_change_mean" in ds:
-            scores.append(("attribution_patching_head_auc", "approx_change_mean", "approx_rank"))
+            scores.append(("attribution_patching_head_auc", "approx_change", "approx_rank"))
         role = ds.attrs["param_positions"]
         positive = circuit_heads(circuit, ds.sizes["layer"], ds.sizes["head"], role)
         out = []
@@ -209,8 +211,10 @@ class HeadPatchingAnalysis(Analysis):
                                       f"{circuit.get('positions', 'instruction')!r}), the role this run patched"))
                     continue
                 ranks = ds[rank].sel(task=task).transpose("layer", "head").values
-                out.append(auc_target(name, "heads", task, -ds[score].sel(task=task).transpose("layer", "head").values,
-                                      positive, HEAD_AUC, circuit_ranks=sorted(int(r) for r in ranks[positive])))
+                out.append(head_auc_target(
+                    name, task, -ds[f"{score}_mean"].sel(task=task).transpose("layer", "head").values, positive,
+                    HEAD_AUC, -selected_per_sample(ds, score, task),
+                    circuit_ranks=sorted(int(r) for r in ranks[positive])))
         return out
 
 

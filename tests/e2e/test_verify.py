@@ -8,8 +8,9 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
+from anchorlab.analyses.base import head_auc_target
 from anchorlab.cli import main
-from anchorlab.method.stats import roc_auc
+from anchorlab.method.stats import bootstrap_aucs, layer_matched_aucs, roc_auc
 from anchorlab.report.verify import SECTION, verify
 
 
@@ -29,6 +30,70 @@ def test_roc_auc():
     assert roc_auc(np.array([1.0, 1.0, 1.0, 1.0]), pos) == 0.5
 
 
+def test_layer_matched_aucs_are_every_other_set_with_the_circuits_layer_counts():
+    """Exact: each set with the circuit's number of heads per layer, but the circuit, once (brute force over all
+    masks); sampled (n_draws below their number): each value is one of them."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    scores, positive = rng.normal(size=(3, 4)), np.zeros((3, 4), dtype=bool)
+    positive[0, [1, 3]] = positive[2, 0] = True
+    masks = [np.array(m) for m in itertools.product([False, True], repeat=12)]
+    brute = sorted(roc_auc(scores.ravel(), m) for m in masks
+                   if (m.reshape(3, 4).sum(1) == positive.sum(1)).all() and (m != positive.ravel()).any())
+    assert len(brute) == 6 * 4 - 1
+    np.testing.assert_allclose(sorted(layer_matched_aucs(scores, positive)), brute)
+    drawn = layer_matched_aucs(scores, positive, n_draws=5)
+    assert len(drawn) == 5 and all(np.isclose(brute, v).any() for v in drawn)
+
+
+def test_a_score_that_favours_the_circuits_layers_does_not_hold():
+    """Every layer-0 head scored high: a layer-0 circuit's AUROC passes the bound but not the layer-matched random
+    arm; a score that singles the circuit's heads out within their layer holds. A circuit filling its layer has
+    no random arm: not evaluable."""
+    rng = np.random.default_rng(0)
+    positive = np.zeros((6, 8), dtype=bool)
+    positive[0, [5, 2]] = True  # 2nd and 4th of all 48 heads: AUROC 89/92
+    layer = rng.normal(size=(6, 8)) * 0.1
+    layer[0] = 5.0 + np.array([0.9, 1.0, 0.8, 0.7, 0.6, 0.95, 0.5, 0.4])
+    steady = lambda grid: np.repeat(grid[..., None], 4, axis=-1)  # noqa: E731  every prompt scores the same
+    weak = head_auc_target("attribution_head_auc", "vf", layer, positive, 0.95, steady(layer))
+    assert weak["value"] == round(89 / 92, 5) and weak["holds"] is False
+    arm = weak["detail"]["layer_matched"]
+    assert arm["n_sets"] == 27 and arm["share_at_or_above"] > 0.05 and arm["auroc_at_quantile"] > weak["value"]
+    single = layer.copy()
+    single[0, [5, 2]] += 1.0
+    strong = head_auc_target("attribution_head_auc", "vf", single, positive, 0.95, steady(single))
+    assert strong["value"] == 1.0 and strong["holds"] is True
+    assert strong["detail"]["layer_matched"]["resampled_auroc_low"] == 1.0
+    full = np.zeros((6, 8), dtype=bool)
+    full[0] = True
+    assert head_auc_target("patching_head_auc", "tf", single, full, 0.95, steady(single))["holds"] is None
+
+
+def test_a_ranking_that_other_prompts_would_reorder_does_not_hold():
+    """Near-equal per-prompt scores whose mean happens to put the circuit on top: AUROC 1 and above every
+    layer-matched set, but not in 95 % of prompt resamples, so it does not hold; the same means with no spread
+    between prompts hold. bootstrap_aucs: a plain resampling loop's values."""
+    rng = np.random.default_rng(1)
+    positive = np.zeros((4, 8), dtype=bool)
+    positive[0, [2, 6]] = True
+    per = rng.normal(size=(4, 8, 30))
+    per += rng.uniform(-0.1, 0.1, size=(4, 8, 1)) - per.mean(-1, keepdims=True)
+    per[0, [2, 6]] += 0.2  # the circuit on top by an edge that the noise in a mean over 30 prompts swamps
+    mean = per.mean(-1)
+    assert roc_auc(mean.ravel(), positive.ravel()) == 1.0
+    shaky = head_auc_target("attribution_head_auc", "tf", mean, positive, 0.95, per)
+    arm = shaky["detail"]["layer_matched"]
+    assert shaky["value"] == 1.0 and arm["share_at_or_above"] == 0.0 and shaky["holds"] is False
+    assert arm["resampled_auroc_low"] <= arm["auroc_at_quantile"]
+    flat = np.repeat(mean[..., None], 30, axis=-1)
+    assert head_auc_target("attribution_head_auc", "tf", mean, positive, 0.95, flat)["holds"] is True
+    draws = np.random.default_rng(0)
+    loop = [roc_auc(per[..., draws.integers(0, 30, 30)].mean(-1).ravel(), positive.ravel()) for _ in range(1000)]
+    np.testing.assert_allclose(bootstrap_aucs(per, positive), loop)
+
+
 def _run(tmp_path, good: bool):
     tasks, layers, heads = ["vf", "tf"], [0, 1, 2, 3], [0, 1]
     score = np.zeros((2, 4, 2))
@@ -36,7 +101,8 @@ def _run(tmp_path, good: bool):
         score[:, l, h] = 1.0 if good else -1.0
     rank = np.argsort(np.argsort(-score.reshape(2, -1), axis=1), axis=1).reshape(2, 4, 2) + 1
     xr.Dataset(
-        {"head_score_mean": (("task", "layer", "head"), score), "head_rank": (("task", "layer", "head"), rank)},
+        {"head_score_mean": (("task", "layer", "head"), score), "head_rank": (("task", "layer", "head"), rank),
+         "head_score": (("task", "layer", "head", "sample"), np.repeat(score[..., None], 3, axis=-1))},
         coords={"task": tasks, "layer": layers, "head": heads},
         attrs={"analysis": "attribution", "model_id": "x"},
     ).to_netcdf(tmp_path / "attribution.nc")

@@ -81,6 +81,21 @@ def layer_decoys(circuit: dict, n: int, seed: int = 1) -> list[dict]:
     return out
 
 
+def layer_matched_decoys(circuit: dict, n: int, seed: int = 2) -> list[dict]:
+    """Random heads with the circuit's number of heads in each of its layers, at every role of heads_by_role
+    (never the true set): decoys that a score favouring whole layers (layer 0 at the instruction) cannot tell
+    from the circuit."""
+    rng, out = random.Random(seed), []
+    while len(out) < n:
+        by_role = {}
+        for role, heads in circuit["heads_by_role"].items():
+            by_role[role] = sorted([layer, h] for layer in sorted({x[0] for x in heads})
+                                   for h in rng.sample(range(circuit["n_heads"]), sum(x[0] == layer for x in heads)))
+        if all(sorted(map(list, circuit["heads_by_role"][r])) != by_role[r] for r in by_role):
+            out.append(dict(circuit, heads=by_role.get(circuit["positions"], []), heads_by_role=by_role))
+    return out
+
+
 def holding(rows: list[dict], level: str) -> dict[tuple, bool]:
     return {(r["target"], r["task"]): bool(r["holds"]) for r in rows if r["level"] == level}
 
@@ -152,3 +167,22 @@ def test_family_control_holds_nothing(family_control, family_a, tmp_path):
     borrowed = score(family_control, circuit, tmp_path, "borrowed")
     assert not [r for r in borrowed if r["holds"]], [r for r in borrowed if r["holds"]]
     assert (shipped_path("organism-control") / "circuit.json").is_file()
+
+
+@pytest.mark.parametrize("member", ["organism-a", "organism-b", "organism-backup"])
+def test_family_control_holds_no_member_circuit_nor_its_layer_matched_decoys(family_control, member, tmp_path):
+    """Every planted member's circuit.json (organism-b's and organism-backup's name layer-0 heads at the
+    instruction, which every model's attribution ranks high) and 20 layer-matched decoys of it, scored on the
+    unplanted control: no target holds for the circuit, and each holds for at most 5 % of the decoys."""
+    from anchorlab.toy import shipped_path
+
+    circuit = json.loads((shipped_path(member) / "circuit.json").read_text())
+    rows = score(family_control, circuit, tmp_path, "borrowed")
+    assert not [r for r in rows if r["holds"]], [r for r in rows if r["holds"]]
+    counts: dict[tuple, int] = {}
+    for i, decoy in enumerate(layer_matched_decoys(circuit, N_DECOYS)):
+        for key, holds in holding(score(family_control, decoy, tmp_path, f"decoy{i}"), "heads").items():
+            counts[key] = counts.get(key, 0) + holds
+    rates = {k: v / N_DECOYS for k, v in counts.items()}
+    print(member, "layer-matched decoys on the control: false-positive rates", rates)
+    assert rates and all(rate <= FPR for rate in rates.values()), rates
