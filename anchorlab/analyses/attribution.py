@@ -176,7 +176,7 @@ class AttributionAnalysis(OnePlainPass, Analysis):
     @classmethod
     def targets(cls, ds, circuit):
         """Head-level: the mean head score's AUROC against the circuit's heads at the positions read ≥ HEAD_AUC,
-        stable over prompts and above the layer-matched random sets' (head_auc_target)."""
+        above the layer-matched random sets' over prompt resamples (head_auc_target)."""
         if "head_rank" not in ds:
             return []
         positive = circuit_heads(circuit, ds.sizes["layer"], ds.sizes["head"], ds.attrs.get("param_positions"))

@@ -194,9 +194,9 @@ class HeadPatchingAnalysis(Analysis):
     @classmethod
     def targets(cls, ds, circuit):
         """Head-level: the patching score (the margin's mean drop) and attribution patching's, each as a ROC
-        AUC against the circuit's heads ≥ HEAD_AUC (attribution's bound) stable over prompts and above the layer-matched
-        random sets' (head_auc_target); not evaluable when the circuit acts
-        at another role than the one patched."""
+        AUC against the circuit's heads ≥ HEAD_AUC (attribution's bound), above the layer-matched random sets'
+        over prompt resamples (head_auc_target); not evaluable when the circuit acts at another role than the
+        one patched."""
         scores = [("patching_head_auc", "margin_change", "patch_rank")]
         if "approx_change_mean" in ds:
             scores.append(("attribution_patching_head_auc", "approx_change", "approx_rank"))

@@ -1,4 +1,5 @@
-"""Confidence intervals: the percentile bootstrap over samples used by every aggregate."""
+"""Confidence intervals (the percentile bootstrap over samples used by every aggregate) and the ranking
+statistics verify scores head and layer rankings with."""
 from __future__ import annotations
 
 import itertools
