@@ -56,7 +56,9 @@ def test_a_score_that_favours_the_circuits_layers_does_not_hold():
     positive[0, [5, 2]] = True  # 2nd and 4th of all 48 heads: AUROC 89/92
     layer = rng.normal(size=(6, 8)) * 0.1
     layer[0] = 5.0 + np.array([0.9, 1.0, 0.8, 0.7, 0.6, 0.95, 0.5, 0.4])
-    steady = lambda grid: np.repeat(grid[..., None], 4, axis=-1)  # noqa: E731  every prompt scores the same
+    def steady(grid):  # every prompt scores the same
+        return np.repeat(grid[..., None], 4, axis=-1)
+
     weak = head_auc_target("attribution_head_auc", "vf", layer, positive, 0.95, steady(layer))
     assert weak["value"] == round(89 / 92, 5) and weak["holds"] is False
     arm = weak["detail"]["layer_matched"]

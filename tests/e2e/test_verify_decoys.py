@@ -100,6 +100,15 @@ def holding(rows: list[dict], level: str) -> dict[tuple, bool]:
     return {(r["target"], r["task"]): bool(r["holds"]) for r in rows if r["level"] == level}
 
 
+def false_positive_rates(run_dir, decoys: list[dict], tmp_path, level: str) -> dict[tuple, float]:
+    """(target, task) -> the share of `decoys` for which the target holds at `level`."""
+    counts: dict[tuple, int] = {}
+    for i, decoy in enumerate(decoys):
+        for key, holds in holding(score(run_dir, decoy, tmp_path, f"decoy{i}"), level).items():
+            counts[key] = counts.get(key, 0) + holds
+    return {k: v / len(decoys) for k, v in counts.items()}
+
+
 def test_true_circuit_holds_what_its_methods_detect(organism, tmp_path):
     run_dir, circuit = organism
     rows = score(run_dir, circuit, tmp_path, "true")
@@ -114,12 +123,8 @@ def test_true_circuit_holds_what_its_methods_detect(organism, tmp_path):
 @pytest.mark.parametrize("level,make", [("heads", head_decoys), ("layers", layer_decoys)])
 def test_decoy_circuits_rarely_hold(organism, tmp_path, level, make):
     run_dir, circuit = organism
-    counts: dict[tuple, int] = {}
-    for i, decoy in enumerate(make(circuit, N_DECOYS)):
-        for key, holds in holding(score(run_dir, decoy, tmp_path, f"decoy{i}"), level).items():
-            counts[key] = counts.get(key, 0) + holds
-    assert counts, f"no {level}-level target was scored"
-    rates = {k: v / N_DECOYS for k, v in counts.items()}
+    rates = false_positive_rates(run_dir, make(circuit, N_DECOYS), tmp_path, level)
+    assert rates, f"no {level}-level target was scored"
     print(level, "false-positive rates", rates)
     assert all(rate <= FPR for rate in rates.values()), rates
 
@@ -146,11 +151,7 @@ def test_family_circuit_is_found_by_patching_and_decoys_are_not(family_a, tmp_pa
     for task in ("vf", "tf"):
         assert by[("patching_head_auc", task)]["holds"], by[("patching_head_auc", task)]
     print(json.dumps([(r["target"], r["task"], r["value"], r["holds"]) for r in rows]))
-    counts: dict[tuple, int] = {}
-    for i, decoy in enumerate(head_decoys(circuit, N_DECOYS)):
-        for key, holds in holding(score(run_dir, decoy, tmp_path, f"decoy{i}"), "heads").items():
-            counts[key] = counts.get(key, 0) + holds
-    rates = {k: v / N_DECOYS for k, v in counts.items()}
+    rates = false_positive_rates(run_dir, head_decoys(circuit, N_DECOYS), tmp_path, "heads")
     print("family head decoys: false-positive rates", rates)
     assert rates and all(rate <= FPR for rate in rates.values()), rates
 
@@ -179,10 +180,6 @@ def test_family_control_holds_no_member_circuit_nor_its_layer_matched_decoys(fam
     circuit = json.loads((shipped_path(member) / "circuit.json").read_text())
     rows = score(family_control, circuit, tmp_path, "borrowed")
     assert not [r for r in rows if r["holds"]], [r for r in rows if r["holds"]]
-    counts: dict[tuple, int] = {}
-    for i, decoy in enumerate(layer_matched_decoys(circuit, N_DECOYS)):
-        for key, holds in holding(score(family_control, decoy, tmp_path, f"decoy{i}"), "heads").items():
-            counts[key] = counts.get(key, 0) + holds
-    rates = {k: v / N_DECOYS for k, v in counts.items()}
+    rates = false_positive_rates(family_control, layer_matched_decoys(circuit, N_DECOYS), tmp_path, "heads")
     print(member, "layer-matched decoys on the control: false-positive rates", rates)
     assert rates and all(rate <= FPR for rate in rates.values()), rates
