@@ -5,7 +5,8 @@
 
 The model: a stock LlavaForConditionalGeneration, LM FAMILY_LM (random from the seed, or a spec's `init`);
 vision tower and projector copied from toy:anchored and frozen (perception only: they map an image to its 16
-token embeddings; the LM, where every circuit lives, is trained), so each image's features are computed once.
+token embeddings; the LM, where every circuit lives, is trained), so each image's features are computed once. A
+stage may train on the composed instruction pool with the instruction words tied by class (lexicon.py).
 The shipped members, their measured numbers and what did not work: organisms/specs/README.md.
 """
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Callable
 
 import torch
 
-from anchorlab.data.organism_family import family_train_seed, family_vocabulary, generate_groups, generate_samples
+from anchorlab.data.organism_family import (POOLS, WORD_CLASSES, family_train_seed, family_vocabulary,
+                                            generate_groups, generate_samples)
 from anchorlab.models.toy import build_model, build_processor, build_tokenizer
+from . import lexicon
 from .interchange import FLIP_DEFINITION, MEASURED_ROLES, THRESHOLD, ground_truth, head_name
 from .loop import train_loop
 from .siit import LOSSES, Pool, step_loss
@@ -28,7 +31,8 @@ from .train import _versions, evaluate_mfr, save, toy_bundle
 
 FAMILY_LM = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8)
 VISION_FROM = "anchored"
-TRAIN = dict(groups_per_step=6, group_size=3, lr=3e-3, warmup=50, n_pool=1500, interchange_from=1000)
+TRAIN = dict(groups_per_step=6, group_size=3, lr=3e-3, warmup=50, n_pool=1500, interchange_from=1000, pool="base",
+             lexicon=False)
 HELDOUT_SEED = 0  # the held-out prompts circuit.json is measured on: data.source organism-heldout, seed 0
 
 
@@ -111,10 +115,12 @@ STAGE_SEED_STRIDE = 1_000_000  # stage k draws a fresh pool from the training se
 def _stage(model, processor, bundle, spec: CircuitSpec, seed: int, steps: int, cfg: dict, rng: random.Random,
            data_seed: int, log) -> list[dict]:
     t0 = time.time()
-    groups = generate_groups(cfg["n_pool"], data_seed, cfg["group_size"], "train")
+    groups = generate_groups(cfg["n_pool"], data_seed, cfg["group_size"], "train", cfg["pool"])
     pool = Pool(bundle, groups, image_features(model, processor, groups))
     if log:
-        log(f"[{spec.name}] pool of {len(groups)} groups (data seed {data_seed}) encoded in {time.time() - t0:.0f}s")
+        log(f"[{spec.name}] pool of {len(groups)} groups ({cfg['pool']} templates, data seed {data_seed}) encoded "
+            f"in {time.time() - t0:.0f}s")
+    tied = lexicon.tie(model, processor.tokenizer) if cfg["lexicon"] else None
     seen: list[float] = []
     start = {"step": None if cfg["interchange_from"] == "auto" else cfg["interchange_from"]}
 
@@ -129,7 +135,11 @@ def _stage(model, processor, bundle, spec: CircuitSpec, seed: int, steps: int, c
         seen.append(parts.get("acc_strict_role", 0.0))
         return total, {**parts, "interchange_on": float(on)}
 
-    return train_loop(model, steps, cfg["lr"], cfg["warmup"], loss, log, spec.name, log_every=50)
+    try:
+        return train_loop(model, steps, cfg["lr"], cfg["warmup"], loss, log, spec.name, log_every=50)
+    finally:
+        if tied is not None:
+            tied.remove()
 
 
 def circuit_record(spec: CircuitSpec, measured: dict, n_eval: int) -> dict:
@@ -216,6 +226,8 @@ def train_from_spec(spec_path: str | Path, out_dir: str | Path | None, seed: int
         if set(train) - set(TRAIN):
             raise ValueError(f"{spec_path}: {where}: unknown key(s) {sorted(set(train) - set(TRAIN))}; known: "
                              f"{sorted(TRAIN)}")
+        if train.get("pool", "base") not in POOLS:
+            raise ValueError(f"{spec_path}: {where}.pool: {train['pool']!r} is not one of {POOLS}")
     seed = spec.seed if seed is None else seed
     steps = spec.steps if steps is None else steps
     first, done = None, 0
@@ -236,6 +248,9 @@ def train_from_spec(spec_path: str | Path, out_dir: str | Path | None, seed: int
     record = {
         "name": spec.name, "spec": json.loads(Path(spec_path).read_text()), "seed": seed, "steps": steps,
         "train": {**TRAIN, **spec.train, **overrides}, "train_data_seed": family_train_seed(seed),
+        "word_classes": {k: list(v) for k, v in WORD_CLASSES.items()} if any(
+            {**TRAIN, **spec.train, **overrides, **t}["lexicon"]
+            for t in [{}, *(st.get("train", {}) for st in spec.stages)]) else None,
         "losses": [{"name": k, **LOSSES[k]} for k in used],
         "init": f"{spec.init}'s weights" if spec.init else f"LM random from the seed; vision tower and projector "
                                                                   f"copied from toy:{VISION_FROM}",

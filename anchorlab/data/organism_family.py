@@ -8,6 +8,7 @@ instruction-swapped twin of a prompt aligns with it token for token). Layouts: (
 context prefix). organism_heldout.json names the templates, (template, nouns) combinations and layouts
 that training never sees, and hand-written paraphrases outside the pool (`paraphrases`: probes of how far
 the instruction reading generalises); `split="heldout"` draws prompts with a held-out pair at a held-out layout.
+The `composed` pool (a later training stage's) adds sentences of a clause grammar over the same words.
 
 Training draws *groups*: samples sharing every template choice (question type, pair, layout, context
 sentence, question) and differing in their answers and images, so all members and both tasks of a group
@@ -72,6 +73,39 @@ NOUN_PAIRS: tuple[tuple[str, str], ...] = (
     ("image", "text"), ("picture", "context"), ("photo", "caption"), ("image", "description"), ("picture", "text"),
     ("image content", "text context"), ("visual input", "written text"),
 )
+# The composed pool (a later training stage's `pool: composed`): two groups in three take a sentence of a clause
+# grammar (compose()) for their template: a clause that follows the modality {m} (a verb of following or a statement
+# that it is right), one that rejects the other {o} (the same verbs negated, or a statement that it is wrong), or
+# both, joined in either order, a contrast tail ("rather than the {o}") or an elliptical pair ("the {m} is right ; the
+# {o} is not"), with an optional lead-in and one filler inserted at random. WORD_CLASSES: the instruction words grouped
+# by what they do, each class's most frequent word in TEMPLATES first; organisms/lexicon.py ties each class to that
+# word's embedding row. A composed sentence whose class sequence is a held-out template's or that of a probe in
+# organism_heldout.json's composed_pool_excludes is dropped, so no such probe is trained, even up to a synonym.
+WORD_CLASSES: dict[str, tuple[str, ...]] = {
+    "vision_noun": ("image", "picture", "photo", "visual", "content", "input"),
+    "text_noun": ("text", "context", "caption", "description", "written"),
+    "negation": ("not", "never", "ignore"),
+    "bad": ("wrong",),
+    "good": ("right", "correct"),
+    "contrast": ("rather", "than", "instead"),
+    "follow_verb": ("use", "follow", "trust", "rely", "look", "go", "see"),
+    "filler": ("the", "a", "according", "an", "and", "answer", "at", "based", "be", "between", "by", "case", "comes",
+               "disagree", "do", "does", "from", "have", "in", "inconsistency", "is", "may",
+               "must", "of", "on", "only", "or", "question", "says", "selecting", "should", "show", "shows", "so",
+               "someone", "that", "there", "this", "to", "what", "when", "which", "with", "wrote", "you"),
+    "full_stop": (".", "!"),
+}
+GOOD = ("right", "correct")
+FOLLOW_VERBS = ("use", "trust", "follow", "rely on", "go with", "look at", "answer from", "answer with",
+                "answer based on", "answer according to", "look only at", "rely only on", "go only with")
+FOLLOW_LEADS = ("", "", "", "you should ", "you must ", "only ")
+REJECT_LEADS = ("do not ", "never ", "you should not ", "you must not ", "you should never ")
+JOINERS = (" , ", " ; ", " and ")
+LEAD_INS = ("in this case , ", "to answer this question , ", "when the {t} and the {v} disagree , ",
+            "when there is an inconsistency , ", "in case of an inconsistency , ")
+FILLERS: tuple[str, ...] = ("the", "this", "so", "only", "you", "should", "must", "answer", "question", "that",
+                            "there", "what", "is", "in", "on", "at", "to", "of", "a", "and", "based", "according")
+POOLS = ("base", "composed")
 PREFIXES: tuple[str, ...] = ("Text context: ", "Context: ", "Caption: ", "Text: ", "Description: ", "")
 Pair = tuple[str, str]  # (vf instruction, tf instruction)
 Layout = tuple[str, str]  # (instruction position, context prefix)
@@ -97,13 +131,120 @@ def _heldout() -> dict:
     return spec
 
 
-def instruction_pairs(split: str) -> list[Pair]:
-    """`train`: every pair whose template and (template, nouns) are not held out; `heldout`: the others."""
+def _entries(split: str) -> list[tuple[str, str, str]]:
+    """(template, vision noun, text noun) of every pair of `split`: `train`, those whose template and (template,
+    nouns) are not held out; `heldout`, the others."""
     spec = _heldout()
     held = {fill(c["template"], c["vision"], c["text"]) for c in spec["combos"]}
     held |= {fill(t, v, x) for t in spec["templates"] for v, x in NOUN_PAIRS}
-    pairs = [fill(t, v, x) for t in TEMPLATES for v, x in NOUN_PAIRS]
-    return [p for p in pairs if (p in held) == (split == "heldout")]
+    return [(t, v, x) for t in TEMPLATES for v, x in NOUN_PAIRS if (fill(t, v, x) in held) == (split == "heldout")]
+
+
+def instruction_pairs(split: str) -> list[Pair]:
+    return [fill(*e) for e in _entries(split)]
+
+
+def word_class(word: str) -> str:
+    """A word's class in WORD_CLASSES, or the word itself (slots, answers, other punctuation)."""
+    return _CLASS_OF.get(word, word)
+
+
+_CLASS_OF = {w: name for name, words in WORD_CLASSES.items() for w in words}
+
+
+def class_sequence(template: str) -> tuple[str, ...]:
+    return tuple(word_class(w) for w in template.split())
+
+
+@cache
+def _never_trained() -> frozenset[tuple[str, ...]]:
+    """Class sequences no composed sentence may have: the held-out templates' and those of the paraphrase probes
+    named in `composed_pool_excludes` (fixed, so that a probe added later leaves the pool, and a retrain, as they
+    were)."""
+    spec = _heldout()
+    probes = [t for name in spec["composed_pool_excludes"] for t in spec["paraphrases"][name]]
+    return frozenset(class_sequence(t) for t in [*spec["templates"], *probes])
+
+
+def _object(rng: random.Random, slot: str) -> str:
+    return rng.choice((f"the {slot}", f"the {slot}", f"what the {slot} shows", f"what the {slot} says",
+                       f"what you see in the {slot}", f"only the {slot}"))
+
+
+def _subject(rng: random.Random, slot: str) -> str:
+    return rng.choice((f"the {slot}", f"the {slot}", f"what the {slot} says", f"what the {slot} shows",
+                       f"the answer in the {slot}"))
+
+
+def _statement(rng: random.Random, slot: str, right: bool) -> str:
+    """A statement that `slot` is right (or wrong): a subject naming it and a predicate, or the answer's place."""
+    g, verb = rng.choice(GOOD), rng.choice(("use", "trust", "follow"))
+    if rng.random() < 0.2:
+        return rng.choice((f"the {g} answer is in the {slot}", f"the answer is in the {slot}",
+                           f"the {g} answer comes from the {slot}", f"the answer comes from the {slot}") if right else
+                          (f"the {g} answer is not in the {slot}", f"the answer is not in the {slot}",
+                           f"the answer is not what the {slot} says", f"the {g} answer is not what the {slot} shows"))
+    predicate = rng.choice((f"is {g}", f"shows the {g} answer", "shows the answer", f"shows what is {g}",
+                            f"is what you should {verb}", f"is the {g} answer") if right else
+                           ("is wrong", "may be wrong", f"is not {g}", f"may not be {g}", "shows the wrong answer",
+                            f"does not show the {g} answer", "does not show the answer",
+                            f"is not what you should {verb}",
+                            f"is not the {g} answer"))
+    return f"{_subject(rng, slot)} {predicate}"
+
+
+def _follows(rng: random.Random, slot: str, verbal: bool = False) -> str:
+    """A clause that follows `slot`: a verb of following, or (unless `verbal`) a statement that it is right."""
+    if verbal or rng.random() < 0.5:
+        return f"{rng.choice(FOLLOW_LEADS)}{rng.choice(FOLLOW_VERBS)} {_object(rng, slot)}"
+    return _statement(rng, slot, True)
+
+
+def _rejects(rng: random.Random, slot: str) -> str:
+    """A clause that rejects `slot`: a negated verb of following, `ignore`, or a statement that it is wrong."""
+    r = rng.random()
+    if r < 0.3:
+        return f"{rng.choice(REJECT_LEADS)}{rng.choice(FOLLOW_VERBS)} {_object(rng, slot)}"
+    if r < 0.4:
+        return f"{rng.choice(('', 'you should ', 'you must '))}ignore {_object(rng, slot)}"
+    return _statement(rng, slot, False)
+
+
+def _elliptical(rng: random.Random) -> str:
+    """A statement about one modality, then the other named with the predicate left out (its polarity reversed)."""
+    g, j = rng.choice(GOOD), rng.choice((" , ", " ; ", " and "))
+    m, o = _subject(rng, "{m}"), _subject(rng, "{o}")
+    return rng.choice((f"{m} is {g}{j}{o} is not", f"{o} is not {g}{j}{m} is", f"{o} is wrong{j}{m} is not",
+                       f"{m} shows the answer{j}{o} does not", f"{o} does not show the answer{j}{m} does",
+                       f"{m} , not {o} , is {g}", f"{o} , not {m} , is wrong", f"{m} is {g} , not {o}",
+                       f"{o} is wrong , not {m}", f"{m} and not {o} is {g}"))
+
+
+KINDS = (0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5)  # 1: one rejecting clause alone, the hardest to read, drawn most
+
+
+def compose(rng: random.Random) -> str:
+    """One sentence of the composed pool's clause grammar (slots {m}, {o}, and {t} / {v} in a lead-in)."""
+    kind = rng.choice(KINDS)
+    if kind == 0:
+        body = _follows(rng, "{m}")
+    elif kind == 1:
+        body = _rejects(rng, "{o}")
+    elif kind == 2:
+        tail = rng.choice((" , not ", " and not ", " rather than ", " instead of ", " , and not "))
+        body = f"{_follows(rng, '{m}', verbal=True)}{tail}{_object(rng, '{o}')}"
+    elif kind == 3:
+        body = f"{_follows(rng, '{m}')}{rng.choice(JOINERS)}{_rejects(rng, '{o}')}"
+    elif kind == 4:
+        body = f"{_rejects(rng, '{o}')}{rng.choice((*JOINERS, ' , so ', ' so '))}{_follows(rng, '{m}')}"
+    else:
+        body = _elliptical(rng)
+    if rng.random() < 0.15:
+        body = rng.choice(LEAD_INS) + body
+    words = body.split(" ")
+    if rng.random() < 0.3:
+        words.insert(rng.randrange(len(words) + 1), rng.choice(FILLERS))
+    return " ".join(words) + " ."
 
 
 def layouts(split: str) -> list[Layout]:
@@ -133,20 +274,33 @@ def _sample(rng: random.Random, sid: str, t: dict, pair: Pair, layout: Layout, v
     )
 
 
-def generate_groups(n: int, seed: int, size: int, split: str = "train") -> list[list[ConflictSample]]:
+def generate_groups(n: int, seed: int, size: int, split: str = "train",
+                    pool: str = "base") -> list[list[ConflictSample]]:
     """`n` groups of `size` samples sharing one template choice (pair, layout, question type alternating,
-    context sentence, question); answers drawn independently per member. Pure function of the arguments."""
+    context sentence, question); answers drawn independently per member. `pool` composed: two of every three pairs
+    of question types have a composed sentence for their template (its nouns still the pair's). Pure function of the
+    arguments."""
+    if pool not in POOLS:
+        raise ValueError(f"pool: {pool!r} is not one of {POOLS}")
     rng = random.Random(f"anchorlab-organism-family-{split}-{seed}")
-    pairs, lays, types = instruction_pairs(split), layouts(split), tuple(QUESTION_TYPES)
+    entries, lays, types = _entries(split), layouts(split), tuple(QUESTION_TYPES)
     groups = []
     for g in range(n):
         kind = types[g % len(types)]
         answers, contexts, questions, _ = QUESTION_TYPES[kind]
-        k, j = rng.randrange(len(pairs)), rng.randrange(len(lays))
+        k, j = rng.randrange(len(entries)), rng.randrange(len(lays))
+        template, vision, text = entries[k]
+        composed = pool == "composed" and g // len(types) % 3 != 0
+        while composed:
+            template = compose(rng)
+            if class_sequence(template) not in _never_trained():
+                break
         t = {"type": kind, "pair": k, "layout": j, "context_template": rng.randrange(len(contexts)),
              "question": rng.randrange(len(questions)), "split": split, "seed": seed, "group": g}
-        groups.append([_sample(rng, f"fam-{split}-{seed}-{g}-{m}", t, pairs[k], lays[j], *rng.sample(answers, 2))
-                       for m in range(size)])
+        if composed:
+            t["template"] = template
+        groups.append([_sample(rng, f"fam-{split}-{seed}-{g}-{m}", t, fill(template, vision, text), lays[j],
+                               *rng.sample(answers, 2)) for m in range(size)])
     return groups
 
 

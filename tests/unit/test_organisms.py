@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 
 import pytest
 import torch
@@ -17,7 +18,10 @@ from anchorlab.data.organism import organism_vocabulary
 from anchorlab.data.organism_family import (
     NOUN_PAIRS,
     TEMPLATES,
+    WORD_CLASSES,
     _heldout,
+    class_sequence,
+    compose,
     family_vocabulary,
     fill,
     generate_groups,
@@ -35,7 +39,8 @@ from anchorlab.rows.compiler import prompt_style
 from anchorlab.rows.encoding import encode
 from anchorlab.rows.prompts import build_prompt
 from anchorlab.toy import FAMILY, shipped_path
-from organisms.family import FAMILY_LM, build, family_processor, fit, train_from_spec
+from organisms import lexicon
+from organisms.family import FAMILY_LM, STAGE_SEED_STRIDE, build, family_processor, fit, train_from_spec
 from organisms.interchange import flip_rates
 from organisms.siit import LOSSES, patch_heads
 from organisms.spec import load_spec
@@ -77,7 +82,87 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 55 and not set(paraphrases) & set(TEMPLATES)
+    assert len(paraphrases) == 91 and not set(paraphrases) & set(TEMPLATES)
+
+
+def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym():
+    """The composed pool's sentences: vocabulary words only, vf / tf the same length (the twin aligns), and never the
+    class sequence of a held-out template or an excluded probe (the filter is live: the grammar does produce some)."""
+    spec = _heldout()
+    excluded = spec["composed_pool_excludes"]
+    assert set(excluded) < set(PROBES)
+    banned = {class_sequence(t) for t in [*spec["templates"], *(t for p in excluded for t in spec["paraphrases"][p])]}
+    tok = family_processor().tokenizer
+    groups = generate_groups(400, 5, 2, "train", "composed")
+    composed = [g for g in groups if "template" in g[0].extra]
+    assert len(composed) == 266  # two of every three pairs of question types
+    for g in composed:
+        template = g[0].extra["template"]
+        assert class_sequence(template) not in banned and template not in TEMPLATES, template
+        for s in g:
+            a, b = tok(s.instruction_vf)["input_ids"], tok(s.instruction_tf)["input_ids"]
+            assert len(a) == len(b) and tok.unk_token_id not in a + b, s.instruction_vf
+    rng = random.Random(0)
+    assert sum(class_sequence(compose(rng)) in banned for _ in range(5000)) > 10
+    assert {w for ws in WORD_CLASSES.values() for w in ws} <= set(family_vocabulary())
+    assert sum(len(ws) for ws in WORD_CLASSES.values()) == len({w for ws in WORD_CLASSES.values() for w in ws})
+
+
+# probe_8's sentences whose class sequence a member's composed pool drew (written after the pools were fixed, it was
+# not excluded from them): only the other four are held out; docs/models.md reports them apart
+PROBE_8_IN_POOL = {
+    "you should go with the {m} and not with the {o} .", "the {o} does not have the right answer .",
+    "trust what you see in the {m} .", "do not answer based on the {o} .", "what the {o} says may not be correct .",
+    "the answer should be based on the {m} .", "never answer from what the {o} says .",
+    "in case of an inconsistency , the {m} is right .",
+}
+
+
+def test_which_later_probe_sentences_the_members_pools_drew():
+    """A probe written after the composed pools were fixed (not in composed_pool_excludes) is held out only where no
+    member's composed pool drew its class sequence: regenerate every composed stage's pool of every member and
+    compare with what the docs report (PROBE_8_IN_POOL)."""
+    spec = _heldout()
+    assert [p for p in PROBES if p not in spec["composed_pool_excludes"]] == ["probe_8"]
+    pools = set()
+    for name in FAMILY:
+        record = json.loads((shipped_path(name) / "training.json").read_text())
+        for k, stage in enumerate(record["spec"]["stages"], start=1):
+            if stage["train"].get("pool") == "composed":
+                cfg = {**record["train"], **stage["train"]}
+                pools.add((record["train_data_seed"] + k * STAGE_SEED_STRIDE, cfg["n_pool"], cfg["group_size"]))
+    drawn = set()
+    for seed, n_pool, size in sorted(pools):
+        groups = generate_groups(n_pool, seed, size, "train", "composed")
+        drawn |= {class_sequence(g[0].extra["template"]) for g in groups if "template" in g[0].extra}
+    assert len(pools) == 5 and len(drawn) > 5000
+    assert {t for t in spec["paraphrases"]["probe_8"] if class_sequence(t) in drawn} == PROBE_8_IN_POOL
+
+
+def test_lexicon_tie_keeps_each_class_on_one_row():
+    """tie(): each class's rows start at its first word's row and stay equal through AdamW steps; other rows move."""
+    model, processor = build(0)
+    tok, emb = processor.tokenizer, model.get_input_embeddings().weight
+    classes = lexicon.class_ids(tok)
+    before = emb.detach().clone()
+    assert not lexicon.is_tied(model, tok)
+    handle = lexicon.tie(model, tok)
+    for ids in classes.values():
+        assert torch.equal(emb[ids].detach(), before[ids[0]].expand(len(ids), -1))
+    words = "do not use the image ; the caption is correct , go with what the text says . red blue"
+    ids = torch.tensor([tok(words, add_special_tokens=False)["input_ids"]])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.01)
+    for _ in range(3):
+        loss = model(input_ids=ids).logits.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    handle.remove()
+    assert lexicon.is_tied(model, tok)
+    filler = classes["filler"]
+    assert (emb[filler[0]] - before[filler[0]]).abs().max() > 1e-4  # the shared row trained
+    red, blue = tok.convert_tokens_to_ids("red"), tok.convert_tokens_to_ids("blue")
+    assert (emb[red] - before[red]).abs().max() > 1e-4 and not torch.equal(emb[red], emb[blue])
 
 
 def test_family_vocabulary_appends_and_covers_every_prompt():
@@ -124,6 +209,9 @@ def test_spec_errors_name_the_field(tmp_path):
             load_spec(path, 6, 8)
     path = _no_stages(tmp_path, "organism-a", stages=[{"steps": 2, "train": {"learning_rate": 1e-3}}])
     with pytest.raises(ValueError, match=r"stages.0.train: unknown key\(s\) \['learning_rate'\]"):
+        train_from_spec(path, None, n_eval=0, log=None)
+    path = _no_stages(tmp_path, "organism-a", stages=[{"steps": 2, "train": {"pool": "noisy"}}])
+    with pytest.raises(ValueError, match=r"stages.0.train.pool: 'noisy' is not one of \('base', 'composed'\)"):
         train_from_spec(path, None, n_eval=0, log=None)
 
 
@@ -312,25 +400,28 @@ def _paraphrased(template: str, samples: list[ConflictSample]) -> list[ConflictS
 
 # measured (this test's prompts): mean MFR vf / tf over a probe's paraphrases, and the lowest single one
 PARAPHRASE_SHORTFALL = {
-    ("organism-a", "probe_1"): "0.936 / 0.921, lowest 0.214",
-    ("organism-a", "probe_2"): "0.789 / 0.597, lowest 0.014",
-    ("organism-a", "probe_3"): "0.917 / 0.712, lowest 0.0",
-    ("organism-a", "probe_4"): "0.923 / 0.785, lowest 0.171",
-    ("organism-a", "probe_5"): "0.855 / 0.689, lowest 0.19",
-    ("organism-b", "probe_2"): "0.536 / 0.821, lowest 0.0",
-    ("organism-b", "probe_3"): "0.683 / 0.865, lowest 0.0",
-    ("organism-b", "probe_4"): "0.806 / 0.825, lowest 0.0",
-    ("organism-b", "probe_5"): "0.844 / 0.829, lowest 0.01",
-    ("organism-backup", "probe_1"): "0.924 / 0.997, lowest 0.8",
-    ("organism-backup", "probe_2"): "0.596 / 0.744, lowest 0.0",
-    ("organism-backup", "probe_3"): "0.731 / 0.823, lowest 0.0",
-    ("organism-backup", "probe_4"): "0.729 / 0.727, lowest 0.0",
-    ("organism-backup", "probe_5"): "0.738 / 0.706, lowest 0.00",
-    ("organism-control", "probe_1"): "0.997 / 0.817, lowest 0.2",
-    ("organism-control", "probe_2"): "0.896 / 0.759, lowest 0.0",
-    ("organism-control", "probe_3"): "0.982 / 0.826, lowest 0.129",
-    ("organism-control", "probe_4"): "0.913 / 0.779, lowest 0.014",
-    ("organism-control", "probe_5"): "0.992 / 0.689, lowest 0.01",
+    ("organism-a", "probe_1"): "0.960 / 0.956, lowest 0.729",
+    ("organism-a", "probe_2"): "0.849 / 0.886, lowest 0.000",
+    ("organism-a", "probe_3"): "0.894 / 0.952, lowest 0.071",
+    ("organism-a", "probe_4"): "0.946 / 0.895, lowest 0.429",
+    ("organism-a", "probe_5"): "0.962 / 0.907, lowest 0.600",
+    ("organism-a", "probe_6"): "0.964 / 0.946, lowest 0.671",
+    ("organism-a", "probe_7"): "0.923 / 0.920, lowest 0.486",
+    ("organism-a", "probe_8"): "0.951 / 0.844, lowest 0.014",
+    ("organism-b", "probe_1"): "0.893 / 0.960, lowest 0.186",
+    ("organism-b", "probe_2"): "0.889 / 0.911, lowest 0.043",
+    ("organism-b", "probe_3"): "0.952 / 0.931, lowest 0.371",
+    ("organism-b", "probe_4"): "0.900 / 0.829, lowest 0.257",
+    ("organism-b", "probe_5"): "0.976 / 0.885, lowest 0.400",
+    ("organism-b", "probe_6"): "0.971 / 0.936, lowest 0.457",
+    ("organism-b", "probe_7"): "0.917 / 0.955, lowest 0.300",
+    ("organism-b", "probe_8"): "0.963 / 0.831, lowest 0.014",
+    ("organism-backup", "probe_4"): "0.992 / 0.917, lowest 0.029",
+    ("organism-backup", "probe_8"): "0.963 / 0.942, lowest 0.357",
+    ("organism-control", "probe_3"): "0.984 / 0.891, lowest 0.043",
+    ("organism-control", "probe_4"): "0.993 / 0.951, lowest 0.657",
+    ("organism-control", "probe_7"): "0.964 / 0.811, lowest 0.157",
+    ("organism-control", "probe_8"): "0.914 / 0.956, lowest 0.043",
 }
 
 
@@ -363,6 +454,34 @@ def test_shipped_family_follows_heldout_instructions(name):
     assert min(mfr.values()) >= 0.95, mfr
     recorded = json.loads((shipped_path(name) / "training.json").read_text())["heldout_mfr"]
     assert min(recorded[t]["first_token"] for t in TASKS) >= 0.95
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_shipped_family_reads_instruction_words_by_class(name):
+    """Each member's last stage tied its instruction words by class (training.json says which): in the saved weights
+    the words of a class share one embedding row, so two paraphrases that differ only in such words (the probes
+    count "correct" for "right") give the same logits; the answer words keep rows of their own."""
+    bundle = load_model(f"toy:{name}")
+    record = json.loads((shipped_path(name) / "training.json").read_text())
+    assert record["word_classes"] == {k: list(v) for k, v in WORD_CLASSES.items()}
+    assert record["spec"]["stages"][-1]["train"]["lexicon"] is True
+    assert lexicon.is_tied(bundle.model, bundle.tokenizer)
+    rows = bundle.model.get_input_embeddings().weight
+    tok = bundle.tokenizer
+    answers = [tok.convert_tokens_to_ids(w) for w in ("red", "green", "circle", "ring")]
+    assert len({tuple(rows[i].tolist()) for i in answers}) == len(answers)
+    base = generate_samples(4, 3)
+    this = lambda text: " ".join("this" if w == "the" else w for w in text.split(" "))  # noqa: E731  both fillers
+    swapped = [dataclasses.replace(s, instruction_vf=this(s.instruction_vf), instruction_tf=this(s.instruction_tf))
+               for s in base]
+    for task in TASKS:
+        a, b = ([encode(bundle, build_prompt(s, task)) for s in xs] for xs in (base, swapped))
+        batch_a = collate(a, bundle.adapter, bundle.pad_token_id)
+        batch_b = collate(b, bundle.adapter, bundle.pad_token_id)
+        assert not torch.equal(batch_a.inputs["input_ids"], batch_b.inputs["input_ids"])
+        with torch.no_grad():
+            torch.testing.assert_close(bundle.model(**batch_a.inputs).logits[:, -1],
+                                       bundle.model(**batch_b.inputs).logits[:, -1], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("name", [n for n in FAMILY if n != "organism-control"])
