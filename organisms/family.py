@@ -245,12 +245,12 @@ def train_from_spec(spec_path: str | Path, out_dir: str | Path | None, seed: int
     train_s = time.time() - t0 + (first["train_seconds"] if first else 0.0)
     bundle = toy_bundle(model, processor, f"toy:{spec.name}")
     used = spec.losses
+    first_cfg = {**TRAIN, **spec.train, **overrides}
+    tied = any({**first_cfg, **st.get("train", {})}["lexicon"] for st in [{}, *spec.stages])
     record = {
         "name": spec.name, "spec": json.loads(Path(spec_path).read_text()), "seed": seed, "steps": steps,
-        "train": {**TRAIN, **spec.train, **overrides}, "train_data_seed": family_train_seed(seed),
-        "word_classes": {k: list(v) for k, v in WORD_CLASSES.items()} if any(
-            {**TRAIN, **spec.train, **overrides, **t}["lexicon"]
-            for t in [{}, *(st.get("train", {}) for st in spec.stages)]) else None,
+        "train": first_cfg, "train_data_seed": family_train_seed(seed),
+        "word_classes": {k: list(v) for k, v in WORD_CLASSES.items()} if tied else None,
         "losses": [{"name": k, **LOSSES[k]} for k in used],
         "init": f"{spec.init}'s weights" if spec.init else f"LM random from the seed; vision tower and projector "
                                                                   f"copied from toy:{VISION_FROM}",
