@@ -82,61 +82,101 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 91 and not set(paraphrases) & set(TEMPLATES)
+    assert len(paraphrases) == 115 and not set(paraphrases) & set(TEMPLATES)
 
 
-def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym():
-    """The composed pool's sentences: vocabulary words only, vf / tf the same length (the twin aligns), and never the
-    class sequence of a held-out template or an excluded probe (the filter is live: the grammar does produce some)."""
+@pytest.mark.parametrize("pool", ["composed", "composed2"])
+def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym(pool):
+    """A composed pool's sentences: vocabulary words only, vf / tf the same length (the twin aligns), never a held-out
+    pair, and never the class sequence of a held-out template or a probe the pool excludes (the filter is live: the
+    grammar does produce some)."""
     spec = _heldout()
-    excluded = spec["composed_pool_excludes"]
-    assert set(excluded) < set(PROBES)
+    excluded = spec["pool_excludes"][pool]
+    assert set(excluded) <= set(PROBES)
     banned = {class_sequence(t) for t in [*spec["templates"], *(t for p in excluded for t in spec["paraphrases"][p])]}
-    tok = family_processor().tokenizer
-    groups = generate_groups(400, 5, 2, "train", "composed")
+    tok, held = family_processor().tokenizer, set(instruction_pairs("heldout"))
+    groups = generate_groups(400, 5, 2, "train", pool)
     composed = [g for g in groups if "template" in g[0].extra]
     assert len(composed) == 266  # two of every three pairs of question types
     for g in composed:
         template = g[0].extra["template"]
-        assert class_sequence(template) not in banned and template not in TEMPLATES, template
+        assert class_sequence(template) not in banned, template
         for s in g:
+            assert (s.instruction_vf, s.instruction_tf) not in held, s.instruction_vf
             a, b = tok(s.instruction_vf)["input_ids"], tok(s.instruction_tf)["input_ids"]
             assert len(a) == len(b) and tok.unk_token_id not in a + b, s.instruction_vf
     rng = random.Random(0)
-    assert sum(class_sequence(compose(rng)) in banned for _ in range(5000)) > 10
+    assert sum(class_sequence(compose(rng, pool)) in banned for _ in range(5000)) > 10
     assert {w for ws in WORD_CLASSES.values() for w in ws} <= set(family_vocabulary())
     assert sum(len(ws) for ws in WORD_CLASSES.values()) == len({w for ws in WORD_CLASSES.values() for w in ws})
 
 
-# probe_8's sentences whose class sequence a member's composed pool drew (written after the pools were fixed, it was
-# not excluded from them): only the other four are held out; docs/models.md reports them apart
-PROBE_8_IN_POOL = {
-    "you should go with the {m} and not with the {o} .", "the {o} does not have the right answer .",
-    "trust what you see in the {m} .", "do not answer based on the {o} .", "what the {o} says may not be correct .",
-    "the answer should be based on the {m} .", "never answer from what the {o} says .",
-    "in case of an inconsistency , the {m} is right .",
+def test_composed2_adds_sentences_and_leaves_composed_as_it_was():
+    """composed2 adds frames that composed never draws (lead-ins naming {o} before {m}, fronted contrasts, where a
+    wrong answer is); that composed still draws what the shipped stages drew, the next test checks by regenerating
+    their pools."""
+    rng1, rng2 = random.Random(3), random.Random(3)
+    one = {compose(rng1) for _ in range(3000)}
+    two = {compose(rng2, "composed2") for _ in range(3000)}
+    fronts = ("when the {o} and the {m} disagree", "rather than", "instead of")
+    for front in fronts:
+        assert any(t.startswith(front) for t in two), front
+    assert any("there is a wrong" in t for t in two)
+    assert not any(t.startswith(fronts) or "there is a wrong" in t for t in one)
+
+
+# Sentences of probes written after a composed pool was fixed (not in that pool's pool_excludes) whose class sequence
+# a member's pool drew: only their other sentences are held out from it; docs/models.md reports them apart
+LATER_PROBES_IN_POOL = {
+    "probe_8": {
+        "you should go with the {m} and not with the {o} .", "the {o} does not have the right answer .",
+        "trust what you see in the {m} .", "do not answer based on the {o} .", "what the {o} says may not be correct .",
+        "the answer should be based on the {m} .", "never answer from what the {o} says .",
+        "in case of an inconsistency , the {m} is right .",
+    },
+    "probe_9": {
+        "the right answer is what the {m} shows .", "you should answer this question with what the {m} shows .",
+        "only what the {m} says is correct .", "the answer comes only from the {m} .",
+        "in case of an inconsistency , do not trust the {o} .", "the {o} may show the wrong answer .",
+    },
+    "probe_10": {
+        "you should be selecting the answer from the {m} .", "the {o} is wrong , the {m} is not .",
+        "what the {o} shows is not what you should use .", "the answer is based on the {m} and not on the {o} .",
+    },
 }
 
 
-def test_which_later_probe_sentences_the_members_pools_drew():
-    """A probe written after the composed pools were fixed (not in composed_pool_excludes) is held out only where no
-    member's composed pool drew its class sequence: regenerate every composed stage's pool of every member and
-    compare with what the docs report (PROBE_8_IN_POOL)."""
-    spec = _heldout()
-    assert [p for p in PROBES if p not in spec["composed_pool_excludes"]] == ["probe_8"]
+# Groups of the shipped composed stages whose composed sentence equals a template and, filled with the group's nouns,
+# is a held-out pair ((pool seed, vf instruction)): composed did not redraw them, composed2 does (docs/models.md)
+COMPOSED_HELDOUT_PAIRS = {(3_002_000_000, "ignore the written text ."), (3_002_000_001, "ignore the written text .")}
+
+
+def test_what_the_members_pools_drew():
+    """Regenerate every composed stage's pool of every member. A probe written after a pool was fixed (not in its
+    pool_excludes) is held out only where no pool open to it drew its class sequence (LATER_PROBES_IN_POOL, as the
+    docs report); no held-out pair is drawn, but for the composed groups the docs report (COMPOSED_HELDOUT_PAIRS)."""
+    spec, held = _heldout(), set(instruction_pairs("heldout"))
+    later = [p for p in PROBES if any(p not in names for names in spec["pool_excludes"].values())]
+    assert later == list(LATER_PROBES_IN_POOL)
     pools = set()
     for name in FAMILY:
         record = json.loads((shipped_path(name) / "training.json").read_text())
         for k, stage in enumerate(record["spec"]["stages"], start=1):
-            if stage["train"].get("pool") == "composed":
+            pool = stage["train"].get("pool", "base")
+            if pool != "base":
                 cfg = {**record["train"], **stage["train"]}
-                pools.add((record["train_data_seed"] + k * STAGE_SEED_STRIDE, cfg["n_pool"], cfg["group_size"]))
-    drawn = set()
-    for seed, n_pool, size in sorted(pools):
-        groups = generate_groups(n_pool, seed, size, "train", "composed")
-        drawn |= {class_sequence(g[0].extra["template"]) for g in groups if "template" in g[0].extra}
-    assert len(pools) == 5 and len(drawn) > 5000
-    assert {t for t in spec["paraphrases"]["probe_8"] if class_sequence(t) in drawn} == PROBE_8_IN_POOL
+                pools.add((pool, record["train_data_seed"] + k * STAGE_SEED_STRIDE, cfg["n_pool"], cfg["group_size"]))
+    drawn, leaks = {p: set() for p in later}, set()
+    for pool, seed, n_pool, size in sorted(pools):
+        groups = [g[0] for g in generate_groups(n_pool, seed, size, "train", pool) if "template" in g[0].extra]
+        leaks |= {(seed, s.instruction_vf) for s in groups if (s.instruction_vf, s.instruction_tf) in held}
+        for p in later:
+            if p not in spec["pool_excludes"][pool]:
+                drawn[p] |= {class_sequence(s.extra["template"]) for s in groups}
+    assert {pool for pool, *_ in pools} == {"composed", "composed2"} and all(len(d) > 5000 for d in drawn.values())
+    for p in later:
+        assert {t for t in spec["paraphrases"][p] if class_sequence(t) in drawn[p]} == LATER_PROBES_IN_POOL[p], p
+    assert leaks == COMPOSED_HELDOUT_PAIRS
 
 
 def test_lexicon_tie_keeps_each_class_on_one_row():
@@ -211,7 +251,8 @@ def test_spec_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match=r"stages.0.train: unknown key\(s\) \['learning_rate'\]"):
         train_from_spec(path, None, n_eval=0, log=None)
     path = _no_stages(tmp_path, "organism-a", stages=[{"steps": 2, "train": {"pool": "noisy"}}])
-    with pytest.raises(ValueError, match=r"stages.0.train.pool: 'noisy' is not one of \('base', 'composed'\)"):
+    refused = r"stages.0.train.pool: 'noisy' is not one of \('base', 'composed', 'composed2'\)"
+    with pytest.raises(ValueError, match=refused):
         train_from_spec(path, None, n_eval=0, log=None)
 
 
@@ -400,28 +441,39 @@ def _paraphrased(template: str, samples: list[ConflictSample]) -> list[ConflictS
 
 # measured (this test's prompts): mean MFR vf / tf over a probe's paraphrases, and the lowest single one
 PARAPHRASE_SHORTFALL = {
-    ("organism-a", "probe_1"): "0.960 / 0.956, lowest 0.729",
-    ("organism-a", "probe_2"): "0.849 / 0.886, lowest 0.000",
-    ("organism-a", "probe_3"): "0.894 / 0.952, lowest 0.071",
-    ("organism-a", "probe_4"): "0.946 / 0.895, lowest 0.429",
-    ("organism-a", "probe_5"): "0.962 / 0.907, lowest 0.600",
-    ("organism-a", "probe_6"): "0.964 / 0.946, lowest 0.671",
-    ("organism-a", "probe_7"): "0.923 / 0.920, lowest 0.486",
-    ("organism-a", "probe_8"): "0.951 / 0.844, lowest 0.014",
-    ("organism-b", "probe_1"): "0.893 / 0.960, lowest 0.186",
-    ("organism-b", "probe_2"): "0.889 / 0.911, lowest 0.043",
-    ("organism-b", "probe_3"): "0.952 / 0.931, lowest 0.371",
-    ("organism-b", "probe_4"): "0.900 / 0.829, lowest 0.257",
-    ("organism-b", "probe_5"): "0.976 / 0.885, lowest 0.400",
-    ("organism-b", "probe_6"): "0.971 / 0.936, lowest 0.457",
-    ("organism-b", "probe_7"): "0.917 / 0.955, lowest 0.300",
-    ("organism-b", "probe_8"): "0.963 / 0.831, lowest 0.014",
-    ("organism-backup", "probe_4"): "0.992 / 0.917, lowest 0.029",
-    ("organism-backup", "probe_8"): "0.963 / 0.942, lowest 0.357",
-    ("organism-control", "probe_3"): "0.984 / 0.891, lowest 0.043",
-    ("organism-control", "probe_4"): "0.993 / 0.951, lowest 0.657",
-    ("organism-control", "probe_7"): "0.964 / 0.811, lowest 0.157",
-    ("organism-control", "probe_8"): "0.914 / 0.956, lowest 0.043",
+    ("organism-a", "probe_2"): "0.886 / 0.934, lowest 0.000",
+    ("organism-a", "probe_3"): "0.908 / 0.969, lowest 0.000",
+    ("organism-a", "probe_4"): "0.951 / 0.970, lowest 0.543",
+    ("organism-a", "probe_5"): "0.979 / 0.963, lowest 0.700",
+    ("organism-a", "probe_6"): "0.986 / 0.940, lowest 0.571",
+    ("organism-a", "probe_7"): "0.969 / 0.933, lowest 0.643",
+    ("organism-a", "probe_8"): "0.958 / 0.871, lowest 0.029",
+    ("organism-a", "probe_9"): "0.954 / 0.875, lowest 0.114",
+    ("organism-a", "probe_10"): "0.990 / 0.813, lowest 0.186",
+    ("organism-b", "probe_1"): "0.937 / 0.999, lowest 0.429",
+    ("organism-b", "probe_2"): "0.964 / 0.983, lowest 0.743",
+    ("organism-b", "probe_3"): "0.939 / 0.991, lowest 0.514",
+    ("organism-b", "probe_4"): "0.970 / 0.955, lowest 0.586",
+    ("organism-b", "probe_7"): "0.938 / 0.986, lowest 0.471",
+    ("organism-b", "probe_8"): "0.975 / 0.911, lowest 0.000",
+    ("organism-b", "probe_9"): "0.942 / 0.939, lowest 0.329",
+    ("organism-b", "probe_10"): "0.871 / 0.894, lowest 0.071",
+    ("organism-backup", "probe_1"): "0.999 / 0.973, lowest 0.729",
+    ("organism-backup", "probe_2"): "1.000 / 0.946, lowest 0.457",
+    ("organism-backup", "probe_3"): "1.000 / 0.952, lowest 0.471",
+    ("organism-backup", "probe_8"): "0.999 / 0.920, lowest 0.100",
+    ("organism-backup", "probe_9"): "1.000 / 0.938, lowest 0.271",
+    ("organism-backup", "probe_10"): "0.902 / 0.844, lowest 0.386",
+    ("organism-control", "probe_1"): "0.997 / 0.917, lowest 0.771",
+    ("organism-control", "probe_2"): "0.987 / 0.896, lowest 0.471",
+    ("organism-control", "probe_3"): "0.996 / 0.875, lowest 0.043",
+    ("organism-control", "probe_4"): "1.000 / 0.933, lowest 0.657",
+    ("organism-control", "probe_5"): "0.999 / 0.931, lowest 0.771",
+    ("organism-control", "probe_6"): "0.986 / 0.873, lowest 0.286",
+    ("organism-control", "probe_7"): "0.981 / 0.871, lowest 0.657",
+    ("organism-control", "probe_8"): "0.911 / 0.886, lowest 0.000",
+    ("organism-control", "probe_9"): "0.996 / 0.930, lowest 0.771",
+    ("organism-control", "probe_10"): "0.963 / 0.876, lowest 0.286",
 }
 
 
