@@ -81,7 +81,8 @@ NOUN_PAIRS: tuple[tuple[str, str], ...] = (
 # by what they do, each class's most frequent word in TEMPLATES first; organisms/lexicon.py ties each class to that
 # word's embedding row. A composed sentence whose class sequence is a held-out template's or that of a probe that
 # organism_heldout.json's pool_excludes names for its pool is dropped, so no such probe is trained, even up to a
-# synonym. `pool: composed2` is the same grammar with more lead-ins and places of the answer (compose()).
+# synonym. `pool: composed2` is the same grammar with more frames (compose()), and redraws a sentence that would
+# train a held-out pair.
 WORD_CLASSES: dict[str, tuple[str, ...]] = {
     "vision_noun": ("image", "picture", "photo", "visual", "content", "input"),
     "text_noun": ("text", "context", "caption", "description", "written"),
