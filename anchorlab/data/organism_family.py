@@ -8,7 +8,7 @@ instruction-swapped twin of a prompt aligns with it token for token). Layouts: (
 context prefix). organism_heldout.json names the templates, (template, nouns) combinations and layouts
 that training never sees, and hand-written paraphrases outside the pool (`paraphrases`: probes of how far
 the instruction reading generalises); `split="heldout"` draws prompts with a held-out pair at a held-out layout.
-The `composed` pool (a later training stage's) adds sentences of a clause grammar over the same words.
+The `composed` and `composed2` pools (later training stages') add sentences of a clause grammar over the same words.
 
 Training draws *groups*: samples sharing every template choice (question type, pair, layout, context
 sentence, question) and differing in their answers and images, so all members and both tasks of a group
