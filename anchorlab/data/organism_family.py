@@ -8,7 +8,8 @@ instruction-swapped twin of a prompt aligns with it token for token). Layouts: (
 context prefix). organism_heldout.json names the templates, (template, nouns) combinations and layouts
 that training never sees, and hand-written paraphrases outside the pool (`paraphrases`: probes of how far
 the instruction reading generalises); `split="heldout"` draws prompts with a held-out pair at a held-out layout.
-The `composed` and `composed2` pools (later training stages') add sentences of a clause grammar over the same words.
+The `composed`, `composed2` and `composed3` pools (later training stages') add sentences of a clause grammar over the
+same words.
 
 Training draws *groups*: samples sharing every template choice (question type, pair, layout, context
 sentence, question) and differing in their answers and images, so all members and both tasks of a group
@@ -22,6 +23,7 @@ from functools import cache
 from pathlib import Path
 
 from .organism import QUESTION_TYPES, draw_shape, organism_forms, organism_vocabulary
+from .organism_grammar import GRAMMARS, compose
 from .sample import ConflictSample
 from .toy import COLOURS, POSITIONS, _words, draw_square
 
@@ -73,16 +75,12 @@ NOUN_PAIRS: tuple[tuple[str, str], ...] = (
     ("image", "text"), ("picture", "context"), ("photo", "caption"), ("image", "description"), ("picture", "text"),
     ("image content", "text context"), ("visual input", "written text"),
 )
-# The composed pool (a later training stage's `pool: composed`): two groups in three take a sentence of a clause
-# grammar (compose()) for their template: a clause that follows the modality {m} (a verb of following or a statement
-# that it is right), one that rejects the other {o} (the same verbs negated, or a statement that it is wrong), or
-# both, joined in either order, a contrast tail ("rather than the {o}") or an elliptical pair ("the {m} is right ; the
-# {o} is not"), with an optional lead-in and one filler inserted at random. WORD_CLASSES: the instruction words grouped
-# by what they do, each class's most frequent word in TEMPLATES first; organisms/lexicon.py ties each class to that
-# word's embedding row. A composed sentence whose class sequence is a held-out template's or that of a probe that
+# The composed pools (later training stages' `pool: composed`, `composed2`, `composed3`): two groups in three take a
+# sentence of a clause grammar (organism_grammar.compose) as their template. WORD_CLASSES: the instruction words
+# grouped by what they do, each class's most frequent word in TEMPLATES first; organisms/lexicon.py ties each class to
+# that word's embedding row. A composed sentence whose class sequence is a held-out template's or that of a probe that
 # organism_heldout.json's pool_excludes names for its pool is dropped, so no such probe is trained, even up to a
-# synonym. `pool: composed2` is the same grammar with more frames (compose()), and redraws a sentence that would
-# train a held-out pair.
+# synonym; composed2 and composed3 also redraw a sentence that would train a held-out pair.
 WORD_CLASSES: dict[str, tuple[str, ...]] = {
     "vision_noun": ("image", "picture", "photo", "visual", "content", "input"),
     "text_noun": ("text", "context", "caption", "description", "written"),
@@ -97,22 +95,7 @@ WORD_CLASSES: dict[str, tuple[str, ...]] = {
                "someone", "that", "there", "this", "to", "what", "when", "which", "with", "wrote", "you"),
     "full_stop": (".", "!"),
 }
-GOOD = ("right", "correct")
-FOLLOW_VERBS = ("use", "trust", "follow", "rely on", "go with", "look at", "answer from", "answer with",
-                "answer based on", "answer according to", "look only at", "rely only on", "go only with")
-FOLLOW_LEADS = ("", "", "", "you should ", "you must ", "only ")
-REJECT_LEADS = ("do not ", "never ", "you should not ", "you must not ", "you should never ")
-JOINERS = (" , ", " ; ", " and ")
-LEAD_INS = ("in this case , ", "to answer this question , ", "when the {t} and the {v} disagree , ",
-            "when there is an inconsistency , ", "in case of an inconsistency , ")
-# composed2 also mentions the two modalities neutrally, in either order (a lead-in is no instruction)
-LEAD_INS_2 = (*LEAD_INS, "when the {o} and the {m} disagree , ", "when the {m} and the {o} disagree , ",
-              "in case the {o} and the {m} disagree , ", "the {o} and the {m} disagree ; ",
-              "the {m} and the {o} disagree , ", "the {t} and the {v} disagree ; ")
-PURPOSES = (" to answer", " to answer this question", " to answer the question")  # composed2: "use the X to answer"
-FILLERS: tuple[str, ...] = ("the", "this", "so", "only", "you", "should", "must", "answer", "question", "that",
-                            "there", "what", "is", "in", "on", "at", "to", "of", "a", "and", "based", "according")
-POOLS = ("base", "composed", "composed2")
+POOLS = ("base", *GRAMMARS)
 PREFIXES: tuple[str, ...] = ("Text context: ", "Context: ", "Caption: ", "Text: ", "Description: ", "")
 Pair = tuple[str, str]  # (vf instruction, tf instruction)
 Layout = tuple[str, str]  # (instruction position, context prefix)
@@ -181,106 +164,6 @@ def _never_trained(pool: str) -> frozenset[tuple[str, ...]]:
     return frozenset(class_sequence(t) for t in [*spec["templates"], *probes])
 
 
-def _object(rng: random.Random, slot: str) -> str:
-    return rng.choice((f"the {slot}", f"the {slot}", f"what the {slot} shows", f"what the {slot} says",
-                       f"what you see in the {slot}", f"only the {slot}"))
-
-
-def _subject(rng: random.Random, slot: str, v2: bool = False) -> str:
-    return rng.choice((f"the {slot}", f"the {slot}", f"what the {slot} says", f"what the {slot} shows",
-                       f"the answer in the {slot}", *((f"what you see in the {slot}",) if v2 else ())))
-
-
-def _statement(rng: random.Random, slot: str, right: bool, v2: bool = False) -> str:
-    """A statement that `slot` is right (or wrong): a subject naming it and a predicate, or the answer's place (`v2`,
-    composed2: more places)."""
-    g, verb = rng.choice(GOOD), rng.choice(("use", "trust", "follow"))
-    if rng.random() < 0.2:
-        places = ((f"the {g} answer is in the {slot}", f"the answer is in the {slot}",
-                   f"the {g} answer comes from the {slot}", f"the answer comes from the {slot}") if right else
-                  (f"the {g} answer is not in the {slot}", f"the answer is not in the {slot}",
-                   f"the answer is not what the {slot} says", f"the {g} answer is not what the {slot} shows"))
-        if v2:
-            places += ((f"the answer is what the {slot} says", f"the {g} answer is what the {slot} shows",
-                        f"there is the {g} answer in the {slot}") if right else
-                       (f"there is a wrong answer in the {slot}", f"the {slot} does not have the {g} answer",
-                        f"the {slot} may have the wrong answer", f"the answer in the {slot} is wrong"))
-        return rng.choice(places)
-    predicate = rng.choice((f"is {g}", f"shows the {g} answer", "shows the answer", f"shows what is {g}",
-                            f"is what you should {verb}", f"is the {g} answer") if right else
-                           ("is wrong", "may be wrong", f"is not {g}", f"may not be {g}", "shows the wrong answer",
-                            f"does not show the {g} answer", "does not show the answer",
-                            f"is not what you should {verb}",
-                            f"is not the {g} answer"))
-    return f"{_subject(rng, slot, v2)} {predicate}"
-
-
-def _follows(rng: random.Random, slot: str, verbal: bool = False, v2: bool = False) -> str:
-    """A clause that follows `slot`: a verb of following, or (unless `verbal`) a statement that it is right."""
-    if verbal or rng.random() < 0.5:
-        return _purpose(rng, f"{rng.choice(FOLLOW_LEADS)}{rng.choice(FOLLOW_VERBS)} {_object(rng, slot)}", v2)
-    return _statement(rng, slot, True, v2)
-
-
-def _purpose(rng: random.Random, clause: str, v2: bool) -> str:
-    """composed2: now and then a verb clause ends with its purpose ("... to answer this question")."""
-    return clause + rng.choice(PURPOSES) if v2 and rng.random() < 0.15 else clause
-
-
-def _rejects(rng: random.Random, slot: str, v2: bool = False) -> str:
-    """A clause that rejects `slot`: a negated verb of following, `ignore`, or a statement that it is wrong."""
-    r = rng.random()
-    if r < 0.3:
-        return _purpose(rng, f"{rng.choice(REJECT_LEADS)}{rng.choice(FOLLOW_VERBS)} {_object(rng, slot)}", v2)
-    if r < 0.4:
-        return f"{rng.choice(('', 'you should ', 'you must '))}ignore {_object(rng, slot)}"
-    return _statement(rng, slot, False, v2)
-
-
-def _elliptical(rng: random.Random, v2: bool = False) -> str:
-    """A statement about one modality, then the other named with the predicate left out (its polarity reversed)."""
-    g, j = rng.choice(GOOD), rng.choice((" , ", " ; ", " and "))
-    m, o = _subject(rng, "{m}", v2), _subject(rng, "{o}", v2)
-    return rng.choice((f"{m} is {g}{j}{o} is not", f"{o} is not {g}{j}{m} is", f"{o} is wrong{j}{m} is not",
-                       f"{m} shows the answer{j}{o} does not", f"{o} does not show the answer{j}{m} does",
-                       f"{m} , not {o} , is {g}", f"{o} , not {m} , is wrong", f"{m} is {g} , not {o}",
-                       f"{o} is wrong , not {m}", f"{m} and not {o} is {g}"))
-
-
-KINDS = (0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5)  # 1: one rejecting clause alone, the hardest to read, drawn most
-KINDS_2 = (*KINDS, 6, 6)  # composed2: 6, the contrast fronted ("rather than the {o} , use the {m}")
-
-
-def compose(rng: random.Random, pool: str = "composed") -> str:
-    """One sentence of a composed pool's clause grammar (slots {m}, {o}, and {t} / {v} in a lead-in). composed2 adds
-    neutral lead-ins in either order, fronted contrasts, purpose tails, "what you see in the X" as a subject and
-    statements of where the answer is; composed draws as it always did."""
-    v2 = pool == "composed2"
-    kind = rng.choice(KINDS_2 if v2 else KINDS)
-    if kind == 0:
-        body = _follows(rng, "{m}", v2=v2)
-    elif kind == 1:
-        body = _rejects(rng, "{o}", v2)
-    elif kind == 2:
-        tail = rng.choice((" , not ", " and not ", " rather than ", " instead of ", " , and not "))
-        body = f"{_follows(rng, '{m}', verbal=True)}{tail}{_object(rng, '{o}')}"
-    elif kind == 3:
-        body = f"{_follows(rng, '{m}', v2=v2)}{rng.choice(JOINERS)}{_rejects(rng, '{o}', v2)}"
-    elif kind == 4:
-        body = f"{_rejects(rng, '{o}', v2)}{rng.choice((*JOINERS, ' , so ', ' so '))}{_follows(rng, '{m}', v2=v2)}"
-    elif kind == 5:
-        body = _elliptical(rng, v2)
-    else:
-        front = rng.choice(("rather than ", "instead of ", "not "))
-        body = f"{front}{_object(rng, '{o}')} , {_follows(rng, '{m}', verbal=True, v2=v2)}"
-    if rng.random() < (0.25 if v2 else 0.15):
-        body = rng.choice(LEAD_INS_2 if v2 else LEAD_INS) + body
-    words = body.split(" ")
-    if rng.random() < 0.3:
-        words.insert(rng.randrange(len(words) + 1), rng.choice(FILLERS))
-    return " ".join(words) + " ."
-
-
 def layouts(split: str) -> list[Layout]:
     held = {(lay["position"], lay["context_prefix"]) for lay in _heldout()["layouts"]}
     return [(p, x) for p in POSITIONS for x in PREFIXES if ((p, x) in held) == (split == "heldout")]
@@ -328,7 +211,7 @@ def generate_groups(n: int, seed: int, size: int, split: str = "train",
         while composed:
             template = compose(rng, pool)
             if class_sequence(template) not in _never_trained(pool) and not (
-                    pool == "composed2" and fill(template, vision, text) in _heldout_pairs()):
+                    pool != "composed" and fill(template, vision, text) in _heldout_pairs()):
                 break
         t = {"type": kind, "pair": k, "layout": j, "context_template": rng.randrange(len(contexts)),
              "question": rng.randrange(len(questions)), "split": split, "seed": seed, "group": g}

@@ -82,10 +82,10 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 115 and not set(paraphrases) & set(TEMPLATES)
+    assert len(paraphrases) == 139 and not set(paraphrases) & set(TEMPLATES)
 
 
-@pytest.mark.parametrize("pool", ["composed", "composed2"])
+@pytest.mark.parametrize("pool", ["composed", "composed2", "composed3"])
 def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym(pool):
     """A composed pool's sentences: vocabulary words only, vf / tf the same length (the twin aligns), never a held-out
     pair, and never the class sequence of a held-out template or a probe the pool excludes (the filter is live: the
@@ -111,18 +111,32 @@ def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym(pool):
     assert sum(len(ws) for ws in WORD_CLASSES.values()) == len({w for ws in WORD_CLASSES.values() for w in ws})
 
 
-def test_composed2_adds_sentences_and_leaves_composed_as_it_was():
+# sha256 of 3,000 sentences of compose(random.Random(3), pool): each pool draws what its shipped stages drew
+POOL_DRAWS = {"composed": "e615a05ee07d2128", "composed2": "5febf730831dca51"}
+
+
+def _draws(pool: str, n: int = 3000) -> list[str]:
+    rng = random.Random(3)
+    return [compose(rng, pool) for _ in range(n)]
+
+
+def test_each_pool_adds_frames_and_leaves_the_earlier_ones_as_they_were():
     """composed2 adds frames that composed never draws (lead-ins naming {o} before {m}, fronted contrasts, where a
-    wrong answer is); that composed still draws what the shipped stages drew, the next test checks by regenerating
-    their pools."""
-    rng1, rng2 = random.Random(3), random.Random(3)
-    one = {compose(rng1) for _ in range(3000)}
-    two = {compose(rng2, "composed2") for _ in range(3000)}
+    wrong answer is), composed3 frames that neither draws (a question and its answer, an aside that is no
+    instruction, two sentences, "!" and ":"); composed and composed2 still draw what the shipped stages drew (their
+    sentences' digest, and the next test regenerates the stages' pools)."""
+    one, two, three = (set(_draws(pool)) for pool in ("composed", "composed2", "composed3"))
     fronts = ("when the {o} and the {m} disagree", "rather than", "instead of")
     for front in fronts:
         assert any(t.startswith(front) for t in two), front
     assert any("there is a wrong" in t for t in two)
     assert not any(t.startswith(fronts) or "there is a wrong" in t for t in one)
+    new = (lambda t: t.startswith("which "), lambda t: "someone wrote" in t, lambda t: " . " in t,
+           lambda t: " ! " in t or t.endswith("!"), lambda t: " : " in t)
+    for frame in new:
+        assert any(map(frame, three)) and not any(frame(t) for t in one | two)
+    for pool, digest in POOL_DRAWS.items():
+        assert hashlib.sha256("\n".join(_draws(pool)).encode()).hexdigest()[:16] == digest, pool
 
 
 # Sentences of probes written after a composed pool was fixed (not in that pool's pool_excludes) whose class sequence
@@ -143,11 +157,23 @@ LATER_PROBES_IN_POOL = {
         "you should be selecting the answer from the {m} .", "the {o} is wrong , the {m} is not .",
         "what the {o} shows is not what you should use .", "the answer is based on the {m} and not on the {o} .",
     },
+    "probe_11": {
+        "you should not trust what the {o} says ; the {m} is correct .",
+        "do not be selecting the answer from the {o} .", "in this question , the {m} is what you should look at .",
+        "only the {m} shows what is right ; the {o} does not .",
+        "the answer should be based on the {m} , not on the {o} .",
+    },
+    "probe_12": {
+        "do not go with what the {o} says .", "you must answer from what you see in the {m} .",
+        "what the {o} says may not be right ; follow the {m} .",
+        "when the {m} and the {o} disagree , the {o} is wrong .",
+    },
 }
 
 
 # Groups of the shipped composed stages whose composed sentence equals a template and, filled with the group's nouns,
-# is a held-out pair ((pool seed, vf instruction)): composed did not redraw them, composed2 does (docs/models.md)
+# is a held-out pair ((pool seed, vf instruction)): composed did not redraw them, composed2 and composed3 do
+# (docs/models.md)
 COMPOSED_HELDOUT_PAIRS = {(3_002_000_000, "ignore the written text ."), (3_002_000_001, "ignore the written text .")}
 
 
@@ -173,7 +199,8 @@ def test_what_the_members_pools_drew():
         for p in later:
             if p not in spec["pool_excludes"][pool]:
                 drawn[p] |= {class_sequence(s.extra["template"]) for s in groups}
-    assert {pool for pool, *_ in pools} == {"composed", "composed2"} and all(len(d) > 5000 for d in drawn.values())
+    assert {pool for pool, *_ in pools} == {"composed", "composed2", "composed3"}
+    assert all(len(d) > 5000 for d in drawn.values())
     for p in later:
         assert {t for t in spec["paraphrases"][p] if class_sequence(t) in drawn[p]} == LATER_PROBES_IN_POOL[p], p
     assert leaks == COMPOSED_HELDOUT_PAIRS
@@ -251,7 +278,7 @@ def test_spec_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match=r"stages.0.train: unknown key\(s\) \['learning_rate'\]"):
         train_from_spec(path, None, n_eval=0, log=None)
     path = _no_stages(tmp_path, "organism-a", stages=[{"steps": 2, "train": {"pool": "noisy"}}])
-    refused = r"stages.0.train.pool: 'noisy' is not one of \('base', 'composed', 'composed2'\)"
+    refused = r"stages.0.train.pool: 'noisy' is not one of \('base', 'composed', 'composed2', 'composed3'\)"
     with pytest.raises(ValueError, match=refused):
         train_from_spec(path, None, n_eval=0, log=None)
 
@@ -441,39 +468,32 @@ def _paraphrased(template: str, samples: list[ConflictSample]) -> list[ConflictS
 
 # measured (this test's prompts): mean MFR vf / tf over a probe's paraphrases, and the lowest single one
 PARAPHRASE_SHORTFALL = {
-    ("organism-a", "probe_2"): "0.886 / 0.934, lowest 0.000",
-    ("organism-a", "probe_3"): "0.908 / 0.969, lowest 0.000",
-    ("organism-a", "probe_4"): "0.951 / 0.970, lowest 0.543",
-    ("organism-a", "probe_5"): "0.979 / 0.963, lowest 0.700",
-    ("organism-a", "probe_6"): "0.986 / 0.940, lowest 0.571",
-    ("organism-a", "probe_7"): "0.969 / 0.933, lowest 0.643",
-    ("organism-a", "probe_8"): "0.958 / 0.871, lowest 0.029",
-    ("organism-a", "probe_9"): "0.954 / 0.875, lowest 0.114",
-    ("organism-a", "probe_10"): "0.990 / 0.813, lowest 0.186",
-    ("organism-b", "probe_1"): "0.937 / 0.999, lowest 0.429",
-    ("organism-b", "probe_2"): "0.964 / 0.983, lowest 0.743",
-    ("organism-b", "probe_3"): "0.939 / 0.991, lowest 0.514",
-    ("organism-b", "probe_4"): "0.970 / 0.955, lowest 0.586",
-    ("organism-b", "probe_7"): "0.938 / 0.986, lowest 0.471",
-    ("organism-b", "probe_8"): "0.975 / 0.911, lowest 0.000",
-    ("organism-b", "probe_9"): "0.942 / 0.939, lowest 0.329",
-    ("organism-b", "probe_10"): "0.871 / 0.894, lowest 0.071",
-    ("organism-backup", "probe_1"): "0.999 / 0.973, lowest 0.729",
-    ("organism-backup", "probe_2"): "1.000 / 0.946, lowest 0.457",
-    ("organism-backup", "probe_3"): "1.000 / 0.952, lowest 0.471",
-    ("organism-backup", "probe_8"): "0.999 / 0.920, lowest 0.100",
-    ("organism-backup", "probe_9"): "1.000 / 0.938, lowest 0.271",
-    ("organism-backup", "probe_10"): "0.902 / 0.844, lowest 0.386",
-    ("organism-control", "probe_1"): "0.997 / 0.917, lowest 0.771",
-    ("organism-control", "probe_2"): "0.987 / 0.896, lowest 0.471",
-    ("organism-control", "probe_3"): "0.996 / 0.875, lowest 0.043",
-    ("organism-control", "probe_4"): "1.000 / 0.933, lowest 0.657",
-    ("organism-control", "probe_5"): "0.999 / 0.931, lowest 0.771",
-    ("organism-control", "probe_6"): "0.986 / 0.873, lowest 0.286",
-    ("organism-control", "probe_7"): "0.981 / 0.871, lowest 0.657",
-    ("organism-control", "probe_8"): "0.911 / 0.886, lowest 0.000",
-    ("organism-control", "probe_9"): "0.996 / 0.930, lowest 0.771",
-    ("organism-control", "probe_10"): "0.963 / 0.876, lowest 0.286",
+    ("organism-a", "probe_2"): "0.899 / 0.977, lowest 0.000",
+    ("organism-a", "probe_3"): "0.906 / 0.979, lowest 0.000",
+    ("organism-a", "probe_4"): "0.956 / 0.963, lowest 0.471",
+    ("organism-a", "probe_5"): "0.964 / 0.946, lowest 0.600",
+    ("organism-a", "probe_6"): "0.979 / 0.933, lowest 0.371",
+    ("organism-a", "probe_7"): "0.981 / 0.917, lowest 0.471",
+    ("organism-a", "probe_8"): "0.985 / 0.881, lowest 0.086",
+    ("organism-a", "probe_10"): "0.989 / 0.870, lowest 0.314",
+    ("organism-a", "probe_11"): "0.912 / 0.927, lowest 0.514",
+    ("organism-a", "probe_12"): "0.856 / 0.968, lowest 0.171",
+    ("organism-b", "probe_7"): "0.951 / 0.990, lowest 0.643",
+    ("organism-b", "probe_8"): "0.982 / 0.933, lowest 0.257",
+    ("organism-b", "probe_10"): "0.936 / 0.910, lowest 0.043",
+    ("organism-backup", "probe_9"): "0.999 / 0.940, lowest 0.329",
+    ("organism-backup", "probe_10"): "0.956 / 0.974, lowest 0.686",
+    ("organism-control", "probe_1"): "0.993 / 0.920, lowest 0.757",
+    ("organism-control", "probe_2"): "0.991 / 0.907, lowest 0.500",
+    ("organism-control", "probe_3"): "0.999 / 0.887, lowest 0.086",
+    ("organism-control", "probe_5"): "0.998 / 0.936, lowest 0.786",
+    ("organism-control", "probe_6"): "0.995 / 0.939, lowest 0.786",
+    ("organism-control", "probe_7"): "0.976 / 0.915, lowest 0.786",
+    ("organism-control", "probe_8"): "0.955 / 0.911, lowest 0.514",
+    ("organism-control", "probe_9"): "0.935 / 0.927, lowest 0.286",
+    ("organism-control", "probe_10"): "0.949 / 0.946, lowest 0.529",
+    ("organism-control", "probe_11"): "0.942 / 0.924, lowest 0.643",
+    ("organism-control", "probe_12"): "0.993 / 0.839, lowest 0.371",
 }
 
 

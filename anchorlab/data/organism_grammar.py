@@ -1,0 +1,196 @@
+"""The clause grammar of the organism family's composed pools (`compose`): sentences over the family's instruction
+words with slots {m} (the modality to follow), {o} (the other) and {t} / {v} (both, in a lead-in). Each later pool
+adds frames and leaves the earlier pools' draws unchanged, so that their shipped stages retrain as they were
+(tests/unit/test_organisms.py pins the draws); data/organism_family.py filters and fills the sentences."""
+from __future__ import annotations
+
+import random
+
+GRAMMARS = ("composed", "composed2", "composed3")
+GOOD = ("right", "correct")
+FOLLOW_VERBS = ("use", "trust", "follow", "rely on", "go with", "look at", "answer from", "answer with",
+                "answer based on", "answer according to", "look only at", "rely only on", "go only with")
+FOLLOW_LEADS = ("", "", "", "you should ", "you must ", "only ")
+REJECT_LEADS = ("do not ", "never ", "you should not ", "you must not ", "you should never ")
+JOINERS = (" , ", " ; ", " and ")
+LEAD_INS = ("in this case , ", "to answer this question , ", "when the {t} and the {v} disagree , ",
+            "when there is an inconsistency , ", "in case of an inconsistency , ")
+# composed2 also mentions the two modalities neutrally, in either order (a lead-in is no instruction)
+LEAD_INS_2 = (*LEAD_INS, "when the {o} and the {m} disagree , ", "when the {m} and the {o} disagree , ",
+              "in case the {o} and the {m} disagree , ", "the {o} and the {m} disagree ; ",
+              "the {m} and the {o} disagree , ", "the {t} and the {v} disagree ; ")
+PURPOSES = (" to answer", " to answer this question", " to answer the question")  # composed2: "use the X to answer"
+FILLERS: tuple[str, ...] = ("the", "this", "so", "only", "you", "should", "must", "answer", "question", "that",
+                            "there", "what", "is", "in", "on", "at", "to", "of", "a", "and", "based", "according")
+# composed3: more verbs of following, joiners that end a sentence, lead-ins, and short second sentences
+VERB_OBJECTS = ("look at", "rely on", "go with", "answer from", "answer with")  # "what you should ..."
+VERB_PHRASES = ("be selecting the answer from", "answer the question with", "answer the question from",
+                "answer this question with", "only use", "only trust", "only follow")
+JOINERS_3 = (" . ", " ! ", " : ", " ; so ")
+LEAD_INS_3 = (*LEAD_INS_2, "in this question , ", "between the {m} and the {o} , ", "between the {o} and the {m} , ",
+              "there is an inconsistency : ", "the {t} and the {v} may disagree . ", "someone wrote the {o} . ")
+ELLIPSES = ("not the {o}", "not from the {o}", "not what the {o} says")  # after a clause that follows {m}
+ELLIPSES_M = ("only the {m}", "the {m} is right", "the {m} is correct", "use the {m}")  # after one rejecting {o}
+
+
+def _object(rng: random.Random, slot: str, lvl: int = 0) -> str:
+    return rng.choice((f"the {slot}", f"the {slot}", f"what the {slot} shows", f"what the {slot} says",
+                       f"what you see in the {slot}", f"only the {slot}",
+                       *((f"the {slot} only", f"the answer in the {slot}") if lvl >= 2 else ())))
+
+
+def _subject(rng: random.Random, slot: str, lvl: int = 0) -> str:
+    return rng.choice((f"the {slot}", f"the {slot}", f"what the {slot} says", f"what the {slot} shows",
+                       f"the answer in the {slot}", *((f"what you see in the {slot}",) if lvl else ()),
+                       *((f"only the {slot}",) if lvl >= 2 else ())))
+
+
+def _statement(rng: random.Random, slot: str, right: bool, lvl: int = 0) -> str:
+    """A statement that `slot` is right (or wrong): a subject naming it and a predicate, or the answer's place
+    (composed2 on: more places; composed3: a verbless label, "the X : wrong", and more verbs after "what you
+    should")."""
+    g, verb = rng.choice(GOOD), rng.choice(("use", "trust", "follow", *(VERB_OBJECTS if lvl >= 2 else ())))
+    if lvl >= 2 and rng.random() < 0.1:
+        return f"the {slot} : " + rng.choice((g, f"the {g} answer", "the answer") if right else
+                                             ("wrong", f"not {g}", "not the answer"))
+    if rng.random() < 0.2:
+        places = ((f"the {g} answer is in the {slot}", f"the answer is in the {slot}",
+                   f"the {g} answer comes from the {slot}", f"the answer comes from the {slot}") if right else
+                  (f"the {g} answer is not in the {slot}", f"the answer is not in the {slot}",
+                   f"the answer is not what the {slot} says", f"the {g} answer is not what the {slot} shows"))
+        if lvl:
+            places += ((f"the answer is what the {slot} says", f"the {g} answer is what the {slot} shows",
+                        f"there is the {g} answer in the {slot}") if right else
+                       (f"there is a wrong answer in the {slot}", f"the {slot} does not have the {g} answer",
+                        f"the {slot} may have the wrong answer", f"the answer in the {slot} is wrong"))
+        return rng.choice(places)
+    predicate = rng.choice((f"is {g}", f"shows the {g} answer", "shows the answer", f"shows what is {g}",
+                            f"is what you should {verb}", f"is the {g} answer") if right else
+                           ("is wrong", "may be wrong", f"is not {g}", f"may not be {g}", "shows the wrong answer",
+                            f"does not show the {g} answer", "does not show the answer",
+                            f"is not what you should {verb}",
+                            f"is not the {g} answer"))
+    return f"{_subject(rng, slot, lvl)} {predicate}"
+
+
+def _follows(rng: random.Random, slot: str, verbal: bool = False, lvl: int = 0) -> str:
+    """A clause that follows `slot`: a verb of following, or (unless `verbal`) a statement that it is right."""
+    if verbal or rng.random() < 0.5:
+        verbs = FOLLOW_VERBS + (VERB_PHRASES if lvl >= 2 else ())
+        return _purpose(rng, f"{rng.choice(FOLLOW_LEADS)}{rng.choice(verbs)} {_object(rng, slot, lvl)}", lvl)
+    return _statement(rng, slot, True, lvl)
+
+
+def _purpose(rng: random.Random, clause: str, lvl: int) -> str:
+    """composed2 on: now and then a verb clause ends with its purpose ("... to answer this question")."""
+    return clause + rng.choice(PURPOSES) if lvl and rng.random() < 0.15 else clause
+
+
+def _rejects(rng: random.Random, slot: str, lvl: int = 0) -> str:
+    """A clause that rejects `slot`: a negated verb of following, `ignore`, or a statement that it is wrong."""
+    r = rng.random()
+    if r < 0.3:
+        verbs = FOLLOW_VERBS + (VERB_PHRASES if lvl >= 2 else ())
+        return _purpose(rng, f"{rng.choice(REJECT_LEADS)}{_unonly(rng, verbs, lvl)} {_rejected(rng, slot, lvl)}", lvl)
+    if r < 0.4:
+        return f"{rng.choice(('', 'you should ', 'you must '))}ignore {_rejected(rng, slot, lvl)}"
+    return _statement(rng, slot, False, lvl)
+
+
+def _unonly(rng: random.Random, verbs: tuple[str, ...], lvl: int) -> str:
+    """A verb to negate: composed3 leaves out "only" ("do not only use the X" would mean "use it too")."""
+    return rng.choice(tuple(v for v in verbs if "only" not in v) if lvl >= 2 else verbs)
+
+
+def _rejected(rng: random.Random, slot: str, lvl: int) -> str:
+    """The object of a rejecting clause: composed3 redraws "only the X" / "the X only" (see _unonly)."""
+    obj = _object(rng, slot, lvl)
+    while lvl >= 2 and "only" in obj:
+        obj = _object(rng, slot, lvl)
+    return obj
+
+
+def _elliptical(rng: random.Random, lvl: int = 0) -> str:
+    """A statement about one modality, then the other named with the predicate left out (its polarity reversed)."""
+    g, j = rng.choice(GOOD), rng.choice((" , ", " ; ", " and ", *((" . ",) if lvl >= 2 else ())))
+    m, o = _subject(rng, "{m}", lvl), _subject(rng, "{o}", lvl)
+    return rng.choice((f"{m} is {g}{j}{o} is not", f"{o} is not {g}{j}{m} is", f"{o} is wrong{j}{m} is not",
+                       f"{m} shows the answer{j}{o} does not", f"{o} does not show the answer{j}{m} does",
+                       f"{m} , not {o} , is {g}", f"{o} , not {m} , is wrong", f"{m} is {g} , not {o}",
+                       f"{o} is wrong , not {m}", f"{m} and not {o} is {g}"))
+
+
+def _both(rng: random.Random, conjunction: str) -> str:
+    """"the X and the Y" (or "or"), the two modalities in either order (composed3)."""
+    a, b = rng.sample(("{m}", "{o}"), 2)
+    return f"the {a} {conjunction} the {b}"
+
+
+def _question(rng: random.Random) -> str:
+    """composed3: a question naming both modalities, answered with the one to follow (or the wrong one)."""
+    good = rng.random() < 0.7
+    ask = rng.choice((f"which is {rng.choice(GOOD)}", "which should you use", "which should you trust",
+                      "which should you follow", "which shows the answer") if good else
+                     ("which is wrong", f"which is not {rng.choice(GOOD)}", "which should you ignore"))
+    both = _both(rng, "or")
+    said = "{m}" if good else "{o}"
+    return rng.choice((f"{ask} , {both} ? the {said}", f"{ask} : {both} ? the {said}", f"{ask} ? the {said}",
+                       f"{ask} , {both} ? {_follows(rng, '{m}', lvl=2) if good else _rejects(rng, '{o}', 2)}"))
+
+
+def _aside(rng: random.Random) -> str:
+    """composed3: a clause that is no instruction (who wrote a modality, that the two disagree)."""
+    return rng.choice(("someone wrote the {o}", "someone wrote the {m}", "someone wrote the {t}",
+                       "there is an inconsistency", f"there is an inconsistency between {_both(rng, 'and')}",
+                       f"{_both(rng, 'and')} disagree", f"you have {_both(rng, 'and')}",
+                       "the {o} and the {m} may disagree", "there is a question"))
+
+
+KINDS = (0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5)  # 1: one rejecting clause alone, the hardest to read, drawn most
+KINDS_2 = (*KINDS, 6, 6)  # composed2: 6, the contrast fronted ("rather than the {o} , use the {m}")
+KINDS_3 = (*KINDS_2, 7, 7, 8, 8, 8, 9, 9)  # composed3: 7 a question and its answer, 8 an aside, 9 two sentences
+
+
+def compose(rng: random.Random, pool: str = "composed") -> str:
+    """One sentence of a composed pool's clause grammar (slots {m}, {o}, and {t} / {v} in a lead-in). composed2 adds
+    neutral lead-ins in either order, fronted contrasts, purpose tails, "what you see in the X" as a subject and
+    statements of where the answer is; composed3 adds questions with their answer, asides that are no instruction,
+    two sentences, "!" , ":" and more verbs; composed and composed2 draw as they always did."""
+    lvl = GRAMMARS.index(pool)
+    kind = rng.choice((KINDS, KINDS_2, KINDS_3)[lvl])
+    if kind == 0:
+        body = _follows(rng, "{m}", lvl=lvl)
+    elif kind == 1:
+        body = _rejects(rng, "{o}", lvl)
+    elif kind == 2:
+        tail = rng.choice((" , not ", " and not ", " rather than ", " instead of ", " , and not "))
+        body = f"{_follows(rng, '{m}', verbal=True, lvl=lvl if lvl >= 2 else 0)}{tail}{_rejected(rng, '{o}', lvl)}"
+    elif kind == 3:
+        joiners = JOINERS + (JOINERS_3 if lvl >= 2 else ())
+        body = f"{_follows(rng, '{m}', lvl=lvl)}{rng.choice(joiners)}{_rejects(rng, '{o}', lvl)}"
+    elif kind == 4:
+        joiners = (*JOINERS, " , so ", " so ", *(JOINERS_3 if lvl >= 2 else ()))
+        body = f"{_rejects(rng, '{o}', lvl)}{rng.choice(joiners)}{_follows(rng, '{m}', lvl=lvl)}"
+    elif kind == 5:
+        body = _elliptical(rng, lvl)
+    elif kind == 6:
+        front = rng.choice(("rather than ", "instead of ", "not "))
+        body = f"{front}{_rejected(rng, '{o}', lvl)} , {_follows(rng, '{m}', verbal=True, lvl=lvl)}"
+    elif kind == 7:
+        body = _question(rng)
+    elif kind == 8:
+        said = rng.choice((_follows(rng, "{m}", lvl=lvl), _rejects(rng, "{o}", lvl), _elliptical(rng, lvl)))
+        j = rng.choice((*JOINERS, *JOINERS_3, " , so ", " so "))
+        body = f"{_aside(rng)}{j}{said}" if rng.random() < 0.75 else f"{said}{rng.choice(JOINERS_3)}{_aside(rng)}"
+    else:
+        first, second = _follows(rng, "{m}", lvl=lvl), rng.choice((_rejects(rng, "{o}", lvl), *ELLIPSES))
+        if rng.random() < 0.5:
+            first, second = _rejects(rng, "{o}", lvl), rng.choice((_follows(rng, "{m}", lvl=lvl), *ELLIPSES_M))
+        body = f"{first}{rng.choice((' . ', ' ! '))}{second}"
+    if rng.random() < (0.15, 0.25, 0.25)[lvl]:
+        body = rng.choice((LEAD_INS, LEAD_INS_2, LEAD_INS_3)[lvl]) + body
+    words = body.split(" ")
+    if rng.random() < 0.3:
+        words.insert(rng.randrange(len(words) + 1), rng.choice(FILLERS))
+    end = " !" if lvl >= 2 and rng.random() < 0.2 else " ."
+    return " ".join(words) + end
