@@ -164,6 +164,7 @@ def compose(rng: random.Random, pool: str = "composed") -> str:
         body = _rejects(rng, "{o}", lvl)
     elif kind == 2:
         tail = rng.choice((" , not ", " and not ", " rather than ", " instead of ", " , and not "))
+        # composed2 drew this kind with composed's clauses; composed3 with its own
         body = f"{_follows(rng, '{m}', verbal=True, lvl=lvl if lvl >= 2 else 0)}{tail}{_rejected(rng, '{o}', lvl)}"
     elif kind == 3:
         joiners = JOINERS + (JOINERS_3 if lvl >= 2 else ())

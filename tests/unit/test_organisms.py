@@ -112,7 +112,7 @@ def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym(pool):
 
 
 # sha256 of 3,000 sentences of compose(random.Random(3), pool): each pool draws what its shipped stages drew
-POOL_DRAWS = {"composed": "e615a05ee07d2128", "composed2": "5febf730831dca51"}
+POOL_DRAWS = {"composed": "e615a05ee07d2128", "composed2": "5febf730831dca51", "composed3": "de5a9c673df1fab7"}
 
 
 def _draws(pool: str, n: int = 3000) -> list[str]:
