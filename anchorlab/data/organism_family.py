@@ -137,8 +137,8 @@ def instruction_pairs(split: str) -> list[Pair]:
 @cache
 def _heldout_pairs() -> frozenset[Pair]:
     """A composed sentence can equal a template; filled with a held-out combination's nouns it would train a held-out
-    pair. composed2 redraws it; composed did not (two shipped stages drew one such group, docs/models.md), and is
-    kept as it was so that its stages retrain as shipped."""
+    pair. composed2 and composed3 redraw it; composed did not (two shipped stages drew one such group,
+    docs/models.md), and is kept as it was so that its stages retrain as shipped."""
     return frozenset(instruction_pairs("heldout"))
 
 

@@ -1,7 +1,10 @@
 """The clause grammar of the organism family's composed pools (`compose`): sentences over the family's instruction
-words with slots {m} (the modality to follow), {o} (the other) and {t} / {v} (both, in a lead-in). Each later pool
-adds frames and leaves the earlier pools' draws unchanged, so that their shipped stages retrain as they were
-(tests/unit/test_organisms.py pins the draws); data/organism_family.py filters and fills the sentences."""
+words with slots {m} (the modality to follow), {o} (the other) and {t} / {v} (both, in a lead-in): a clause that
+follows {m} (a verb of following or a statement that it is right), one that rejects {o} (the verbs negated, or a
+statement that it is wrong), or both in either order, a contrast tail or an elliptical pair, with an optional lead-in
+and one filler inserted at random. Each later pool adds frames and leaves the earlier pools' draws unchanged, so that
+their shipped stages retrain as they were (tests/unit/test_organisms.py pins the draws); data/organism_family.py
+filters and fills the sentences."""
 from __future__ import annotations
 
 import random
