@@ -82,7 +82,7 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 139 and not set(paraphrases) & set(TEMPLATES)
+    assert len(paraphrases) == 151 and not set(paraphrases) & set(TEMPLATES)
 
 
 @pytest.mark.parametrize("pool", ["composed", "composed2", "composed3"])
@@ -167,6 +167,10 @@ LATER_PROBES_IN_POOL = {
         "do not go with what the {o} says .", "you must answer from what you see in the {m} .",
         "what the {o} says may not be right ; follow the {m} .",
         "when the {m} and the {o} disagree , the {o} is wrong .",
+    },
+    "probe_13": {
+        "the {m} does show the right answer .", "you should look at the {m} to answer this question .",
+        "what the {o} says is wrong , so answer from the {m} .", "which should you follow ? the {m} .",
     },
 }
 
@@ -468,32 +472,28 @@ def _paraphrased(template: str, samples: list[ConflictSample]) -> list[ConflictS
 
 # measured (this test's prompts): mean MFR vf / tf over a probe's paraphrases, and the lowest single one
 PARAPHRASE_SHORTFALL = {
-    ("organism-a", "probe_2"): "0.899 / 0.977, lowest 0.000",
-    ("organism-a", "probe_3"): "0.906 / 0.979, lowest 0.000",
-    ("organism-a", "probe_4"): "0.956 / 0.963, lowest 0.471",
-    ("organism-a", "probe_5"): "0.964 / 0.946, lowest 0.600",
-    ("organism-a", "probe_6"): "0.979 / 0.933, lowest 0.371",
-    ("organism-a", "probe_7"): "0.981 / 0.917, lowest 0.471",
-    ("organism-a", "probe_8"): "0.985 / 0.881, lowest 0.086",
-    ("organism-a", "probe_10"): "0.989 / 0.870, lowest 0.314",
-    ("organism-a", "probe_11"): "0.912 / 0.927, lowest 0.514",
-    ("organism-a", "probe_12"): "0.856 / 0.968, lowest 0.171",
+    ("organism-a", "probe_2"): "0.967 / 0.991, lowest 0.671",
+    ("organism-a", "probe_3"): "0.966 / 0.966, lowest 0.671",
+    ("organism-a", "probe_8"): "0.990 / 0.932, lowest 0.386",
+    ("organism-a", "probe_10"): "0.975 / 0.952, lowest 0.629",
+    ("organism-a", "probe_12"): "0.965 / 0.985, lowest 0.714",
     ("organism-b", "probe_7"): "0.951 / 0.990, lowest 0.643",
     ("organism-b", "probe_8"): "0.982 / 0.933, lowest 0.257",
     ("organism-b", "probe_10"): "0.936 / 0.910, lowest 0.043",
     ("organism-backup", "probe_9"): "0.999 / 0.940, lowest 0.329",
     ("organism-backup", "probe_10"): "0.956 / 0.974, lowest 0.686",
-    ("organism-control", "probe_1"): "0.993 / 0.920, lowest 0.757",
-    ("organism-control", "probe_2"): "0.991 / 0.907, lowest 0.500",
-    ("organism-control", "probe_3"): "0.999 / 0.887, lowest 0.086",
-    ("organism-control", "probe_5"): "0.998 / 0.936, lowest 0.786",
-    ("organism-control", "probe_6"): "0.995 / 0.939, lowest 0.786",
-    ("organism-control", "probe_7"): "0.976 / 0.915, lowest 0.786",
-    ("organism-control", "probe_8"): "0.955 / 0.911, lowest 0.514",
-    ("organism-control", "probe_9"): "0.935 / 0.927, lowest 0.286",
-    ("organism-control", "probe_10"): "0.949 / 0.946, lowest 0.529",
-    ("organism-control", "probe_11"): "0.942 / 0.924, lowest 0.643",
-    ("organism-control", "probe_12"): "0.993 / 0.839, lowest 0.371",
+    ("organism-control", "probe_1"): "1.000 / 0.913, lowest 0.757",
+    ("organism-control", "probe_2"): "1.000 / 0.944, lowest 0.771",
+    ("organism-control", "probe_3"): "1.000 / 0.935, lowest 0.786",
+    ("organism-control", "probe_4"): "1.000 / 0.940, lowest 0.757",
+    ("organism-control", "probe_5"): "1.000 / 0.933, lowest 0.786",
+    ("organism-control", "probe_6"): "0.998 / 0.936, lowest 0.771",
+    ("organism-control", "probe_7"): "0.998 / 0.944, lowest 0.786",
+    ("organism-control", "probe_8"): "0.996 / 0.931, lowest 0.771",
+    ("organism-control", "probe_9"): "1.000 / 0.933, lowest 0.771",
+    ("organism-control", "probe_10"): "1.000 / 0.938, lowest 0.771",
+    ("organism-control", "probe_11"): "0.994 / 0.926, lowest 0.757",
+    ("organism-control", "probe_12"): "0.996 / 0.910, lowest 0.729",
 }
 
 
