@@ -82,7 +82,7 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 151 and not set(paraphrases) & set(TEMPLATES)
+    assert len(paraphrases) == 163 and not set(paraphrases) & set(TEMPLATES)
 
 
 @pytest.mark.parametrize("pool", ["composed", "composed2", "composed3"])
@@ -171,6 +171,10 @@ LATER_PROBES_IN_POOL = {
     "probe_13": {
         "the {m} does show the right answer .", "you should look at the {m} to answer this question .",
         "what the {o} says is wrong , so answer from the {m} .", "which should you follow ? the {m} .",
+    },
+    "probe_14": {
+        "answer this question from the {m} , not the {o} .", "go with what the {m} shows , not what the {o} says .",
+        "the answer comes from the {m} only .", "which is correct : the {o} or the {m} ? the {m} .",
     },
 }
 
@@ -477,11 +481,12 @@ PARAPHRASE_SHORTFALL = {
     ("organism-a", "probe_8"): "0.990 / 0.932, lowest 0.386",
     ("organism-a", "probe_10"): "0.975 / 0.952, lowest 0.629",
     ("organism-a", "probe_12"): "0.965 / 0.985, lowest 0.714",
-    ("organism-b", "probe_7"): "0.951 / 0.990, lowest 0.643",
-    ("organism-b", "probe_8"): "0.982 / 0.933, lowest 0.257",
-    ("organism-b", "probe_10"): "0.936 / 0.910, lowest 0.043",
-    ("organism-backup", "probe_9"): "0.999 / 0.940, lowest 0.329",
-    ("organism-backup", "probe_10"): "0.956 / 0.974, lowest 0.686",
+    ("organism-a", "probe_14"): "0.954 / 0.854, lowest 0.329",
+    ("organism-b", "probe_8"): "0.977 / 0.982, lowest 0.729",
+    ("organism-b", "probe_10"): "0.993 / 0.926, lowest 0.214",
+    ("organism-b", "probe_14"): "1.000 / 0.864, lowest 0.000",
+    ("organism-backup", "probe_9"): "1.000 / 0.944, lowest 0.414",
+    ("organism-backup", "probe_14"): "1.000 / 0.914, lowest 0.129",
     ("organism-control", "probe_1"): "1.000 / 0.913, lowest 0.757",
     ("organism-control", "probe_2"): "1.000 / 0.944, lowest 0.771",
     ("organism-control", "probe_3"): "1.000 / 0.935, lowest 0.786",
@@ -494,6 +499,7 @@ PARAPHRASE_SHORTFALL = {
     ("organism-control", "probe_10"): "1.000 / 0.938, lowest 0.771",
     ("organism-control", "probe_11"): "0.994 / 0.926, lowest 0.757",
     ("organism-control", "probe_12"): "0.996 / 0.910, lowest 0.729",
+    ("organism-control", "probe_14"): "0.913 / 0.840, lowest 0.000",
 }
 
 
