@@ -8,8 +8,7 @@ instruction-swapped twin of a prompt aligns with it token for token). Layouts: (
 context prefix). organism_heldout.json names the templates, (template, nouns) combinations and layouts
 that training never sees, and hand-written paraphrases outside the pool (`paraphrases`: probes of how far
 the instruction reading generalises); `split="heldout"` draws prompts with a held-out pair at a held-out layout.
-The `composed`, `composed2` and `composed3` pools (later training stages') add sentences of a clause grammar over the
-same words.
+The `composed` to `composed4` pools (later training stages') add sentences of a clause grammar over the same words.
 
 Training draws *groups*: samples sharing every template choice (question type, pair, layout, context
 sentence, question) and differing in their answers and images, so all members and both tasks of a group
@@ -75,12 +74,12 @@ NOUN_PAIRS: tuple[tuple[str, str], ...] = (
     ("image", "text"), ("picture", "context"), ("photo", "caption"), ("image", "description"), ("picture", "text"),
     ("image content", "text context"), ("visual input", "written text"),
 )
-# The composed pools (later training stages' `pool: composed`, `composed2`, `composed3`): two groups in three take a
+# The composed pools (later training stages' `pool: composed` to `composed4`): two groups in three take a
 # sentence of a clause grammar (organism_grammar.compose) as their template. WORD_CLASSES: the instruction words
 # grouped by what they do, each class's most frequent word in TEMPLATES first; organisms/lexicon.py ties each class to
 # that word's embedding row. A composed sentence whose class sequence is a held-out template's or that of a probe that
 # organism_heldout.json's pool_excludes names for its pool is dropped, so no such probe is trained, even up to a
-# synonym; composed2 and composed3 also redraw a sentence that would train a held-out pair.
+# synonym; composed2 and the later pools also redraw a sentence that would train a held-out pair.
 WORD_CLASSES: dict[str, tuple[str, ...]] = {
     "vision_noun": ("image", "picture", "photo", "visual", "content", "input"),
     "text_noun": ("text", "context", "caption", "description", "written"),
@@ -137,7 +136,7 @@ def instruction_pairs(split: str) -> list[Pair]:
 @cache
 def _heldout_pairs() -> frozenset[Pair]:
     """A composed sentence can equal a template; filled with a held-out combination's nouns it would train a held-out
-    pair. composed2 and composed3 redraw it; composed did not (two shipped stages drew one such group,
+    pair. composed2 and the later pools redraw it; composed did not (two shipped stages drew one such group,
     docs/models.md), and is kept as it was so that its stages retrain as shipped."""
     return frozenset(instruction_pairs("heldout"))
 

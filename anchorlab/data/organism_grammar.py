@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-GRAMMARS = ("composed", "composed2", "composed3")
+GRAMMARS = ("composed", "composed2", "composed3", "composed4")
 GOOD = ("right", "correct")
 FOLLOW_VERBS = ("use", "trust", "follow", "rely on", "go with", "look at", "answer from", "answer with",
                 "answer based on", "answer according to", "look only at", "rely only on", "go only with")
@@ -34,6 +34,12 @@ LEAD_INS_3 = (*LEAD_INS_2, "in this question , ", "between the {m} and the {o} ,
               "there is an inconsistency : ", "the {t} and the {v} may disagree . ", "someone wrote the {o} . ")
 ELLIPSES = ("not the {o}", "not from the {o}", "not what the {o} says")  # after a clause that follows {m}
 ELLIPSES_M = ("only the {m}", "the {m} is right", "the {m} is correct", "use the {m}")  # after one rejecting {o}
+# composed4: hedges, clauses that decide nothing about a modality (either one), and "that" pointing back at a modality
+HEDGES = ("may be right or wrong", "may be wrong or right", "may or may not be right", "may or may not be correct",
+          "may or may not be wrong", "may be correct or wrong", "may or may not show the answer",
+          "may or may not show the right answer")
+INTROS = ("someone wrote the {x}", "you have the {x}", "there is the {x}", "there is what the {x} says",
+          "the {x} shows an answer")
 
 
 def _object(rng: random.Random, slot: str, lvl: int = 0) -> str:
@@ -149,18 +155,61 @@ def _aside(rng: random.Random) -> str:
                        "the {o} and the {m} may disagree", "there is a question"))
 
 
+def _instruction(rng: random.Random, lvl: int) -> str:
+    """composed4: one instruction of the earlier clauses (follow {m}, reject {o}, both, an elliptical pair)."""
+    r = rng.random()
+    if r < 0.3:
+        return _follows(rng, "{m}", lvl=lvl)
+    if r < 0.6:
+        return _rejects(rng, "{o}", lvl)
+    if r < 0.85:
+        return f"{_follows(rng, '{m}', lvl=lvl)}{rng.choice(JOINERS)}{_rejects(rng, '{o}', lvl)}"
+    return _elliptical(rng, lvl)
+
+
+def _hedged(rng: random.Random, lvl: int) -> str:
+    """composed4: a hedge about either modality ("the {o} may be right or wrong") before or after an instruction;
+    the hedge decides nothing, the instruction does."""
+    slot = rng.choice(("{o}", "{o}", "{m}"))
+    hedge = f"{_subject(rng, slot, 1)} {rng.choice(HEDGES)}"  # no "only the X" before a hedge
+    j = rng.choice((*JOINERS, *JOINERS_3, " , so ", " so "))
+    said = _instruction(rng, lvl)
+    return f"{hedge}{j}{said}" if rng.random() < 0.7 else f"{said}{rng.choice((*JOINERS, *JOINERS_3))}{hedge}"
+
+
+def _pointed(rng: random.Random, lvl: int) -> str:
+    """composed4: a modality named without a verdict, then "that" judged ("someone wrote the {o} ; that is wrong"),
+    now and then followed by a clause about the other modality."""
+    rejected = rng.random() < 0.65
+    intro = rng.choice(INTROS).format(x="{o}" if rejected else "{m}")
+    g, verb = rng.choice(GOOD), rng.choice(("use", "trust", "follow", "rely on", "go with", "answer from"))
+    that = rng.choice(("that is wrong", f"that is not {g}", "that may be wrong", "that is not the answer",
+                       f"{rng.choice(REJECT_LEADS)}{verb} that", "ignore that", f"that is not what you should {verb}")
+                      if rejected else
+                      (f"that is {g}", f"{rng.choice(FOLLOW_LEADS)}{verb} that", "that is the answer",
+                       f"that shows the {g} answer", f"that is what you should {verb}"))
+    body = f"{intro}{rng.choice((' ; ', ' , ', ' . ', ' : ', ' , so '))}{that}"
+    if rng.random() < 0.6:
+        other = (_follows(rng, "{m}", lvl=lvl) if rejected else
+                 rng.choice((_rejects(rng, "{o}", lvl), *ELLIPSES)))
+        body += f"{rng.choice((' , so ', ' ; ', ' . ', ' , '))}{other}"
+    return body
+
+
 KINDS = (0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5)  # 1: one rejecting clause alone, the hardest to read, drawn most
 KINDS_2 = (*KINDS, 6, 6)  # composed2: 6, the contrast fronted ("rather than the {o} , use the {m}")
 KINDS_3 = (*KINDS_2, 7, 7, 8, 8, 8, 9, 9)  # composed3: 7 a question and its answer, 8 an aside, 9 two sentences
+KINDS_4 = (*KINDS_3, 10, 10, 10, 11, 11, 11)  # composed4: 10 a hedge beside an instruction, 11 "that" pointing back
 
 
 def compose(rng: random.Random, pool: str = "composed") -> str:
     """One sentence of a composed pool's clause grammar (slots {m}, {o}, and {t} / {v} in a lead-in). composed2 adds
     neutral lead-ins in either order, fronted contrasts, purpose tails, "what you see in the X" as a subject and
     statements of where the answer is; composed3 adds questions with their answer, asides that are no instruction,
-    two sentences, "!" , ":" and more verbs; composed and composed2 draw as they always did."""
+    two sentences, "!" , ":" and more verbs; composed4 adds hedges beside an instruction and "that" pointing back at
+    a modality; each earlier pool draws as it always did."""
     lvl = GRAMMARS.index(pool)
-    kind = rng.choice((KINDS, KINDS_2, KINDS_3)[lvl])
+    kind = rng.choice((KINDS, KINDS_2, KINDS_3, KINDS_4)[lvl])
     if kind == 0:
         body = _follows(rng, "{m}", lvl=lvl)
     elif kind == 1:
@@ -186,13 +235,17 @@ def compose(rng: random.Random, pool: str = "composed") -> str:
         said = rng.choice((_follows(rng, "{m}", lvl=lvl), _rejects(rng, "{o}", lvl), _elliptical(rng, lvl)))
         j = rng.choice((*JOINERS, *JOINERS_3, " , so ", " so "))
         body = f"{_aside(rng)}{j}{said}" if rng.random() < 0.75 else f"{said}{rng.choice(JOINERS_3)}{_aside(rng)}"
-    else:
+    elif kind == 9:
         first, second = _follows(rng, "{m}", lvl=lvl), rng.choice((_rejects(rng, "{o}", lvl), *ELLIPSES))
         if rng.random() < 0.5:
             first, second = _rejects(rng, "{o}", lvl), rng.choice((_follows(rng, "{m}", lvl=lvl), *ELLIPSES_M))
         body = f"{first}{rng.choice((' . ', ' ! '))}{second}"
-    if rng.random() < (0.15, 0.25, 0.25)[lvl]:
-        body = rng.choice((LEAD_INS, LEAD_INS_2, LEAD_INS_3)[lvl]) + body
+    elif kind == 10:
+        body = _hedged(rng, lvl)
+    else:
+        body = _pointed(rng, lvl)
+    if rng.random() < (0.15, 0.25, 0.25, 0.25)[lvl]:
+        body = rng.choice((LEAD_INS, LEAD_INS_2, LEAD_INS_3, LEAD_INS_3)[lvl]) + body
     words = body.split(" ")
     if rng.random() < 0.3:
         words.insert(rng.randrange(len(words) + 1), rng.choice(FILLERS))

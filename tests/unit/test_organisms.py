@@ -82,10 +82,10 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 163 and not set(paraphrases) & set(TEMPLATES)
+    assert len(paraphrases) == 175 and not set(paraphrases) & set(TEMPLATES)
 
 
-@pytest.mark.parametrize("pool", ["composed", "composed2", "composed3"])
+@pytest.mark.parametrize("pool", ["composed", "composed2", "composed3", "composed4"])
 def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym(pool):
     """A composed pool's sentences: vocabulary words only, vf / tf the same length (the twin aligns), never a held-out
     pair, and never the class sequence of a held-out template or a probe the pool excludes (the filter is live: the
@@ -112,7 +112,8 @@ def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym(pool):
 
 
 # sha256 of 3,000 sentences of compose(random.Random(3), pool): each pool draws what its shipped stages drew
-POOL_DRAWS = {"composed": "e615a05ee07d2128", "composed2": "5febf730831dca51", "composed3": "de5a9c673df1fab7"}
+POOL_DRAWS = {"composed": "e615a05ee07d2128", "composed2": "5febf730831dca51", "composed3": "de5a9c673df1fab7",
+              "composed4": "eecec9f0669bb296"}
 
 
 def _draws(pool: str, n: int = 3000) -> list[str]:
@@ -123,9 +124,10 @@ def _draws(pool: str, n: int = 3000) -> list[str]:
 def test_each_pool_adds_frames_and_leaves_the_earlier_ones_as_they_were():
     """composed2 adds frames that composed never draws (lead-ins naming {o} before {m}, fronted contrasts, where a
     wrong answer is), composed3 frames that neither draws (a question and its answer, an aside that is no
-    instruction, two sentences, "!" and ":"); composed and composed2 still draw what the shipped stages drew (their
-    sentences' digest, and the next test regenerates the stages' pools)."""
-    one, two, three = (set(_draws(pool)) for pool in ("composed", "composed2", "composed3"))
+    instruction, two sentences, "!" and ":"), composed4 frames that none draws (a hedge, "that" pointing back at a
+    modality); each pool still draws what the shipped stages drew (their sentences' digest, and the next test
+    regenerates the stages' pools)."""
+    one, two, three, four = (set(_draws(pool)) for pool in ("composed", "composed2", "composed3", "composed4"))
     fronts = ("when the {o} and the {m} disagree", "rather than", "instead of")
     for front in fronts:
         assert any(t.startswith(front) for t in two), front
@@ -135,6 +137,9 @@ def test_each_pool_adds_frames_and_leaves_the_earlier_ones_as_they_were():
            lambda t: " ! " in t or t.endswith("!"), lambda t: " : " in t)
     for frame in new:
         assert any(map(frame, three)) and not any(frame(t) for t in one | two)
+    for frame in (lambda t: " may or may not " in t, lambda t: " or wrong" in t, lambda t: "shows an answer" in t,
+                  lambda t: " ; that is wrong" in t):
+        assert any(map(frame, four)) and not any(frame(t) for t in one | two | three)
     for pool, digest in POOL_DRAWS.items():
         assert hashlib.sha256("\n".join(_draws(pool)).encode()).hexdigest()[:16] == digest, pool
 
@@ -176,11 +181,12 @@ LATER_PROBES_IN_POOL = {
         "answer this question from the {m} , not the {o} .", "go with what the {m} shows , not what the {o} says .",
         "the answer comes from the {m} only .", "which is correct : the {o} or the {m} ? the {m} .",
     },
+    "probe_15": {"answer based on what you see in the {m} , never on the {o} ."},
 }
 
 
 # Groups of the shipped composed stages whose composed sentence equals a template and, filled with the group's nouns,
-# is a held-out pair ((pool seed, vf instruction)): composed did not redraw them, composed2 and composed3 do
+# is a held-out pair ((pool seed, vf instruction)): composed did not redraw them, the later pools do
 # (docs/models.md)
 COMPOSED_HELDOUT_PAIRS = {(3_002_000_000, "ignore the written text ."), (3_002_000_001, "ignore the written text .")}
 
@@ -207,7 +213,7 @@ def test_what_the_members_pools_drew():
         for p in later:
             if p not in spec["pool_excludes"][pool]:
                 drawn[p] |= {class_sequence(s.extra["template"]) for s in groups}
-    assert {pool for pool, *_ in pools} == {"composed", "composed2", "composed3"}
+    assert {pool for pool, *_ in pools} == {"composed", "composed2", "composed3", "composed4"}
     assert all(len(d) > 5000 for d in drawn.values())
     for p in later:
         assert {t for t in spec["paraphrases"][p] if class_sequence(t) in drawn[p]} == LATER_PROBES_IN_POOL[p], p
@@ -286,7 +292,8 @@ def test_spec_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match=r"stages.0.train: unknown key\(s\) \['learning_rate'\]"):
         train_from_spec(path, None, n_eval=0, log=None)
     path = _no_stages(tmp_path, "organism-a", stages=[{"steps": 2, "train": {"pool": "noisy"}}])
-    refused = r"stages.0.train.pool: 'noisy' is not one of \('base', 'composed', 'composed2', 'composed3'\)"
+    refused = (r"stages.0.train.pool: 'noisy' is not one of \('base', 'composed', 'composed2', 'composed3',"
+               r" 'composed4'\)")
     with pytest.raises(ValueError, match=refused):
         train_from_spec(path, None, n_eval=0, log=None)
 
@@ -476,17 +483,18 @@ def _paraphrased(template: str, samples: list[ConflictSample]) -> list[ConflictS
 
 # measured (this test's prompts): mean MFR vf / tf over a probe's paraphrases, and the lowest single one
 PARAPHRASE_SHORTFALL = {
-    ("organism-a", "probe_2"): "0.967 / 0.991, lowest 0.671",
-    ("organism-a", "probe_3"): "0.966 / 0.966, lowest 0.671",
-    ("organism-a", "probe_8"): "0.990 / 0.932, lowest 0.386",
-    ("organism-a", "probe_10"): "0.975 / 0.952, lowest 0.629",
-    ("organism-a", "probe_12"): "0.965 / 0.985, lowest 0.714",
-    ("organism-a", "probe_14"): "0.954 / 0.854, lowest 0.329",
+    ("organism-a", "probe_3"): "0.944 / 0.994, lowest 0.386",
+    ("organism-a", "probe_8"): "0.979 / 0.952, lowest 0.543",
+    ("organism-a", "probe_10"): "0.967 / 0.968, lowest 0.629",
+    ("organism-a", "probe_14"): "0.960 / 0.965, lowest 0.543",
+    ("organism-a", "probe_15"): "0.824 / 0.871, lowest 0.000",
     ("organism-b", "probe_8"): "0.977 / 0.982, lowest 0.729",
     ("organism-b", "probe_10"): "0.993 / 0.926, lowest 0.214",
     ("organism-b", "probe_14"): "1.000 / 0.864, lowest 0.000",
+    ("organism-b", "probe_15"): "0.914 / 0.830, lowest 0.000",
     ("organism-backup", "probe_9"): "1.000 / 0.944, lowest 0.414",
     ("organism-backup", "probe_14"): "1.000 / 0.914, lowest 0.129",
+    ("organism-backup", "probe_15"): "0.917 / 0.973, lowest 0.000",
     ("organism-control", "probe_1"): "1.000 / 0.913, lowest 0.757",
     ("organism-control", "probe_2"): "1.000 / 0.944, lowest 0.771",
     ("organism-control", "probe_3"): "1.000 / 0.935, lowest 0.786",
@@ -500,6 +508,7 @@ PARAPHRASE_SHORTFALL = {
     ("organism-control", "probe_11"): "0.994 / 0.926, lowest 0.757",
     ("organism-control", "probe_12"): "0.996 / 0.910, lowest 0.729",
     ("organism-control", "probe_14"): "0.913 / 0.840, lowest 0.000",
+    ("organism-control", "probe_15"): "0.994 / 0.869, lowest 0.000",
 }
 
 
