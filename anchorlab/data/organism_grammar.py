@@ -30,6 +30,7 @@ VERB_OBJECTS = ("look at", "rely on", "go with", "answer from", "answer with")  
 VERB_PHRASES = ("be selecting the answer from", "answer the question with", "answer the question from",
                 "answer this question with", "only use", "only trust", "only follow")
 JOINERS_3 = (" . ", " ! ", " : ", " ; so ")
+ASIDE_JOINERS = (*JOINERS, *JOINERS_3, " , so ", " so ")  # between an aside (or a hedge) and an instruction
 LEAD_INS_3 = (*LEAD_INS_2, "in this question , ", "between the {m} and the {o} , ", "between the {o} and the {m} , ",
               "there is an inconsistency : ", "the {t} and the {v} may disagree . ", "someone wrote the {o} . ")
 ELLIPSES = ("not the {o}", "not from the {o}", "not what the {o} says")  # after a clause that follows {m}
@@ -172,7 +173,7 @@ def _hedged(rng: random.Random, lvl: int) -> str:
     the hedge decides nothing, the instruction does."""
     slot = rng.choice(("{o}", "{o}", "{m}"))
     hedge = f"{_subject(rng, slot, 1)} {rng.choice(HEDGES)}"  # no "only the X" before a hedge
-    j = rng.choice((*JOINERS, *JOINERS_3, " , so ", " so "))
+    j = rng.choice(ASIDE_JOINERS)
     said = _instruction(rng, lvl)
     return f"{hedge}{j}{said}" if rng.random() < 0.7 else f"{said}{rng.choice((*JOINERS, *JOINERS_3))}{hedge}"
 
@@ -233,7 +234,7 @@ def compose(rng: random.Random, pool: str = "composed") -> str:
         body = _question(rng)
     elif kind == 8:
         said = rng.choice((_follows(rng, "{m}", lvl=lvl), _rejects(rng, "{o}", lvl), _elliptical(rng, lvl)))
-        j = rng.choice((*JOINERS, *JOINERS_3, " , so ", " so "))
+        j = rng.choice(ASIDE_JOINERS)
         body = f"{_aside(rng)}{j}{said}" if rng.random() < 0.75 else f"{said}{rng.choice(JOINERS_3)}{_aside(rng)}"
     elif kind == 9:
         first, second = _follows(rng, "{m}", lvl=lvl), rng.choice((_rejects(rng, "{o}", lvl), *ELLIPSES))
