@@ -25,14 +25,14 @@ from anchorlab.models.toy import build_model, build_processor, build_tokenizer
 from . import lexicon
 from .interchange import FLIP_DEFINITION, MEASURED_ROLES, THRESHOLD, ground_truth, head_name
 from .loop import train_loop
-from .siit import LOSSES, Pool, step_loss
+from .siit import LOSSES, ROLE_SOURCES, Pool, step_loss
 from .spec import CircuitSpec, load_spec
 from .train import _versions, evaluate_mfr, save, toy_bundle
 
 FAMILY_LM = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8)
 VISION_FROM = "anchored"
 TRAIN = dict(groups_per_step=6, group_size=3, lr=3e-3, warmup=50, n_pool=1500, interchange_from=1000, pool="base",
-             lexicon=False)
+             lexicon=False, role_source="any_task")
 HELDOUT_SEED = 0  # the held-out prompts circuit.json is measured on: data.source organism-heldout, seed 0
 
 
@@ -131,7 +131,7 @@ def _stage(model, processor, bundle, spec: CircuitSpec, seed: int, steps: int, c
                 log(f"[{spec.name}] interchange rows from step {step}")
         ids = [rng.randrange(len(groups)) for _ in range(cfg["groups_per_step"])]
         on = spec.planted and start["step"] is not None and step >= start["step"]
-        total, parts = step_loss(model, bundle, pool, ids, spec, rng, on)
+        total, parts = step_loss(model, bundle, pool, ids, spec, rng, on, cfg["role_source"])
         seen.append(parts.get("acc_strict_role", 0.0))
         return total, {**parts, "interchange_on": float(on)}
 
@@ -228,6 +228,8 @@ def train_from_spec(spec_path: str | Path, out_dir: str | Path | None, seed: int
                              f"{sorted(TRAIN)}")
         if train.get("pool", "base") not in POOLS:
             raise ValueError(f"{spec_path}: {where}.pool: {train['pool']!r} is not one of {POOLS}")
+        if train.get("role_source", "any_task") not in ROLE_SOURCES:
+            raise ValueError(f"{spec_path}: {where}.role_source: {train['role_source']!r} is not one of {ROLE_SOURCES}")
     seed = spec.seed if seed is None else seed
     steps = spec.steps if steps is None else steps
     first, done = None, 0

@@ -41,13 +41,15 @@ LOSSES = {
         "target": "the original answer"},
     "strict_role": {
         "intervention": "every head outside the circuit, at the circuit's role, jointly replaced by its value on "
-                        "another prompt of the same token layout (another sample, a random task)",
+                        "another prompt of the same token layout (another sample; a random task, or the other task "
+                        "where the stage's `role_source` is `other_task`)",
         "target": "the original answer"},
 }
 OTHER = {"vf": "tf", "tf": "vf"}
 # Interchange rows per clean row: as many as the rows whose target is the original answer (the clean row and its
 # strict-resampling row), so a route around the circuit, right on those and wrong on these, gains nothing.
 INTERCHANGE_ROWS = 2
+ROLE_SOURCES = ("any_task", "other_task")  # a stage's `role_source`: the task of strict_role's source prompt
 
 
 def other_task(task: str) -> str:
@@ -78,8 +80,10 @@ class Pool:
 
 
 def step_rows(pool: Pool, group_ids: list[int], spec: CircuitSpec, n_layers: int, n_heads: int, rng: random.Random,
-              interchange: bool = True):
-    """One step's rows -> (encoded, features, targets, kinds, sources, patched heads per row)."""
+              interchange: bool = True, role_source: str = "any_task"):
+    """One step's rows -> (encoded, features, targets, kinds, sources, patched heads per row). `role_source`: the
+    task of the strict_role row's source prompt: a random one (`any_task`), or always the other task (`other_task`,
+    so every such row resamples the role from a prompt carrying the opposite instruction)."""
     encoded, feats, targets, kinds, sources, patched = [], [], [], [], [], []
     clean = {}
     for g in group_ids:
@@ -112,7 +116,8 @@ def step_rows(pool: Pool, group_ids: list[int], spec: CircuitSpec, n_layers: int
             feats.append(pool.feats[g][m])
             targets.append(pool.first[s.answer(FOLLOWED[t])])
             kinds.append(kind)
-            sources.append(clean[(g, m2, rng.choice(TASKS))])
+            opposite = kind == "strict_role" and role_source == "other_task"
+            sources.append(clean[(g, m2, other_task(t) if opposite else rng.choice(TASKS))])
             if kind == "strict_single":  # one non-circuit node: a head outside at every position, or a circuit head off its role
                 k = rng.randrange(len(outside) + len(spec.circuit_heads))
                 patched.append(((outside[k], "all"),) if k < len(outside)
@@ -159,11 +164,12 @@ def lm_hidden(model, inputs: dict, features: list[torch.Tensor]) -> torch.Tensor
 
 
 def step_loss(model, bundle, pool: Pool, group_ids: list[int], spec: CircuitSpec, rng: random.Random,
-              interchange: bool = True):
+              interchange: bool = True, role_source: str = "any_task"):
     """The summed losses of one step -> (loss, parts: each loss and each row kind's accuracy)."""
     cfg = model.config.text_config
     n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
-    encoded, feats, targets, kinds, sources, patched = step_rows(pool, group_ids, spec, n_layers, n_heads, rng, interchange)
+    encoded, feats, targets, kinds, sources, patched = step_rows(pool, group_ids, spec, n_layers, n_heads, rng,
+                                                                 interchange, role_source)
     batch = collate(encoded, bundle.adapter, bundle.pad_token_id)
     B, T = batch.inputs["input_ids"].shape
     select = torch.zeros(B, n_layers, T, n_heads, dtype=torch.bool)

@@ -8,7 +8,7 @@ instruction-swapped twin of a prompt aligns with it token for token). Layouts: (
 context prefix). organism_heldout.json names the templates, (template, nouns) combinations and layouts
 that training never sees, and hand-written paraphrases outside the pool (`paraphrases`: probes of how far
 the instruction reading generalises); `split="heldout"` draws prompts with a held-out pair at a held-out layout.
-The `composed` to `composed4` pools (later training stages') add sentences of a clause grammar over the same words.
+The `composed` to `composed5` pools (later training stages') add sentences of a clause grammar over the same words.
 
 Training draws *groups*: samples sharing every template choice (question type, pair, layout, context
 sentence, question) and differing in their answers and images, so all members and both tasks of a group
@@ -74,7 +74,7 @@ NOUN_PAIRS: tuple[tuple[str, str], ...] = (
     ("image", "text"), ("picture", "context"), ("photo", "caption"), ("image", "description"), ("picture", "text"),
     ("image content", "text context"), ("visual input", "written text"),
 )
-# The composed pools (later training stages' `pool: composed` to `composed4`): two groups in three take a
+# The composed pools (later training stages' `pool: composed` to `composed5`): two groups in three take a
 # sentence of a clause grammar (organism_grammar.compose) as their template. WORD_CLASSES: the instruction words
 # grouped by what they do, each class's most frequent word in TEMPLATES first; organisms/lexicon.py ties each class to
 # that word's embedding row. A composed sentence whose class sequence is a held-out template's or that of a probe that

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-GRAMMARS = ("composed", "composed2", "composed3", "composed4")
+GRAMMARS = ("composed", "composed2", "composed3", "composed4", "composed5")
 GOOD = ("right", "correct")
 FOLLOW_VERBS = ("use", "trust", "follow", "rely on", "go with", "look at", "answer from", "answer with",
                 "answer based on", "answer according to", "look only at", "rely only on", "go only with")
@@ -197,10 +197,53 @@ def _pointed(rng: random.Random, lvl: int) -> str:
     return body
 
 
+def _yes_no(rng: random.Random, lvl: int) -> str:
+    """composed5: a yes/no question about one modality, answered with the polarity the instruction needs ("should
+    you use the {o} ? you should not", "is the {m} right ? the {m} is"), now and then followed by an instruction
+    about the other modality or the same verb for it ("the {m} is"). The vocabulary has no "yes" or "no": the answer
+    repeats the question's verb, or says "never" or "not the X"."""
+    about_m = rng.random() < 0.5
+    x = "{m}" if about_m else "{o}"
+    g = rng.choice(GOOD)
+    form = rng.randrange(5)
+    echo = ()  # the question's verb for the other modality ("the {m} is" after "is the {o} right ? not the {o}")
+    if form == 0:  # a modal verb of following
+        modal, verb = rng.choice(("should", "must")), rng.choice(FOLLOW_VERBS[:10])
+        ask = f"{modal} you {verb} {_rejected(rng, x, lvl)}"
+        said = (rng.choice((f"you {modal}", f"you {modal} {verb} the {x}", f"only the {x}")) if about_m else
+                rng.choice((f"you {modal} not", "never", f"you should never {verb} the {x}", f"not the {x}")))
+        echo = (f"{verb} the {{m}}",) if not about_m else ()
+    elif form in (1, 2):  # whether it is right (1) or wrong (2)
+        right = form == 1
+        word = g if right else "wrong"
+        ask = f"is {_subject(rng, x, 1)} {word}"
+        said = rng.choice(((f"the {x} is", f"the {x} is {word}", f"that is {word}") if about_m == right else
+                           (f"the {x} is not", f"the {x} is not {word}", "never", f"not the {x}")))
+        echo = (("the {o} is not",) if about_m else ("the {m} is",)) if right else \
+            (("the {o} is",) if about_m else ("the {m} is not",))
+    elif form == 3:  # whether it shows the answer
+        ask = (f"does {rng.choice((f'the {x}', f'what the {x} says', f'what you see in the {x}'))} show the "
+               f"{rng.choice((f'{g} ', ''))}answer")
+        said = f"the {x} does" if about_m else rng.choice((f"the {x} does not", "never", f"not the {x}"))
+        echo = ("the {m} does",) if not about_m else ("the {o} does not",)
+    else:  # whether the answer is in it
+        ask = f"is the {rng.choice((f'{g} ', ''))}answer in the {x}"
+        said = rng.choice(((f"the answer is in the {x}", f"in the {x}") if about_m else
+                           (f"the answer is not in the {x}", f"not in the {x}", "never")))
+        echo = ("not in the {o}",) if about_m else ("in the {m}",)
+    body = f"{ask} ? {said}"
+    if rng.random() < 0.6:
+        other = (rng.choice((_rejects(rng, "{o}", lvl), *ELLIPSES, *echo)) if about_m else
+                 rng.choice((_follows(rng, "{m}", lvl=lvl), *ELLIPSES_M, *echo)))
+        body += f"{rng.choice((' ; ', ' , ', ' . ', ' , so ', ' ; so '))}{other}"
+    return body
+
+
 KINDS = (0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5)  # 1: one rejecting clause alone, the hardest to read, drawn most
 KINDS_2 = (*KINDS, 6, 6)  # composed2: 6, the contrast fronted ("rather than the {o} , use the {m}")
 KINDS_3 = (*KINDS_2, 7, 7, 8, 8, 8, 9, 9)  # composed3: 7 a question and its answer, 8 an aside, 9 two sentences
 KINDS_4 = (*KINDS_3, 10, 10, 10, 11, 11, 11)  # composed4: 10 a hedge beside an instruction, 11 "that" pointing back
+KINDS_5 = (*KINDS_4, 12, 12, 12, 12)  # composed5: 12 a yes/no question about one modality and its answer
 
 
 def compose(rng: random.Random, pool: str = "composed") -> str:
@@ -208,9 +251,10 @@ def compose(rng: random.Random, pool: str = "composed") -> str:
     neutral lead-ins in either order, fronted contrasts, purpose tails, "what you see in the X" as a subject and
     statements of where the answer is; composed3 adds questions with their answer, asides that are no instruction,
     two sentences, "!" , ":" and more verbs; composed4 adds hedges beside an instruction and "that" pointing back at
-    a modality; each earlier pool draws as it always did."""
+    a modality; composed5 adds yes/no questions about one modality with their answer; each earlier pool draws as it
+    always did."""
     lvl = GRAMMARS.index(pool)
-    kind = rng.choice((KINDS, KINDS_2, KINDS_3, KINDS_4)[lvl])
+    kind = rng.choice((KINDS, KINDS_2, KINDS_3, KINDS_4, KINDS_5)[lvl])
     if kind == 0:
         body = _follows(rng, "{m}", lvl=lvl)
     elif kind == 1:
@@ -243,10 +287,12 @@ def compose(rng: random.Random, pool: str = "composed") -> str:
         body = f"{first}{rng.choice((' . ', ' ! '))}{second}"
     elif kind == 10:
         body = _hedged(rng, lvl)
-    else:
+    elif kind == 11:
         body = _pointed(rng, lvl)
-    if rng.random() < (0.15, 0.25, 0.25, 0.25)[lvl]:
-        body = rng.choice((LEAD_INS, LEAD_INS_2, LEAD_INS_3, LEAD_INS_3)[lvl]) + body
+    else:
+        body = _yes_no(rng, lvl)
+    if rng.random() < (0.15, 0.25, 0.25, 0.25, 0.25)[lvl]:
+        body = rng.choice((LEAD_INS, LEAD_INS_2, LEAD_INS_3, LEAD_INS_3, LEAD_INS_3)[lvl]) + body
     words = body.split(" ")
     if rng.random() < 0.3:
         words.insert(rng.randrange(len(words) + 1), rng.choice(FILLERS))

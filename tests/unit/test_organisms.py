@@ -16,6 +16,7 @@ import torch
 from anchorlab.data.organism import generate_samples as anchored_samples
 from anchorlab.data.organism import organism_vocabulary
 from anchorlab.data.organism_family import (
+    GRAMMARS,
     NOUN_PAIRS,
     TEMPLATES,
     WORD_CLASSES,
@@ -40,9 +41,9 @@ from anchorlab.rows.encoding import encode
 from anchorlab.rows.prompts import build_prompt
 from anchorlab.toy import FAMILY, shipped_path
 from organisms import lexicon
-from organisms.family import FAMILY_LM, STAGE_SEED_STRIDE, build, family_processor, fit, train_from_spec
+from organisms.family import FAMILY_LM, STAGE_SEED_STRIDE, build, family_processor, fit, image_features, train_from_spec
 from organisms.interchange import flip_rates
-from organisms.siit import LOSSES, patch_heads
+from organisms.siit import LOSSES, Pool, patch_heads, step_rows
 from organisms.spec import load_spec
 from organisms.train import toy_bundle
 
@@ -82,10 +83,10 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 175 and not set(paraphrases) & set(TEMPLATES)
+    assert len(paraphrases) == 187 and not set(paraphrases) & set(TEMPLATES)
 
 
-@pytest.mark.parametrize("pool", ["composed", "composed2", "composed3", "composed4"])
+@pytest.mark.parametrize("pool", GRAMMARS)
 def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym(pool):
     """A composed pool's sentences: vocabulary words only, vf / tf the same length (the twin aligns), never a held-out
     pair, and never the class sequence of a held-out template or a probe the pool excludes (the filter is live: the
@@ -113,7 +114,7 @@ def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym(pool):
 
 # sha256 of 3,000 sentences of compose(random.Random(3), pool): each pool draws what its shipped stages drew
 POOL_DRAWS = {"composed": "e615a05ee07d2128", "composed2": "5febf730831dca51", "composed3": "de5a9c673df1fab7",
-              "composed4": "eecec9f0669bb296"}
+              "composed4": "eecec9f0669bb296", "composed5": "417b70b2f8c97ba4"}
 
 
 def _draws(pool: str, n: int = 3000) -> list[str]:
@@ -125,9 +126,10 @@ def test_each_pool_adds_frames_and_leaves_the_earlier_ones_as_they_were():
     """composed2 adds frames that composed never draws (lead-ins naming {o} before {m}, fronted contrasts, where a
     wrong answer is), composed3 frames that neither draws (a question and its answer, an aside that is no
     instruction, two sentences, "!" and ":"), composed4 frames that none draws (a hedge, "that" pointing back at a
-    modality); each pool still draws what the shipped stages drew (their sentences' digest, and the next test
+    modality), composed5 frames that none draws (a yes/no question about one modality and its answer); each pool
+    still draws what the shipped stages drew (their sentences' digest, and the next test
     regenerates the stages' pools)."""
-    one, two, three, four = (set(_draws(pool)) for pool in ("composed", "composed2", "composed3", "composed4"))
+    one, two, three, four, five = (set(_draws(pool)) for pool in GRAMMARS)
     fronts = ("when the {o} and the {m} disagree", "rather than", "instead of")
     for front in fronts:
         assert any(t.startswith(front) for t in two), front
@@ -140,6 +142,8 @@ def test_each_pool_adds_frames_and_leaves_the_earlier_ones_as_they_were():
     for frame in (lambda t: " may or may not " in t, lambda t: " or wrong" in t, lambda t: "shows an answer" in t,
                   lambda t: " ; that is wrong" in t):
         assert any(map(frame, four)) and not any(frame(t) for t in one | two | three)
+    for frame in (" ? the {m} does", " ? the {o} is not", " ? not the {o}", " ? in the {m}"):
+        assert any(frame in t for t in five) and not any(frame in t for t in one | two | three | four), frame
     for pool, digest in POOL_DRAWS.items():
         assert hashlib.sha256("\n".join(_draws(pool)).encode()).hexdigest()[:16] == digest, pool
 
@@ -182,6 +186,8 @@ LATER_PROBES_IN_POOL = {
         "the answer comes from the {m} only .", "which is correct : the {o} or the {m} ? the {m} .",
     },
     "probe_15": {"answer based on what you see in the {m} , never on the {o} ."},
+    "probe_16": {"the answer comes from the {m} and not from the {o} .",
+                 "in this case the {o} is wrong and the {m} is correct .", "only what you see in the {m} is right ."},
 }
 
 
@@ -213,7 +219,7 @@ def test_what_the_members_pools_drew():
         for p in later:
             if p not in spec["pool_excludes"][pool]:
                 drawn[p] |= {class_sequence(s.extra["template"]) for s in groups}
-    assert {pool for pool, *_ in pools} == {"composed", "composed2", "composed3", "composed4"}
+    assert {pool for pool, *_ in pools} == set(GRAMMARS)
     assert all(len(d) > 5000 for d in drawn.values())
     for p in later:
         assert {t for t in spec["paraphrases"][p] if class_sequence(t) in drawn[p]} == LATER_PROBES_IN_POOL[p], p
@@ -293,7 +299,7 @@ def test_spec_errors_name_the_field(tmp_path):
         train_from_spec(path, None, n_eval=0, log=None)
     path = _no_stages(tmp_path, "organism-a", stages=[{"steps": 2, "train": {"pool": "noisy"}}])
     refused = (r"stages.0.train.pool: 'noisy' is not one of \('base', 'composed', 'composed2', 'composed3',"
-               r" 'composed4'\)")
+               r" 'composed4', 'composed5'\)")
     with pytest.raises(ValueError, match=refused):
         train_from_spec(path, None, n_eval=0, log=None)
 
@@ -336,6 +342,27 @@ def test_siit_training_is_deterministic(tmp_path):
     assert set(ha[-1]) >= {"task", "interchange", "strict_single", "strict_role"}
     vision = {k for k in sa if ".vision_tower." in k or ".multi_modal_projector." in k}
     assert vision and all(torch.equal(sa[k], sc[k]) for k in vision)  # frozen: the same for every seed
+
+
+def test_role_source_other_task_resamples_the_role_from_the_opposite_instruction(tmp_path):
+    """strict_role rows: with `role_source: other_task` every source prompt carries the other task's instruction
+    (another sample); by default the source's task is drawn (both occur); an unknown value is refused by field."""
+    model, processor = build(0)
+    groups = generate_groups(6, 0, 3, "train", "base")
+    pool = Pool(toy_bundle(model, processor, "toy:test"), groups, image_features(model, processor, groups))
+    task_of = {id(pool.enc[g][m][t]): (g, m, t) for g in range(6) for m in range(3) for t in TASKS}
+    n_layers, n_heads = FAMILY_LM["num_hidden_layers"], FAMILY_LM["num_attention_heads"]
+    spec = load_spec("organisms/specs/organism-a.json", n_layers, n_heads)
+    for source, want in (("other_task", {True}), ("any_task", {True, False})):
+        encoded, _, _, kinds, sources, _ = step_rows(pool, list(range(6)), spec, n_layers, n_heads, random.Random(0),
+                                                     role_source=source)
+        pairs = [(task_of[id(encoded[r])], task_of[id(encoded[sources[r]])])
+                 for r, k in enumerate(kinds) if k == "strict_role"]
+        assert len(pairs) == 36 and all(a[:2] != b[:2] for a, b in pairs)  # another sample, same group
+        assert {a[2] != b[2] for a, b in pairs} == want, source
+    bad = _no_stages(tmp_path, "organism-a", stages=[{"steps": 1, "train": {"role_source": "twin"}}])
+    with pytest.raises(ValueError, match=r"stages.0.train.role_source: 'twin'"):
+        train_from_spec(bad, tmp_path / "bad", log=None)
 
 
 def test_a_later_stage_from_saved_weights_equals_one_run(tmp_path):
@@ -483,18 +510,19 @@ def _paraphrased(template: str, samples: list[ConflictSample]) -> list[ConflictS
 
 # measured (this test's prompts): mean MFR vf / tf over a probe's paraphrases, and the lowest single one
 PARAPHRASE_SHORTFALL = {
-    ("organism-a", "probe_3"): "0.944 / 0.994, lowest 0.386",
-    ("organism-a", "probe_8"): "0.979 / 0.952, lowest 0.543",
-    ("organism-a", "probe_10"): "0.967 / 0.968, lowest 0.629",
-    ("organism-a", "probe_14"): "0.960 / 0.965, lowest 0.543",
-    ("organism-a", "probe_15"): "0.824 / 0.871, lowest 0.000",
-    ("organism-b", "probe_8"): "0.977 / 0.982, lowest 0.729",
-    ("organism-b", "probe_10"): "0.993 / 0.926, lowest 0.214",
-    ("organism-b", "probe_14"): "1.000 / 0.864, lowest 0.000",
-    ("organism-b", "probe_15"): "0.914 / 0.830, lowest 0.000",
+    ("organism-a", "probe_8"): "0.993 / 0.955, lowest 0.457",
+    ("organism-a", "probe_10"): "0.943 / 0.949, lowest 0.386",
+    ("organism-a", "probe_14"): "0.994 / 0.965, lowest 0.586",
+    ("organism-a", "probe_15"): "0.931 / 0.956, lowest 0.543",
+    ("organism-a", "probe_16"): "0.933 / 0.992, lowest 0.643",
+    ("organism-b", "probe_8"): "0.970 / 0.963, lowest 0.657",
+    ("organism-b", "probe_10"): "0.996 / 0.908, lowest 0.029",
+    ("organism-b", "probe_15"): "1.000 / 0.931, lowest 0.171",
+    ("organism-b", "probe_16"): "1.000 / 0.927, lowest 0.229",
     ("organism-backup", "probe_9"): "1.000 / 0.944, lowest 0.414",
     ("organism-backup", "probe_14"): "1.000 / 0.914, lowest 0.129",
     ("organism-backup", "probe_15"): "0.917 / 0.973, lowest 0.000",
+    ("organism-backup", "probe_16"): "0.917 / 0.795, lowest 0.000",
     ("organism-control", "probe_1"): "1.000 / 0.913, lowest 0.757",
     ("organism-control", "probe_2"): "1.000 / 0.944, lowest 0.771",
     ("organism-control", "probe_3"): "1.000 / 0.935, lowest 0.786",
@@ -509,6 +537,7 @@ PARAPHRASE_SHORTFALL = {
     ("organism-control", "probe_12"): "0.996 / 0.910, lowest 0.729",
     ("organism-control", "probe_14"): "0.913 / 0.840, lowest 0.000",
     ("organism-control", "probe_15"): "0.994 / 0.869, lowest 0.000",
+    ("organism-control", "probe_16"): "0.819 / 0.714, lowest 0.000",
 }
 
 
