@@ -206,7 +206,7 @@ def _yes_no(rng: random.Random, lvl: int) -> str:
     x = "{m}" if about_m else "{o}"
     g = rng.choice(GOOD)
     form = rng.randrange(5)
-    echo = ()  # the question's verb for the other modality ("the {m} is" after "is the {o} right ? not the {o}")
+    # each form's `echo`: its verb for the other modality ("the {m} is" after "is the {o} right ? not the {o}")
     if form == 0:  # a modal verb of following
         modal, verb = rng.choice(("should", "must")), rng.choice(FOLLOW_VERBS[:10])
         ask = f"{modal} you {verb} {_rejected(rng, x, lvl)}"
@@ -291,8 +291,8 @@ def compose(rng: random.Random, pool: str = "composed") -> str:
         body = _pointed(rng, lvl)
     else:
         body = _yes_no(rng, lvl)
-    if rng.random() < (0.15, 0.25, 0.25, 0.25, 0.25)[lvl]:
-        body = rng.choice((LEAD_INS, LEAD_INS_2, LEAD_INS_3, LEAD_INS_3, LEAD_INS_3)[lvl]) + body
+    if rng.random() < (0.15 if lvl == 0 else 0.25):
+        body = rng.choice((LEAD_INS, LEAD_INS_2)[lvl] if lvl < 2 else LEAD_INS_3) + body
     words = body.split(" ")
     if rng.random() < 0.3:
         words.insert(rng.randrange(len(words) + 1), rng.choice(FILLERS))
