@@ -83,7 +83,7 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 187 and not set(paraphrases) & set(TEMPLATES)
+    assert len(paraphrases) == 199 and not set(paraphrases) & set(TEMPLATES)
 
 
 @pytest.mark.parametrize("pool", GRAMMARS)
@@ -188,6 +188,10 @@ LATER_PROBES_IN_POOL = {
     "probe_15": {"answer based on what you see in the {m} , never on the {o} ."},
     "probe_16": {"the answer comes from the {m} and not from the {o} .",
                  "in this case the {o} is wrong and the {m} is correct .", "only what you see in the {m} is right ."},
+    "probe_17": {"the {o} may be wrong ; the {m} is not .",
+                 "instead of what the {o} says , use what the {m} shows .",
+                 "between the {o} and the {m} , the {m} is right .", "is the {m} wrong ? the {m} is not ; the {o} is .",
+                 "which is wrong : the {m} or the {o} ? the {o} ."},
 }
 
 
@@ -510,19 +514,20 @@ def _paraphrased(template: str, samples: list[ConflictSample]) -> list[ConflictS
 
 # measured (this test's prompts): mean MFR vf / tf over a probe's paraphrases, and the lowest single one
 PARAPHRASE_SHORTFALL = {
-    ("organism-a", "probe_8"): "0.993 / 0.955, lowest 0.457",
-    ("organism-a", "probe_10"): "0.943 / 0.949, lowest 0.386",
-    ("organism-a", "probe_14"): "0.994 / 0.965, lowest 0.586",
-    ("organism-a", "probe_15"): "0.931 / 0.956, lowest 0.543",
-    ("organism-a", "probe_16"): "0.933 / 0.992, lowest 0.643",
+    ("organism-a", "probe_8"): "1.000 / 0.960, lowest 0.543",
+    ("organism-a", "probe_10"): "0.969 / 0.964, lowest 0.671",
+    ("organism-a", "probe_14"): "0.992 / 0.975, lowest 0.714",
+    ("organism-a", "probe_15"): "0.919 / 0.989, lowest 0.171",
+    ("organism-a", "probe_17"): "0.929 / 0.840, lowest 0.014",
     ("organism-b", "probe_8"): "0.970 / 0.963, lowest 0.657",
     ("organism-b", "probe_10"): "0.996 / 0.908, lowest 0.029",
     ("organism-b", "probe_15"): "1.000 / 0.931, lowest 0.171",
     ("organism-b", "probe_16"): "1.000 / 0.927, lowest 0.229",
-    ("organism-backup", "probe_9"): "1.000 / 0.944, lowest 0.414",
-    ("organism-backup", "probe_14"): "1.000 / 0.914, lowest 0.129",
-    ("organism-backup", "probe_15"): "0.917 / 0.973, lowest 0.000",
-    ("organism-backup", "probe_16"): "0.917 / 0.795, lowest 0.000",
+    ("organism-b", "probe_17"): "0.877 / 0.823, lowest 0.186",
+    ("organism-backup", "probe_10"): "0.964 / 0.964, lowest 0.571",
+    ("organism-backup", "probe_15"): "0.968 / 0.999, lowest 0.629",
+    ("organism-backup", "probe_16"): "0.965 / 0.948, lowest 0.571",
+    ("organism-backup", "probe_17"): "0.805 / 0.858, lowest 0.000",
     ("organism-control", "probe_1"): "1.000 / 0.913, lowest 0.757",
     ("organism-control", "probe_2"): "1.000 / 0.944, lowest 0.771",
     ("organism-control", "probe_3"): "1.000 / 0.935, lowest 0.786",
@@ -538,6 +543,7 @@ PARAPHRASE_SHORTFALL = {
     ("organism-control", "probe_14"): "0.913 / 0.840, lowest 0.000",
     ("organism-control", "probe_15"): "0.994 / 0.869, lowest 0.000",
     ("organism-control", "probe_16"): "0.819 / 0.714, lowest 0.000",
+    ("organism-control", "probe_17"): "0.851 / 0.800, lowest 0.000",
 }
 
 
