@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-GRAMMARS = ("composed", "composed2", "composed3", "composed4", "composed5")
+GRAMMARS = ("composed", "composed2", "composed3", "composed4", "composed5", "composed6")
 GOOD = ("right", "correct")
 FOLLOW_VERBS = ("use", "trust", "follow", "rely on", "go with", "look at", "answer from", "answer with",
                 "answer based on", "answer according to", "look only at", "rely only on", "go only with")
@@ -239,11 +239,95 @@ def _yes_no(rng: random.Random, lvl: int) -> str:
     return body
 
 
+def _which(rng: random.Random, lvl: int) -> str:
+    """composed6: a question naming both modalities whose polarity (which is right / which is wrong) is drawn
+    independently of its verb, answered with the modality it asks for: half the answers name the rejected modality
+    ("which should you not use , the {m} or the {o} ? the {o}"), some with a negation ("which is right ? not the
+    {o}"); now and then followed by an instruction of the opposite polarity."""
+    good, g = rng.random() < 0.5, rng.choice(GOOD)
+    verb = rng.choice(FOLLOW_VERBS[:10])
+    copula, shows = rng.random() < 0.4, rng.random() < 0.3
+    of = rng.random() < 0.3  # "which of the {m} and the {o} ...", no choice named after it
+    who = f"which of {_both(rng, 'and')}" if of else "which"
+    if copula:
+        word = rng.choice((g, g, f"the {g} answer", "what you should use") if good else
+                          ("wrong", "wrong", f"not {g}", "the wrong answer", "not what you should use"))
+        ask = f"{who} is {word}"
+    elif shows:
+        ask = who + rng.choice((" shows the answer", f" shows the {g} answer") if good else
+                               (" does not show the answer", " shows the wrong answer", f" does not show the {g} answer"))
+    else:
+        act = (rng.choice((verb, f"{verb} to answer")) if good else
+               rng.choice((f"not {verb}", f"never {verb}", "ignore")))
+        ask = f"{who} {rng.choice(('should', 'must'))} you {act}"
+    said, other = ("{m}", "{o}") if good else ("{o}", "{m}")
+    answers = [f"the {said}", f"the {said}", f"not the {other}"]
+    if copula:
+        answers += [f"the {said} is", f"the {said} is {word}"]
+    frames = ((f"{ask} ? ",) if of else
+              (f"{ask} , {_both(rng, 'or')} ? ", f"{ask} : {_both(rng, 'or')} ? ", f"{ask} ? ",
+               f"{_both(rng, 'or')} : {ask} ? ", f"between {_both(rng, 'and')} , {ask} ? "))
+    body = rng.choice(frames) + rng.choice(answers)
+    if rng.random() < 0.5:
+        tail = (rng.choice((_rejects(rng, "{o}", lvl), *ELLIPSES)) if good else
+                rng.choice((_follows(rng, "{m}", lvl=lvl), *ELLIPSES_M)))
+        body += f"{rng.choice((' ; ', ' , ', ' . ', ' , so ', ' ; so '))}{tail}"
+    return body
+
+
+def _judged(rng: random.Random, lvl: int) -> str:
+    """composed6: a yes/no question about one modality (is it right or wrong, does it show the right or the wrong
+    answer, should you use or ignore it) answered for it and then, most of the time, for the other modality with the
+    opposite polarity ("is the {m} wrong ? the {m} is not ; the {o} is")."""
+    x, y = rng.sample(("{m}", "{o}"), 2)
+    bad = rng.random() < 0.5  # the question asks whether x is wrong (to be ignored) rather than right (to be used)
+    yes = (x == "{m}") != bad  # what the answer says of x
+    g, form = rng.choice(GOOD), rng.randrange(3)
+    if form == 0:
+        ask = f"is {_subject(rng, x, 1)} {'wrong' if bad else g}"
+        say = lambda z, on: f"the {z} is" if on else rng.choice((f"the {z} is not", f"not the {z}"))  # noqa: E731
+    elif form == 1:
+        ask = f"does {rng.choice((f'the {x}', f'what the {x} says'))} show the {'wrong' if bad else g} answer"
+        say = lambda z, on: f"the {z} does" if on else rng.choice((f"the {z} does not", f"not the {z}"))  # noqa: E731
+    else:
+        modal, verb = rng.choice(("should", "must")), rng.choice(FOLLOW_VERBS[:10])
+        act = "ignore" if bad else verb
+        ask = f"{modal} you {act} the {x}"
+        say = lambda z, on: (rng.choice((f"you {modal}", f"you {modal} {act} the {z}")) if on else  # noqa: E731
+                             rng.choice((f"you {modal} not", "never", f"not the {z}")))
+        first = say(x, yes)
+        if rng.random() < 0.8:
+            first += rng.choice((" ; ", " , ", " . ", " , so ")) + (f"{act} the {y}" if not yes else
+                                                                  f"do not {act} the {y}")
+        return f"{ask} ? {first}"
+    body = f"{ask} ? {say(x, yes)}"
+    if rng.random() < 0.8:
+        body += f"{rng.choice((' ; ', ' , ', ' . ', ' and '))}{say(y, not yes)}"
+    return body
+
+
+def _asked(rng: random.Random, lvl: int) -> str:
+    """composed6: one or two questions without the modalities named ("what should you ignore ? the {o}"), each
+    answered with the modality it asks for; two ask opposite things."""
+    g, verb = rng.choice(GOOD), rng.choice(FOLLOW_VERBS[:10])
+    pos = (f"what should you {verb}", f"what is {g}", f"what shows the {g} answer", "what should you answer from")
+    neg = ("what should you ignore", "what is wrong", f"what should you not {verb}", "what shows the wrong answer",
+           f"what is not {g}")
+    parts = [(rng.choice(pos), "{m}"), (rng.choice(neg), "{o}")]
+    rng.shuffle(parts)
+    if rng.random() < 0.4:
+        parts = parts[:1]
+    return rng.choice((" . ", " ; ", " ! ")).join(f"{q} ? the {a}" for q, a in parts)
+
+
 KINDS = (0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5)  # 1: one rejecting clause alone, the hardest to read, drawn most
 KINDS_2 = (*KINDS, 6, 6)  # composed2: 6, the contrast fronted ("rather than the {o} , use the {m}")
 KINDS_3 = (*KINDS_2, 7, 7, 8, 8, 8, 9, 9)  # composed3: 7 a question and its answer, 8 an aside, 9 two sentences
 KINDS_4 = (*KINDS_3, 10, 10, 10, 11, 11, 11)  # composed4: 10 a hedge beside an instruction, 11 "that" pointing back
 KINDS_5 = (*KINDS_4, 12, 12, 12, 12)  # composed5: 12 a yes/no question about one modality and its answer
+# composed6: 13 a question whose polarity is drawn apart from its verb, 14 a yes/no question answered for both
+# modalities, 15 questions without the modalities named
+KINDS_6 = (*KINDS_5, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 15, 15)
 
 
 def compose(rng: random.Random, pool: str = "composed") -> str:
@@ -251,10 +335,10 @@ def compose(rng: random.Random, pool: str = "composed") -> str:
     neutral lead-ins in either order, fronted contrasts, purpose tails, "what you see in the X" as a subject and
     statements of where the answer is; composed3 adds questions with their answer, asides that are no instruction,
     two sentences, "!" , ":" and more verbs; composed4 adds hedges beside an instruction and "that" pointing back at
-    a modality; composed5 adds yes/no questions about one modality with their answer; each earlier pool draws as it
-    always did."""
+    a modality; composed5 adds yes/no questions about one modality with their answer; composed6 adds questions whose answer names
+    the rejected modality as often as the followed one; each earlier pool draws as it always did."""
     lvl = GRAMMARS.index(pool)
-    kind = rng.choice((KINDS, KINDS_2, KINDS_3, KINDS_4, KINDS_5)[lvl])
+    kind = rng.choice((KINDS, KINDS_2, KINDS_3, KINDS_4, KINDS_5, KINDS_6)[lvl])
     if kind == 0:
         body = _follows(rng, "{m}", lvl=lvl)
     elif kind == 1:
@@ -289,8 +373,14 @@ def compose(rng: random.Random, pool: str = "composed") -> str:
         body = _hedged(rng, lvl)
     elif kind == 11:
         body = _pointed(rng, lvl)
-    else:
+    elif kind == 12:
         body = _yes_no(rng, lvl)
+    elif kind == 13:
+        body = _which(rng, lvl)
+    elif kind == 14:
+        body = _judged(rng, lvl)
+    else:
+        body = _asked(rng, lvl)
     if rng.random() < (0.15 if lvl == 0 else 0.25):
         body = rng.choice((LEAD_INS, LEAD_INS_2)[lvl] if lvl < 2 else LEAD_INS_3) + body
     words = body.split(" ")

@@ -114,7 +114,8 @@ def test_composed_pool_never_trains_a_probe_even_up_to_a_synonym(pool):
 
 # sha256 of 3,000 sentences of compose(random.Random(3), pool): each pool draws what its shipped stages drew
 POOL_DRAWS = {"composed": "e615a05ee07d2128", "composed2": "5febf730831dca51", "composed3": "de5a9c673df1fab7",
-              "composed4": "eecec9f0669bb296", "composed5": "417b70b2f8c97ba4"}
+              "composed4": "eecec9f0669bb296", "composed5": "417b70b2f8c97ba4",
+              "composed6": "96072c46047121d1"}
 
 
 def _draws(pool: str, n: int = 3000) -> list[str]:
@@ -126,10 +127,11 @@ def test_each_pool_adds_frames_and_leaves_the_earlier_ones_as_they_were():
     """composed2 adds frames that composed never draws (lead-ins naming {o} before {m}, fronted contrasts, where a
     wrong answer is), composed3 frames that neither draws (a question and its answer, an aside that is no
     instruction, two sentences, "!" and ":"), composed4 frames that none draws (a hedge, "that" pointing back at a
-    modality), composed5 frames that none draws (a yes/no question about one modality and its answer); each pool
+    modality), composed5 frames that none draws (a yes/no question about one modality and its answer), composed6
+    frames that none draws (questions answered with the rejected modality, "which of", no modality named); each pool
     still draws what the shipped stages drew (their sentences' digest, and the next test
     regenerates the stages' pools)."""
-    one, two, three, four, five = (set(_draws(pool)) for pool in GRAMMARS)
+    one, two, three, four, five, six = (set(_draws(pool)) for pool in GRAMMARS)
     fronts = ("when the {o} and the {m} disagree", "rather than", "instead of")
     for front in fronts:
         assert any(t.startswith(front) for t in two), front
@@ -144,6 +146,8 @@ def test_each_pool_adds_frames_and_leaves_the_earlier_ones_as_they_were():
         assert any(map(frame, four)) and not any(frame(t) for t in one | two | three)
     for frame in (" ? the {m} does", " ? the {o} is not", " ? not the {o}", " ? in the {m}"):
         assert any(frame in t for t in five) and not any(frame in t for t in one | two | three | four), frame
+    for frame in ("which should you not ", "which of the ", "what should you ignore ? the {o}", "what is wrong ? the {o}"):
+        assert any(frame in t for t in six) and not any(frame in t for t in one | two | three | four | five), frame
     for pool, digest in POOL_DRAWS.items():
         assert hashlib.sha256("\n".join(_draws(pool)).encode()).hexdigest()[:16] == digest, pool
 
@@ -303,7 +307,7 @@ def test_spec_errors_name_the_field(tmp_path):
         train_from_spec(path, None, n_eval=0, log=None)
     path = _no_stages(tmp_path, "organism-a", stages=[{"steps": 2, "train": {"pool": "noisy"}}])
     refused = (r"stages.0.train.pool: 'noisy' is not one of \('base', 'composed', 'composed2', 'composed3',"
-               r" 'composed4', 'composed5'\)")
+               r" 'composed4', 'composed5', 'composed6'\)")
     with pytest.raises(ValueError, match=refused):
         train_from_spec(path, None, n_eval=0, log=None)
 
