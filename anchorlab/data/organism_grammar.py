@@ -255,7 +255,8 @@ def _which(rng: random.Random, lvl: int) -> str:
         ask = f"{who} is {word}"
     elif shows:
         ask = who + rng.choice((" shows the answer", f" shows the {g} answer") if good else
-                               (" does not show the answer", " shows the wrong answer", f" does not show the {g} answer"))
+                               (" does not show the answer", " shows the wrong answer",
+                                f" does not show the {g} answer"))
     else:
         act = (rng.choice((verb, f"{verb} to answer")) if good else
                rng.choice((f"not {verb}", f"never {verb}", "ignore")))
@@ -335,8 +336,9 @@ def compose(rng: random.Random, pool: str = "composed") -> str:
     neutral lead-ins in either order, fronted contrasts, purpose tails, "what you see in the X" as a subject and
     statements of where the answer is; composed3 adds questions with their answer, asides that are no instruction,
     two sentences, "!" , ":" and more verbs; composed4 adds hedges beside an instruction and "that" pointing back at
-    a modality; composed5 adds yes/no questions about one modality with their answer; composed6 adds questions whose answer names
-    the rejected modality as often as the followed one; each earlier pool draws as it always did."""
+    a modality; composed5 adds yes/no questions about one modality with their answer; composed6 adds questions
+    whose answer names the rejected modality as often as the followed one; each earlier pool draws as it always
+    did."""
     lvl = GRAMMARS.index(pool)
     kind = rng.choice((KINDS, KINDS_2, KINDS_3, KINDS_4, KINDS_5, KINDS_6)[lvl])
     if kind == 0:

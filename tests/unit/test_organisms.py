@@ -146,7 +146,8 @@ def test_each_pool_adds_frames_and_leaves_the_earlier_ones_as_they_were():
         assert any(map(frame, four)) and not any(frame(t) for t in one | two | three)
     for frame in (" ? the {m} does", " ? the {o} is not", " ? not the {o}", " ? in the {m}"):
         assert any(frame in t for t in five) and not any(frame in t for t in one | two | three | four), frame
-    for frame in ("which should you not ", "which of the ", "what should you ignore ? the {o}", "what is wrong ? the {o}"):
+    for frame in ("which should you not ", "which of the ", "what should you ignore ? the {o}",
+                  "what is wrong ? the {o}"):
         assert any(frame in t for t in six) and not any(frame in t for t in one | two | three | four | five), frame
     for pool, digest in POOL_DRAWS.items():
         assert hashlib.sha256("\n".join(_draws(pool)).encode()).hexdigest()[:16] == digest, pool
@@ -196,6 +197,8 @@ LATER_PROBES_IN_POOL = {
                  "instead of what the {o} says , use what the {m} shows .",
                  "between the {o} and the {m} , the {m} is right .", "is the {m} wrong ? the {m} is not ; the {o} is .",
                  "which is wrong : the {m} or the {o} ? the {o} ."},
+    "probe_18": {"what someone wrote in the {o} is wrong .",
+                 "does the {o} show the right answer ? the {o} does not , so use the {m} ."},
 }
 
 
@@ -518,20 +521,21 @@ def _paraphrased(template: str, samples: list[ConflictSample]) -> list[ConflictS
 
 # measured (this test's prompts): mean MFR vf / tf over a probe's paraphrases, and the lowest single one
 PARAPHRASE_SHORTFALL = {
-    ("organism-a", "probe_8"): "1.000 / 0.960, lowest 0.543",
-    ("organism-a", "probe_10"): "0.969 / 0.964, lowest 0.671",
-    ("organism-a", "probe_14"): "0.992 / 0.975, lowest 0.714",
-    ("organism-a", "probe_15"): "0.919 / 0.989, lowest 0.171",
-    ("organism-a", "probe_17"): "0.929 / 0.840, lowest 0.014",
+    ("organism-a", "probe_15"): "0.965 / 0.993, lowest 0.614",
+    ("organism-a", "probe_17"): "0.908 / 0.843, lowest 0.000",
+    ("organism-a", "probe_18"): "0.936 / 0.987, lowest 0.286",
     ("organism-b", "probe_8"): "0.970 / 0.963, lowest 0.657",
     ("organism-b", "probe_10"): "0.996 / 0.908, lowest 0.029",
     ("organism-b", "probe_15"): "1.000 / 0.931, lowest 0.171",
     ("organism-b", "probe_16"): "1.000 / 0.927, lowest 0.229",
     ("organism-b", "probe_17"): "0.877 / 0.823, lowest 0.186",
-    ("organism-backup", "probe_10"): "0.964 / 0.964, lowest 0.571",
-    ("organism-backup", "probe_15"): "0.968 / 0.999, lowest 0.629",
-    ("organism-backup", "probe_16"): "0.965 / 0.948, lowest 0.571",
-    ("organism-backup", "probe_17"): "0.805 / 0.858, lowest 0.000",
+    ("organism-b", "probe_18"): "0.987 / 0.892, lowest 0.000",
+    ("organism-backup", "probe_6"): "0.946 / 0.986, lowest 0.357",
+    ("organism-backup", "probe_10"): "0.963 / 0.937, lowest 0.371",
+    ("organism-backup", "probe_15"): "0.962 / 0.998, lowest 0.543",
+    ("organism-backup", "probe_16"): "0.908 / 0.985, lowest 0.343",
+    ("organism-backup", "probe_17"): "0.812 / 0.843, lowest 0.014",
+    ("organism-backup", "probe_18"): "0.898 / 0.925, lowest 0.314",
     ("organism-control", "probe_1"): "1.000 / 0.913, lowest 0.757",
     ("organism-control", "probe_2"): "1.000 / 0.944, lowest 0.771",
     ("organism-control", "probe_3"): "1.000 / 0.935, lowest 0.786",
@@ -548,6 +552,7 @@ PARAPHRASE_SHORTFALL = {
     ("organism-control", "probe_15"): "0.994 / 0.869, lowest 0.000",
     ("organism-control", "probe_16"): "0.819 / 0.714, lowest 0.000",
     ("organism-control", "probe_17"): "0.851 / 0.800, lowest 0.000",
+    ("organism-control", "probe_18"): "0.829 / 0.824, lowest 0.000",
 }
 
 
