@@ -284,23 +284,24 @@ def _judged(rng: random.Random, lvl: int) -> str:
     bad = rng.random() < 0.5  # the question asks whether x is wrong (to be ignored) rather than right (to be used)
     yes = (x == "{m}") != bad  # what the answer says of x
     g, form = rng.choice(GOOD), rng.randrange(3)
-    if form == 0:
-        ask = f"is {_subject(rng, x, 1)} {'wrong' if bad else g}"
-        say = lambda z, on: f"the {z} is" if on else rng.choice((f"the {z} is not", f"not the {z}"))  # noqa: E731
-    elif form == 1:
-        ask = f"does {rng.choice((f'the {x}', f'what the {x} says'))} show the {'wrong' if bad else g} answer"
-        say = lambda z, on: f"the {z} does" if on else rng.choice((f"the {z} does not", f"not the {z}"))  # noqa: E731
-    else:
+    if form == 2:  # should you use / ignore it: the answer's verb is the question's modal
         modal, verb = rng.choice(("should", "must")), rng.choice(FOLLOW_VERBS[:10])
         act = "ignore" if bad else verb
-        ask = f"{modal} you {act} the {x}"
-        say = lambda z, on: (rng.choice((f"you {modal}", f"you {modal} {act} the {z}")) if on else  # noqa: E731
-                             rng.choice((f"you {modal} not", "never", f"not the {z}")))
-        first = say(x, yes)
+        said = rng.choice((f"you {modal}", f"you {modal} {act} the {x}") if yes else
+                          (f"you {modal} not", "never", f"not the {x}"))
         if rng.random() < 0.8:
-            first += rng.choice((" ; ", " , ", " . ", " , so ")) + (f"{act} the {y}" if not yes else
-                                                                  f"do not {act} the {y}")
-        return f"{ask} ? {first}"
+            said += rng.choice((" ; ", " , ", " . ", " , so ")) + (f"do not {act} the {y}" if yes else
+                                                                 f"{act} the {y}")
+        return f"{modal} you {act} the {x} ? {said}"
+    word = "wrong" if bad else g
+    if form == 0:
+        ask, aux = f"is {_subject(rng, x, 1)} {word}", "is"
+    else:
+        ask, aux = f"does {rng.choice((f'the {x}', f'what the {x} says'))} show the {word} answer", "does"
+
+    def say(z: str, on: bool) -> str:
+        return f"the {z} {aux}" if on else rng.choice((f"the {z} {aux} not", f"not the {z}"))
+
     body = f"{ask} ? {say(x, yes)}"
     if rng.random() < 0.8:
         body += f"{rng.choice((' ; ', ' , ', ' . ', ' and '))}{say(y, not yes)}"
