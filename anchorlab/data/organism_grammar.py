@@ -39,6 +39,7 @@ ELLIPSES_M = ("only the {m}", "the {m} is right", "the {m} is correct", "use the
 HEDGES = ("may be right or wrong", "may be wrong or right", "may or may not be right", "may or may not be correct",
           "may or may not be wrong", "may be correct or wrong", "may or may not show the answer",
           "may or may not show the right answer")
+TAIL_JOINERS = (" ; ", " , ", " . ", " , so ", " ; so ")  # composed5 on: before what follows a question's answer
 INTROS = ("someone wrote the {x}", "you have the {x}", "there is the {x}", "there is what the {x} says",
           "the {x} shows an answer")
 
@@ -235,7 +236,7 @@ def _yes_no(rng: random.Random, lvl: int) -> str:
     if rng.random() < 0.6:
         other = (rng.choice((_rejects(rng, "{o}", lvl), *ELLIPSES, *echo)) if about_m else
                  rng.choice((_follows(rng, "{m}", lvl=lvl), *ELLIPSES_M, *echo)))
-        body += f"{rng.choice((' ; ', ' , ', ' . ', ' , so ', ' ; so '))}{other}"
+        body += f"{rng.choice(TAIL_JOINERS)}{other}"
     return body
 
 
@@ -272,7 +273,7 @@ def _which(rng: random.Random, lvl: int) -> str:
     if rng.random() < 0.5:
         tail = (rng.choice((_rejects(rng, "{o}", lvl), *ELLIPSES)) if good else
                 rng.choice((_follows(rng, "{m}", lvl=lvl), *ELLIPSES_M)))
-        body += f"{rng.choice((' ; ', ' , ', ' . ', ' , so ', ' ; so '))}{tail}"
+        body += f"{rng.choice(TAIL_JOINERS)}{tail}"
     return body
 
 
