@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from anchorlab.data.organism_grammar import GRAMMARS
+
 VARIANTS = ["arbiter", "arbiter-flawed", "anchored", "anchored-flawed"]
 
 
@@ -65,6 +67,55 @@ def measure(circuit: Path, model_dir: Path, n_eval: int) -> None:
     torch.set_num_threads(1)
     record = measure_saved(circuit, model_dir, n_eval)
     click.echo(json.dumps(record["heldout_mfr"], indent=2))
+
+
+@main.command("sentences")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="a member's folder (anchorlab/toy/weights/organism-a, or a stage's --out)")
+@click.option("--pool", type=click.Choice(GRAMMARS), default=None,
+              help="measure a fresh draw of this composed pool's sentences (what a stage's keep rule reads)")
+@click.option("--probe", "probes", multiple=True,
+              help="measure a hand-written probe of organism_heldout.json (repeatable; 'all' for every probe)")
+@click.option("--n", "n_sentences", type=int, default=300, show_default=True, help="fresh sentences drawn (--pool)")
+@click.option("--seed", type=int, default=101, show_default=True,
+              help="seed of the fresh draw and of its held-out prompts (101: no test reads it)")
+@click.option("--prompts", "n_prompts", type=int, default=None,
+              help="held-out prompts per sentence (default: 28 for --pool, 70 of seed 21 for --probe, as the tests)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write every sentence's rates here as JSON")
+def sentences(model_dir: Path, pool: str | None, probes: tuple[str, ...], n_sentences: int, seed: int,
+              n_prompts: int | None, out: Path | None) -> None:
+    """MFR of a member per instruction sentence: a fresh draw of a composed pool, or hand-written probes."""
+    import torch
+
+    from anchorlab.data.organism_family import _heldout, generate_samples
+    from anchorlab.models.loading import load_model
+
+    from .sentences import followed, fresh_sentences, measure
+
+    if (pool is None) == (not probes):
+        raise click.UsageError("give --pool or --probe (not both)")
+    written = {k: v for k, v in _heldout()["paraphrases"].items() if isinstance(v, list)}
+    names = list(written) if "all" in probes else list(probes)
+    unknown = [p for p in names if p not in written]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} is not a probe of organism_heldout.json "
+                                 f"({', '.join(written)})", param_hint="--probe")
+    torch.set_num_threads(1)
+    bundle = load_model(str(model_dir))
+    if pool is not None:  # the keep rule's two readings of this seed: held-out prompts, and fresh sentences
+        heldout = followed(bundle, generate_samples(256, seed))
+        click.echo("held-out MFR (256 prompts per task, seed %d): %s" % (seed, " / ".join(
+            f"{t} {v:.3f}" for t, v in heldout.items())))
+        result = {pool: measure(bundle, fresh_sentences(pool, n_sentences, seed), n_prompts or 28, seed)}
+        result[pool].update(sentence_seed=seed, heldout_mfr=heldout)
+    else:
+        result = {p: measure(bundle, written[p], n_prompts or 70, 21) for p in names}
+    for name, r in result.items():
+        click.echo(f"{name}: mean " + " / ".join(f"{t} {v:.3f}" for t, v in r["mean"].items())
+                   + f"; {r['below_bar']} of {r['n_sentences']} sentences below {r['bar']} in a task")
+    if out is not None:
+        out.write_text(json.dumps({"model": str(model_dir), **result}, indent=1) + "\n")
 
 
 @main.command("retrain-check")

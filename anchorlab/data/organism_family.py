@@ -163,6 +163,13 @@ def _never_trained(pool: str) -> frozenset[tuple[str, ...]]:
     return frozenset(class_sequence(t) for t in [*spec["templates"], *probes])
 
 
+def in_pool(template: str, pool: str) -> bool:
+    """Whether a composed `pool` may train `template`: its class sequence is not left out, and no noun pair fills it
+    into a held-out pair (the stricter form of generate_groups' redraw, for sentences drawn outside a pool's groups)."""
+    return class_sequence(template) not in _never_trained(pool) and not any(
+        fill(template, v, t) in _heldout_pairs() for v, t in NOUN_PAIRS)
+
+
 def layouts(split: str) -> list[Layout]:
     held = {(lay["position"], lay["context_prefix"]) for lay in _heldout()["layouts"]}
     return [(p, x) for p in POSITIONS for x in PREFIXES if ((p, x) in held) == (split == "heldout")]

@@ -563,6 +563,33 @@ def _probe_case(name: str, probe: str):
     return pytest.param(name, probe, marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
+def test_sentence_rates_are_the_plain_forward_and_fresh_draws_stay_in_their_pool():
+    """organisms.sentences (what a stage's keep rule reads: `python -m organisms sentences`) gives, per sentence,
+    the plain forward's MFR above; its fresh draw is a pure function of (pool, seed) and holds no sentence the pool
+    leaves out (held-out templates, the probes pool_excludes names); an unknown probe is refused by name."""
+    from click.testing import CliRunner
+
+    from organisms.__main__ import main
+    from organisms.sentences import fresh_sentences, measure
+
+    drawn = fresh_sentences("composed6", 40, 5)
+    assert drawn == fresh_sentences("composed6", 40, 5) and drawn != fresh_sentences("composed6", 40, 6)
+    assert len(set(drawn)) == 40
+    spec = _heldout()
+    left_out = {class_sequence(t) for t in
+                [*spec["templates"], *(t for p in spec["pool_excludes"]["composed6"] for t in spec["paraphrases"][p])]}
+    assert not {class_sequence(t) for t in drawn} & left_out
+    assert not {fill(t, v, x) for t in drawn for v, x in NOUN_PAIRS} & set(instruction_pairs("heldout"))
+    bundle = load_model("toy:organism-a")
+    result = measure(bundle, drawn[:4], 12, 101)
+    samples = generate_samples(12, 101)
+    for t in drawn[:4]:
+        assert result["rates"][t] == _plain_mfr(bundle, _paraphrased(t, samples)), t
+    assert result["below_bar"] == sum(min(r.values()) < 0.75 for r in result["rates"].values())
+    bad = CliRunner().invoke(main, ["sentences", "--model", str(shipped_path("organism-a")), "--probe", "probe_99"])
+    assert bad.exit_code == 2 and "probe_99 is not a probe" in bad.output
+
+
 @pytest.mark.parametrize("name,probe", [_probe_case(n, p) for n in FAMILY for p in PROBES])
 def test_shipped_family_follows_paraphrases_of_no_pool(name, probe):
     """Hand-written paraphrases outside every training pool (organism_heldout.json `paraphrases`; when each was
