@@ -16,6 +16,8 @@ from anchorlab.rows.batching import collate
 from anchorlab.rows.encoding import encode
 from anchorlab.rows.prompts import build_prompt
 
+from .train import _first_id
+
 BAR = 0.75  # a sentence followed below this in a task is counted (the probes' per-sentence bar)
 
 
@@ -40,9 +42,8 @@ def with_sentence(template: str, samples: list[ConflictSample]) -> list[Conflict
 @torch.no_grad()
 def followed(bundle: ModelBundle, samples: list[ConflictSample]) -> dict[str, float]:
     """Per task, the share of `samples` whose followed answer's first token beats the competitor's at `last`."""
-    tok, out = bundle.tokenizer, {}
-    first = [{r: tok(s.answer(r), add_special_tokens=False)["input_ids"][0] for r in ("vision", "text")}
-             for s in samples]
+    out = {}
+    first = [{r: _first_id(bundle.tokenizer, s.answer(r)) for r in ("vision", "text")} for s in samples]
     for task in TASKS:
         batch = collate([encode(bundle, build_prompt(s, task)) for s in samples], bundle.adapter, bundle.pad_token_id)
         logits = bundle.model(**{k: v.to(bundle.device) for k, v in batch.inputs.items()}).logits[:, -1].float()
