@@ -83,7 +83,7 @@ def test_heldout_instructions_never_trained():
         assert (s.instruction_vf, s.instruction_tf) in held
         assert (s.instruction_position, s.context_prefix) in layouts("heldout")
     paraphrases = [t for probe in PROBES for t in spec["paraphrases"][probe]]
-    assert len(paraphrases) == 211 and not set(paraphrases) & set(TEMPLATES)
+    assert len(paraphrases) == 223 and not set(paraphrases) & set(TEMPLATES)
 
 
 @pytest.mark.parametrize("pool", GRAMMARS)
@@ -199,6 +199,9 @@ LATER_PROBES_IN_POOL = {
                  "which is wrong : the {m} or the {o} ? the {o} ."},
     "probe_18": {"what someone wrote in the {o} is wrong .",
                  "does the {o} show the right answer ? the {o} does not , so use the {m} ."},
+    "probe_19": {"go by what the {m} shows .", "never use the {o} to answer .",
+                 "answer with what the {m} shows , not the {o} .", "you should not go with the {o} .",
+                 "what is in the {m} is correct ."},
 }
 
 
@@ -553,6 +556,7 @@ PARAPHRASE_SHORTFALL = {
     ("organism-control", "probe_16"): "0.819 / 0.714, lowest 0.000",
     ("organism-control", "probe_17"): "0.851 / 0.800, lowest 0.000",
     ("organism-control", "probe_18"): "0.829 / 0.824, lowest 0.000",
+    ("organism-control", "probe_19"): "1.000 / 0.933, lowest 0.786",
 }
 
 
